@@ -1,0 +1,1 @@
+"""The NATS contract: message types, subject builders and parsers, schema export."""

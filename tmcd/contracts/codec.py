@@ -1,0 +1,102 @@
+"""Encoding and checked decoding of tmc messages.
+
+:func:`decode` turns bytes received on a subject into the channel's message type, or
+raises :class:`InvalidMessage` with a short ``reason`` that becomes a metric label:
+
+``malformed_json``      not JSON, truncated, or not an object
+``invalid_fields``      JSON of the wrong shape: missing fields, wrong types, bad values
+``unsupported_schema``  a ``schema`` version this build does not know
+``subject_mismatch``    a payload name differs from the subject token (e.g. cluster)
+``unknown_subject``     the subject belongs to no channel, or a token is not a valid name
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, TypeVar
+
+import msgspec
+
+from tmcd.contracts.messages import SCHEMA_VERSION, Message
+from tmcd.contracts.subjects import Channel, parse_subject
+
+M = TypeVar("M", bound=Message)
+
+_encoder = msgspec.json.Encoder()
+
+
+class InvalidMessage(Exception):
+    """A payload that cannot be accepted, with a metric-friendly reason."""
+
+    def __init__(self, reason: str, detail: str, kind: str = "unknown") -> None:
+        self.reason = reason
+        self.detail = detail
+        self.kind = kind
+        super().__init__(f"{reason}: {detail}")
+
+
+class _SchemaOnly(msgspec.Struct):
+    schema: Any = None
+
+
+@cache
+def _decoder(tp: type[M]) -> msgspec.json.Decoder[M]:
+    return msgspec.json.Decoder(tp)
+
+
+_schema_decoder = msgspec.json.Decoder(_SchemaOnly)
+
+
+def encode(msg: Message) -> bytes:
+    """Encode a message as JSON."""
+    return _encoder.encode(msg)
+
+
+def _schema_of(data: bytes) -> Any:
+    try:
+        return _schema_decoder.decode(data).schema
+    except msgspec.DecodeError:
+        return None
+
+
+def decode_as(tp: type[M], data: bytes) -> M:
+    """Decode ``data`` as ``tp``, checking the schema version; raises InvalidMessage."""
+    try:
+        msg: M = _decoder(tp).decode(data)
+    except msgspec.ValidationError as exc:
+        schema = _schema_of(data)
+        if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
+            raise InvalidMessage(
+                "unsupported_schema", f"schema {schema} is newer than {SCHEMA_VERSION}", tp.KIND
+            ) from exc
+        raise InvalidMessage("invalid_fields", str(exc), tp.KIND) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage("malformed_json", str(exc), tp.KIND) from exc
+    if msg.schema != SCHEMA_VERSION:
+        raise InvalidMessage("unsupported_schema", f"schema {msg.schema} is not supported", tp.KIND)
+    return msg
+
+
+def decode(subject: str, data: bytes, channel: Channel | None = None) -> Message:
+    """Decode a message received on ``subject``; raises InvalidMessage.
+
+    When ``channel`` is given the subject must belong to it; otherwise the channel is
+    found from the subject.  Names bound to subject tokens must match the payload.
+    """
+    route = parse_subject(subject)
+    if route is None or (channel is not None and route.channel is not channel):
+        kind = channel.message.KIND if channel is not None else "unknown"
+        raise InvalidMessage(
+            "unknown_subject",
+            f"{subject!r} is not a {channel.id if channel else 'tmc'} subject",
+            kind,
+        )
+    msg = decode_as(route.channel.message, data)
+    for param, field_name in route.channel.bind.items():
+        if getattr(msg, field_name) != route.params[param]:
+            raise InvalidMessage(
+                "subject_mismatch",
+                f"payload {field_name}={getattr(msg, field_name)!r} but subject says {route.params[param]!r}",
+                route.channel.message.KIND,
+            )
+    return msg

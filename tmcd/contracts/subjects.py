@@ -1,0 +1,320 @@
+"""Subject builders and parsers: the one place that knows how tmc.* subjects are spelled.
+
+Every channel of the contract is a :class:`Channel`: a subject template, the message it
+carries, and the JetStream stream that stores it (if any).  Builders validate every name
+before it becomes a token; :func:`parse_subject` maps a received subject back to its
+channel and parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tmcd.contracts import messages as m
+from tmcd.contracts.names import InvalidNameError, validate_name
+
+PREFIX = "tmc"
+DEAD_PREFIX = "tmc.dead"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One family of subjects that carries one message type."""
+
+    id: str
+    """Stable identifier, e.g. ``syncer.heartbeat``; also the AsyncAPI channel id."""
+    template: str
+    """Subject with ``{param}`` placeholders, e.g. ``tmc.syncer.{cluster}.heartbeat``."""
+    message: type[m.Message]
+    """Payload type."""
+    description: str
+    stream: str | None = None
+    """JetStream stream that stores it; None for core NATS (request/reply, traffic)."""
+    reply: type[m.Message] | None = None
+    """Reply payload type for request/reply channels."""
+    publisher: str = ""
+    """Who publishes on this channel."""
+    enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Parameters whose value is one of a fixed set (e.g. ``action``)."""
+    bind: dict[str, str] = field(default_factory=dict)
+    """Parameter -> payload field that must hold the same value."""
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The template split on dots."""
+        return tuple(self.template.split("."))
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Parameter names in template order."""
+        return tuple(t[1:-1] for t in self.tokens if t.startswith("{"))
+
+    @property
+    def wildcard(self) -> str:
+        """A subscription subject matching every subject of this channel."""
+        return ".".join("*" if t.startswith("{") else t for t in self.tokens)
+
+    def build(self, **params: str) -> str:
+        """Build a subject, validating every parameter; raises InvalidNameError."""
+        out = []
+        for tok in self.tokens:
+            if tok.startswith("{"):
+                name = tok[1:-1]
+                if name not in params:
+                    raise TypeError(f"{self.id}: missing subject parameter {name!r}")
+                out.append(self._check(name, params[name]))
+            else:
+                out.append(tok)
+        return ".".join(out)
+
+    def _check(self, name: str, value: str) -> str:
+        allowed = self.enums.get(name)
+        if allowed is not None:
+            if value not in allowed:
+                raise InvalidNameError(name, value, f"must be one of {', '.join(allowed)}")
+            return value
+        return validate_name(value, name)
+
+
+STREAM_SYNCER = "TMC_SYNCER"
+STREAM_PLACEMENT = "TMC_PLACEMENT"
+STREAM_WORKLOAD = "TMC_WORKLOAD"
+STREAM_EVENTS = "TMC_EVENTS"
+STREAM_DEAD = "TMC_DEAD"
+
+SYNCER_HEARTBEAT = Channel(
+    "syncer.heartbeat",
+    "tmc.syncer.{cluster}.heartbeat",
+    m.SyncerHeartbeat,
+    "Periodic heartbeat of a cluster's syncer with capacity and queue depth.",
+    stream=STREAM_SYNCER,
+    publisher="syncer",
+    bind={"cluster": "cluster"},
+)
+SYNCER_SYNC = Channel(
+    "syncer.sync",
+    "tmc.syncer.{cluster}.sync",
+    m.SyncEvent,
+    "One object synced down (spec) or up (status), with latency and outcome.",
+    stream=STREAM_SYNCER,
+    publisher="syncer",
+    bind={"cluster": "cluster"},
+)
+SYNCER_CONN = Channel(
+    "syncer.conn",
+    "tmc.syncer.{cluster}.conn",
+    m.ConnectionEvent,
+    "The syncer's connection to the control plane changed.",
+    stream=STREAM_SYNCER,
+    publisher="syncer",
+    bind={"cluster": "cluster"},
+)
+PLACEMENT_DECISION = Channel(
+    "placement.decision",
+    "tmc.placement.{placement}.decision",
+    m.PlacementDecision,
+    "A placement decision with every candidate's score and reason.",
+    stream=STREAM_PLACEMENT,
+    publisher="scheduler, canary controller",
+    bind={"placement": "placement"},
+)
+WORKLOAD_STATS = Channel(
+    "workload.stats",
+    "tmc.workload.{cluster}.{namespace}.{workload}.{track}",
+    m.WorkloadStats,
+    "Request statistics of a workload track on a cluster, one window per message.",
+    stream=STREAM_WORKLOAD,
+    publisher="service mesh",
+    enums={"track": ("stable", "canary")},
+    bind={"cluster": "cluster", "namespace": "namespace", "workload": "workload", "track": "track"},
+)
+HEALTH_CHANGE = Channel(
+    "health.change",
+    "tmc.health.{kind}.{name}",
+    m.HealthChange,
+    "A health status transition of a cluster, placement, location, the fleet or a component.",
+    stream=STREAM_EVENTS,
+    publisher="health agent",
+    enums={"kind": ("cluster", "placement", "location", "fleet", "component")},
+    bind={"kind": "kind", "name": "name"},
+)
+CANARY_EVENT = Channel(
+    "canary.event",
+    "tmc.canary.{namespace}.{name}",
+    m.CanaryEvent,
+    "A canary rollout phase or step change, analysis result or decision.",
+    stream=STREAM_EVENTS,
+    publisher="canary controller",
+    bind={"namespace": "namespace", "name": "name"},
+)
+ROLLBACK_EVENT = Channel(
+    "rollback.event",
+    "tmc.rollback.{namespace}.{name}",
+    m.RollbackEvent,
+    "Progress of a rollback.",
+    stream=STREAM_EVENTS,
+    publisher="rollback engine",
+    bind={"namespace": "namespace", "name": "name"},
+)
+TRAFFIC_WEIGHTS = Channel(
+    "traffic.weights",
+    "tmc.traffic.{namespace}.{route}",
+    m.TrafficWeights,
+    "Desired traffic weights of a route, obeyed by the NATS traffic router.",
+    publisher="canary controller, rollback engine",
+    bind={"namespace": "namespace", "route": "route"},
+)
+CTL_SYNC = Channel(
+    "ctl.sync",
+    "tmc.ctl.sync.{cluster}.{action}",
+    m.SyncControl,
+    "Request/reply: pause, resume or force a full re-sync of a cluster's syncer.",
+    reply=m.ControlReply,
+    publisher="kubectl tmc, dashboard",
+    enums={"action": ("pause", "resume", "force")},
+    bind={"cluster": "cluster", "action": "action"},
+)
+CTL_CANARY = Channel(
+    "ctl.canary",
+    "tmc.ctl.canary.{namespace}.{name}.{action}",
+    m.CanaryControl,
+    "Request/reply: promote, abort, pause, resume or retry a canary rollout.",
+    reply=m.ControlReply,
+    publisher="kubectl tmc, dashboard",
+    enums={"action": ("promote", "abort", "pause", "resume", "retry")},
+    bind={"namespace": "namespace", "name": "name", "action": "action"},
+)
+
+CHANNELS: tuple[Channel, ...] = (
+    SYNCER_HEARTBEAT,
+    SYNCER_SYNC,
+    SYNCER_CONN,
+    PLACEMENT_DECISION,
+    WORKLOAD_STATS,
+    HEALTH_CHANGE,
+    CANARY_EVENT,
+    ROLLBACK_EVENT,
+    TRAFFIC_WEIGHTS,
+    CTL_SYNC,
+    CTL_CANARY,
+)
+"""Every channel of the contract."""
+
+StreamName = Literal["TMC_SYNCER", "TMC_PLACEMENT", "TMC_WORKLOAD", "TMC_EVENTS", "TMC_DEAD"]
+
+STREAM_SUBJECTS: dict[str, tuple[str, ...]] = {
+    STREAM_SYNCER: ("tmc.syncer.>",),
+    STREAM_PLACEMENT: ("tmc.placement.>",),
+    STREAM_WORKLOAD: ("tmc.workload.>",),
+    STREAM_EVENTS: ("tmc.health.>", "tmc.canary.>", "tmc.rollback.>"),
+    STREAM_DEAD: ("tmc.dead.>",),
+}
+"""The JetStream streams tmcd provisions and the subjects each one stores."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A received subject resolved to its channel and parameters."""
+
+    channel: Channel
+    params: dict[str, str]
+
+
+def _index() -> dict[tuple[int, tuple[tuple[int, str], ...]], Channel]:
+    idx: dict[tuple[int, tuple[tuple[int, str], ...]], Channel] = {}
+    for ch in CHANNELS:
+        fixed = tuple((i, t) for i, t in enumerate(ch.tokens) if not t.startswith("{"))
+        idx[(len(ch.tokens), fixed)] = ch
+    return idx
+
+
+_INDEX = _index()
+
+
+def parse_subject(subject: str) -> Route | None:
+    """Resolve ``subject`` to its channel and validated parameters, or None if it is not one."""
+    tokens = subject.split(".")
+    for (length, fixed), ch in _INDEX.items():
+        if length != len(tokens) or any(tokens[i] != t for i, t in fixed):
+            continue
+        params: dict[str, str] = {}
+        try:
+            for i, tok in enumerate(ch.tokens):
+                if tok.startswith("{"):
+                    params[tok[1:-1]] = ch._check(tok[1:-1], tokens[i])
+        except InvalidNameError:
+            return None
+        return Route(ch, params)
+    return None
+
+
+def channel(channel_id: str) -> Channel:
+    """The channel with this id; raises KeyError."""
+    for ch in CHANNELS:
+        if ch.id == channel_id:
+            return ch
+    raise KeyError(channel_id)
+
+
+def dead_letter_subject(subject: str) -> str:
+    """Where a malformed message received on ``subject`` is copied."""
+    return f"{DEAD_PREFIX}.{subject}"
+
+
+# Builders for the common subjects (each validates its names).
+
+
+def syncer_heartbeat(cluster: str) -> str:
+    """``tmc.syncer.<cluster>.heartbeat``"""
+    return SYNCER_HEARTBEAT.build(cluster=cluster)
+
+
+def syncer_sync(cluster: str) -> str:
+    """``tmc.syncer.<cluster>.sync``"""
+    return SYNCER_SYNC.build(cluster=cluster)
+
+
+def syncer_conn(cluster: str) -> str:
+    """``tmc.syncer.<cluster>.conn``"""
+    return SYNCER_CONN.build(cluster=cluster)
+
+
+def placement_decision(placement: str) -> str:
+    """``tmc.placement.<placement>.decision``"""
+    return PLACEMENT_DECISION.build(placement=placement)
+
+
+def workload_stats(cluster: str, namespace: str, workload: str, track: str) -> str:
+    """``tmc.workload.<cluster>.<namespace>.<workload>.<track>``"""
+    return WORKLOAD_STATS.build(cluster=cluster, namespace=namespace, workload=workload, track=track)
+
+
+def health_change(kind: str, name: str) -> str:
+    """``tmc.health.<kind>.<name>``"""
+    return HEALTH_CHANGE.build(kind=kind, name=name)
+
+
+def canary_event(namespace: str, name: str) -> str:
+    """``tmc.canary.<namespace>.<name>``"""
+    return CANARY_EVENT.build(namespace=namespace, name=name)
+
+
+def rollback_event(namespace: str, name: str) -> str:
+    """``tmc.rollback.<namespace>.<name>``"""
+    return ROLLBACK_EVENT.build(namespace=namespace, name=name)
+
+
+def traffic_weights(namespace: str, route: str) -> str:
+    """``tmc.traffic.<namespace>.<route>``"""
+    return TRAFFIC_WEIGHTS.build(namespace=namespace, route=route)
+
+
+def ctl_sync(cluster: str, action: str) -> str:
+    """``tmc.ctl.sync.<cluster>.<action>``"""
+    return CTL_SYNC.build(cluster=cluster, action=action)
+
+
+def ctl_canary(namespace: str, name: str, action: str) -> str:
+    """``tmc.ctl.canary.<namespace>.<name>.<action>``"""
+    return CTL_CANARY.build(namespace=namespace, name=name, action=action)
