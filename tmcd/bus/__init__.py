@@ -1,0 +1,10 @@
+"""The event bus: the only package that imports nats-py.
+
+Everything else publishes and receives typed messages (msgspec Structs) through
+:class:`tmcd.bus.core.Bus`.
+"""
+
+from tmcd.bus.core import Bus, BusError, Delivery, NotConnectedError
+from tmcd.bus.kv import CasConflictError, KvEntry, KvStore
+
+__all__ = ["Bus", "BusError", "CasConflictError", "Delivery", "KvEntry", "KvStore", "NotConnectedError"]

@@ -1,0 +1,376 @@
+"""The Bus: connection, typed publish/request/subscribe, JetStream publish, durable pull
+consumers and KV, with malformed-message accounting and trace propagation built in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import nats
+from nats import errors as nats_errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js import errors as js_errors
+from opentelemetry import context as otel_context
+
+from tmcd.bus import tracing
+from tmcd.bus.deadletter import InvalidMessages
+from tmcd.bus.kv import KvStore
+from tmcd.bus.options import backoff_delay, credential_options, servers, tls_context
+from tmcd.bus.provision import KV_BUCKETS, provision
+from tmcd.config import Config, NatsConfig
+from tmcd.contracts.codec import InvalidMessage, decode, decode_as, encode
+from tmcd.contracts.messages import ControlReply, Message
+from tmcd.contracts.subjects import Channel, dead_letter_subject
+from tmcd.selfmetrics import SelfMetrics
+
+log = logging.getLogger("tmcd.bus")
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Message)
+T = TypeVar("T")
+
+
+class BusError(Exception):
+    """A NATS operation failed (connection refused, timeout, no responders, ...)."""
+
+
+class NotConnectedError(BusError):
+    """The bus is not connected."""
+
+
+@dataclass(slots=True)
+class Delivery(Generic[M]):
+    """A decoded message as handed to a handler."""
+
+    subject: str
+    msg: M
+    headers: dict[str, str] | None = None
+
+
+Handler = Callable[[Delivery[Any]], Awaitable[None]]
+RequestHandler = Callable[[Delivery[Any]], Awaitable[Message]]
+
+
+class Bus:
+    """tmcd's only door to NATS."""
+
+    def __init__(
+        self,
+        cfg: NatsConfig,
+        metrics: SelfMetrics,
+        *,
+        url: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._cfg = cfg
+        self._url = url if url is not None else cfg.url
+        self._metrics = metrics
+        self._clock = clock
+        self._nc: Client | None = None
+        self._js: Any = None
+        self.invalid = InvalidMessages(metrics, time.monotonic)
+        self.state_listeners: list[Callable[[bool], None]] = []
+        self.reconnects = 0
+
+    @property
+    def url(self) -> str:
+        """The server URL(s) this bus connects to."""
+        return self._url
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up."""
+        return self._nc is not None and self._nc.is_connected
+
+    def _set_state(self, up: bool) -> None:
+        self._metrics.nats_connected.set(1 if up else 0)
+        for cb in list(self.state_listeners):
+            cb(up)
+
+    def _options(self) -> dict[str, Any]:
+        cfg = self._cfg
+
+        def reconnect_to(servers_: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
+            attempt = max((s.reconnects for s in servers_), default=0)
+            return None, backoff_delay(attempt, cfg.reconnect_wait_min, cfg.reconnect_wait_max)
+
+        async def on_disconnect() -> None:
+            log.warning("disconnected from NATS")
+            self._set_state(False)
+
+        async def on_reconnect() -> None:
+            self.reconnects += 1
+            log.info("reconnected to NATS at %s", self._nc.connected_url if self._nc else "?")
+            self._set_state(True)
+
+        async def on_error(exc: Exception) -> None:
+            log.debug("NATS error: %s", exc)
+
+        async def on_closed() -> None:
+            self._set_state(False)
+
+        opts: dict[str, Any] = {
+            "servers": servers(self._url),
+            "name": cfg.name,
+            "connect_timeout": cfg.connect_timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_to_server_handler": reconnect_to,
+            "disconnected_cb": on_disconnect,
+            "reconnected_cb": on_reconnect,
+            "error_cb": on_error,
+            "closed_cb": on_closed,
+            "drain_timeout": 30,
+            "pending_size": 64 * 1024 * 1024,
+        }
+        ctx = tls_context(cfg)
+        if ctx is not None:
+            opts["tls"] = ctx
+        opts.update(credential_options(cfg))
+        return opts
+
+    async def connect(self, *, retry: bool = True, stop: asyncio.Event | None = None) -> None:
+        """Connect; with ``retry`` keep trying with backoff until connected or ``stop`` is set."""
+        attempt = 0
+        while True:
+            try:
+                self._nc = await nats.connect(**self._options())
+                break
+            except (OSError, TimeoutError, nats_errors.Error) as exc:
+                if not retry:
+                    raise BusError(f"cannot connect to NATS at {self._url}: {_reason(exc)}") from exc
+                delay = backoff_delay(attempt, self._cfg.reconnect_wait_min, self._cfg.reconnect_wait_max)
+                log.warning("cannot connect to NATS at %s (%s); retrying in %.1fs", self._url, _reason(exc), delay)
+                attempt += 1
+                if stop is not None:
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay)
+                        raise BusError("stopped before NATS connected") from exc
+                    except TimeoutError:
+                        continue
+                await asyncio.sleep(delay)
+        self._js = self._nc.jetstream()
+        log.info("connected to NATS at %s", self._nc.connected_url.netloc if self._nc.connected_url else self._url)
+        self._set_state(True)
+
+    @property
+    def nc(self) -> Client:
+        """The nats-py client (for the bus package only)."""
+        if self._nc is None:
+            raise NotConnectedError("not connected to NATS")
+        return self._nc
+
+    async def close(self) -> None:
+        """Drain subscriptions, flush pending publishes (acks included) and close."""
+        if self._nc is None or self._nc.is_closed:
+            return
+        try:
+            await self._nc.drain()
+        except (nats_errors.Error, OSError, TimeoutError) as exc:
+            log.debug("drain failed (%s); closing", exc)
+            await self._nc.close()
+
+    # -- core NATS --------------------------------------------------------
+
+    async def publish(self, subject: str, msg: Message, headers: dict[str, str] | None = None) -> None:
+        """Publish a message (core NATS: a stream on the subject still stores it)."""
+        await self.nc.publish(subject, encode(msg), headers=tracing.inject(headers))
+
+    async def publish_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
+        """Publish bytes as they are (simulators, tests, dead letters)."""
+        await self.nc.publish(subject, data, headers=headers)
+
+    async def request(self, subject: str, msg: Message, reply_type: type[R], timeout: float = 2.0) -> R:
+        """Send a request and decode the reply as ``reply_type``; raises BusError."""
+        try:
+            rep = await self.nc.request(subject, encode(msg), timeout=timeout, headers=tracing.inject(None))
+        except nats_errors.NoRespondersError as exc:
+            raise BusError(f"no responder on {subject}") from exc
+        except (nats_errors.TimeoutError, TimeoutError) as exc:
+            raise BusError(f"no reply on {subject} within {timeout}s") from exc
+        try:
+            return decode_as(reply_type, rep.data)
+        except InvalidMessage as exc:
+            raise BusError(f"bad reply on {subject}: {exc}") from exc
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the server has seen everything published so far."""
+        await self.nc.flush(int(max(1, timeout)))
+
+    async def _dead_letter(self, subject: str, data: bytes, err: InvalidMessage) -> None:
+        self.invalid.record(subject, err)
+        headers = {"Tmc-Reason": err.reason, "Tmc-Subject": subject, "Tmc-Kind": err.kind}
+        try:
+            await self.nc.publish(dead_letter_subject(subject), data, headers=headers)
+        except (nats_errors.Error, OSError) as exc:
+            log.warning("could not dead-letter message from %s: %s", subject, exc)
+
+    async def _handle(self, msg: Msg, channel: Channel | None, handler: Handler, label: str) -> Message | None:
+        """Decode and run the handler; bad input is dead-lettered. Returns the decoded message."""
+        try:
+            decoded = decode(msg.subject, msg.data, channel)
+        except InvalidMessage as err:
+            await self._dead_letter(msg.subject, msg.data, err)
+            return None
+        ctx = tracing.extract(msg.headers)
+        token = otel_context.attach(ctx) if ctx is not None else None
+        try:
+            await handler(Delivery(msg.subject, decoded, msg.headers))
+        except Exception as exc:
+            log.exception("handler failed for %s", msg.subject)
+            await self._dead_letter(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), decoded.KIND))
+            return None
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        self._metrics.events_processed.labels(label).inc()
+        return decoded
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, channel: Channel | None = None, queue: str = ""
+    ) -> Any:
+        """Subscribe with a typed handler; returns the subscription (call ``drain()`` to stop)."""
+
+        async def cb(msg: Msg) -> None:
+            await self._handle(msg, channel, handler, "core")
+
+        return await self.nc.subscribe(subject, queue=queue, cb=cb)
+
+    async def serve(
+        self, subject: str, handler: RequestHandler, *, channel: Channel | None = None, queue: str = ""
+    ) -> Any:
+        """Answer requests on ``subject``; a malformed request gets a ControlReply code 400."""
+
+        async def cb(msg: Msg) -> None:
+            try:
+                decoded = decode(msg.subject, msg.data, channel)
+            except InvalidMessage as err:
+                await self._dead_letter(msg.subject, msg.data, err)
+                bad = ControlReply(ok=False, code=400, message=f"{err.reason}: {err.detail}", timestamp=self._clock())
+                if msg.reply:
+                    await msg.respond(encode(bad))
+                return
+            try:
+                reply = await handler(Delivery(msg.subject, decoded, msg.headers))
+            except Exception as exc:
+                log.exception("request handler failed for %s", msg.subject)
+                reply = ControlReply(ok=False, code=500, message=repr(exc), timestamp=self._clock())
+            self._metrics.events_processed.labels("core").inc()
+            if msg.reply:
+                await msg.respond(encode(reply))
+
+        return await self.nc.subscribe(subject, queue=queue, cb=cb)
+
+    # -- JetStream ---------------------------------------------------------
+
+    @property
+    def js(self) -> Any:
+        """The JetStream context (for the bus package only)."""
+        if self._js is None:
+            raise NotConnectedError("not connected to NATS")
+        return self._js
+
+    async def js_publish(
+        self, subject: str, msg: Message, headers: dict[str, str] | None = None, timeout: float = 5.0
+    ) -> int:
+        """Publish to a stream and wait for its ack; returns the stream sequence."""
+        try:
+            ack = await self.js.publish(subject, encode(msg), timeout=timeout, headers=tracing.inject(headers))
+        except (nats_errors.Error, js_errors.Error, TimeoutError) as exc:
+            raise BusError(f"JetStream publish to {subject} failed: {_reason(exc)}") from exc
+        seq: int = ack.seq
+        return seq
+
+    async def provision(self, cfg: Config) -> dict[str, str]:
+        """Create or update tmcd's streams and KV buckets (idempotent)."""
+        return await provision(self.js, cfg)
+
+    async def kv(self, logical: str, value_type: type[T]) -> KvStore[T]:
+        """A typed KV store for one of tmcd's buckets (clusters, canaries, revisions, leases)."""
+        bucket = KV_BUCKETS.get(logical, logical)
+        return KvStore(await self.js.key_value(bucket), value_type)
+
+    async def consumer_info(self, stream: str, durable: str) -> Any:
+        """Raw consumer info (pending, ack floor, redeliveries)."""
+        return await self.js.consumer_info(stream, durable)
+
+    async def consume(
+        self,
+        stream: str,
+        durable: str,
+        handler: Handler,
+        stop: asyncio.Event,
+        *,
+        filter_subject: str | None = None,
+        batch: int = 256,
+        fetch_timeout: float = 0.5,
+        ack_wait: float = 30.0,
+        max_ack_pending: int = 20000,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Run a durable pull consumer until ``stop`` is set.
+
+        Each fetched batch is fully processed and acked before ``stop`` is checked again;
+        messages decoded as malformed are dead-lettered and acked.  On stop, anything
+        fetched but not processed is nak'ed so the next consumer gets it at once.
+        """
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+            deliver_policy=api.DeliverPolicy.ALL,
+            filter_subject=filter_subject,
+        )
+        psub = await self.js.pull_subscribe(filter_subject or "", durable=durable, stream=stream, config=config)
+        label = stream
+        if on_ready is not None:
+            on_ready()
+        attempt = 0
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await psub.fetch(batch, timeout=fetch_timeout)
+                except (nats_errors.TimeoutError, TimeoutError):
+                    continue
+                except (nats_errors.Error, js_errors.Error, OSError) as exc:
+                    delay = backoff_delay(attempt, 0.1, 5.0)
+                    attempt += 1
+                    log.warning("fetch from %s/%s failed (%s); retrying in %.1fs", stream, durable, exc, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    continue
+                attempt = 0
+                for msg in msgs:
+                    await self._handle(msg, None, handler, label)
+                    await msg.ack()
+        finally:
+            await self._release(psub)
+
+    async def _release(self, psub: Any) -> None:
+        """Unsubscribe; nak whatever arrived but was not processed."""
+        leftovers: list[Msg] = []
+        queue = psub._sub._pending_queue
+        while not queue.empty():
+            msg = queue.get_nowait()
+            if msg.reply and msg.data:
+                leftovers.append(msg)
+        for msg in leftovers:
+            with contextlib.suppress(nats_errors.Error, OSError):
+                await msg.nak()
+        with contextlib.suppress(nats_errors.Error, OSError):
+            await psub.unsubscribe()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, nats_errors.NoServersError):
+        return "no servers available (connection refused?)"
+    return text

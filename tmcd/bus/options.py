@@ -1,0 +1,52 @@
+"""Pure helpers that turn NatsConfig into nats-py connect options."""
+
+from __future__ import annotations
+
+import random
+import ssl
+from pathlib import Path
+from typing import Any
+
+from tmcd.config import NatsConfig
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff: ``low * 2**attempt`` capped at ``high``, with +-25 % jitter."""
+    base = min(high, low * 2.0 ** min(attempt, 32))
+    r = (rng or random).random()
+    return float(max(low / 2, base * (0.5 + r / 2)))
+
+
+def tls_context(cfg: NatsConfig) -> ssl.SSLContext | None:
+    """An SSL context when a CA or client certificate is configured (or the URL is tls://)."""
+    wants_tls = bool(cfg.tls_ca or cfg.tls_cert) or cfg.url.startswith("tls://")
+    if not wants_tls:
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.tls_ca or None)
+    if cfg.tls_cert:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
+    return ctx
+
+
+def credential_options(cfg: NatsConfig) -> dict[str, Any]:
+    """user/password, token, nkey seed file and creds file, as nats-py keyword arguments."""
+    opts: dict[str, Any] = {}
+    if cfg.user:
+        opts["user"] = cfg.user
+        opts["password"] = cfg.password
+    if cfg.token:
+        opts["token"] = cfg.token
+    if cfg.nkey_seed_file:
+        if not Path(cfg.nkey_seed_file).is_file():
+            raise FileNotFoundError(f"nats.nkey_seed_file {cfg.nkey_seed_file!r} does not exist")
+        opts["nkeys_seed"] = cfg.nkey_seed_file
+    if cfg.creds_file:
+        if not Path(cfg.creds_file).is_file():
+            raise FileNotFoundError(f"nats.creds_file {cfg.creds_file!r} does not exist")
+        opts["user_credentials"] = cfg.creds_file
+    return opts
+
+
+def servers(url: str) -> list[str]:
+    """The comma-separated server list of a NATS URL setting."""
+    return [u.strip() for u in url.split(",") if u.strip()]
