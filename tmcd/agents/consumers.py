@@ -1,0 +1,41 @@
+"""Helpers for agents that consume JetStream streams."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tmcd.agents.base import AgentContext
+from tmcd.bus.core import Handler
+
+
+async def consume_streams(ctx: AgentContext, agent: str, handlers: dict[str, Handler]) -> None:
+    """Run one durable pull consumer per stream (durable ``tmcd-<agent>-<stream>``) until stop.
+
+    ``ctx.started`` is set once every consumer is bound.
+    """
+    c = ctx.config.consumer
+    bound = 0
+
+    def ready() -> None:
+        nonlocal bound
+        bound += 1
+        if bound == len(handlers):
+            ctx.started.set()
+
+    async with asyncio.TaskGroup() as tg:
+        for stream, handler in handlers.items():
+            durable = f"tmcd-{agent}-{stream.removeprefix('TMC_').lower()}"
+            tg.create_task(
+                ctx.bus.consume(
+                    stream,
+                    durable,
+                    handler,
+                    ctx.stop,
+                    batch=c.batch,
+                    fetch_timeout=c.fetch_timeout,
+                    ack_wait=c.ack_wait,
+                    max_ack_pending=c.max_ack_pending,
+                    on_ready=ready,
+                ),
+                name=f"consume-{durable}",
+            )

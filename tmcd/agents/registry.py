@@ -1,0 +1,21 @@
+"""Agent names -> agent factories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tmcd.agents.base import Agent
+from tmcd.agents.idle import IdleAgent
+from tmcd.agents.metrics import MetricsAgent
+
+AGENTS: dict[str, Callable[[], Agent]] = {
+    "metrics": MetricsAgent,
+    "health": lambda: IdleAgent("health"),
+    "canary": lambda: IdleAgent("canary"),
+    "rollback": lambda: IdleAgent("rollback"),
+}
+
+
+def build_agents(names: list[str]) -> list[Agent]:
+    """Instantiate the named agents (names are validated by the config)."""
+    return [AGENTS[n]() for n in names]

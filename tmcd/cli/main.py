@@ -1,0 +1,109 @@
+"""`tmcd`: run the daemon, the simulator, the demo; export schemas; show config."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from tmcd import __version__
+from tmcd.cli.options import config_from_options, daemon_options
+from tmcd.config import ConfigError, render_config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="tmcd", message="%(prog)s %(version)s")
+def cli() -> None:
+    """tmcd: observability and progressive delivery for TMC multi-cluster Kubernetes."""
+
+
+@cli.command()
+@daemon_options
+def run(**opts: str | None) -> None:
+    """Run the daemon (agents, HTTP server; an embedded NATS when no URL is set)."""
+    from tmcd.daemon import Daemon
+    from tmcd.logsetup import setup_logging
+
+    cfg = config_from_options(**opts)
+    setup_logging(cfg.log_level)
+    code = asyncio.run(Daemon(cfg).run())
+    sys.exit(code)
+
+
+@cli.command()
+@daemon_options
+@click.option("--clusters", type=click.IntRange(min=1), default=20, show_default=True, help="Simulated clusters.")
+@click.option("--rate", type=click.FloatRange(min=0), default=100.0, show_default=True, help="Sync events/s.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
+def demo(clusters: int, rate: float, seed: int, **opts: str | None) -> None:
+    """Run tmcd on an embedded NATS with a simulated fleet; Ctrl-C stops everything."""
+    from tmcd.demo import run_demo
+    from tmcd.logsetup import setup_logging
+
+    cfg = config_from_options(**opts)
+    setup_logging(cfg.log_level)
+    sys.exit(asyncio.run(run_demo(cfg, clusters=clusters, rate=rate, seed=seed)))
+
+
+@cli.group()
+def schema() -> None:
+    """The NATS contract (AsyncAPI + JSON Schema)."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schema_export(directory: Path) -> None:
+    """Write DIRECTORY/asyncapi.yaml and DIRECTORY/schemas/*.json from the message types."""
+    from tmcd.contracts.asyncapi import export
+
+    for path in export(directory, __version__):
+        click.echo(f"wrote {path}")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect configuration."""
+
+
+@config_group.command("show")
+@daemon_options
+def config_show(**opts: str | None) -> None:
+    """Print the effective configuration as TOML (secrets masked)."""
+    click.echo(render_config(config_from_options(**opts)), nl=False)
+
+
+def _register_sim() -> None:
+    from tmcd.sim.cli import sim
+
+    cli.add_command(sim)
+
+
+try:
+    _register_sim()
+except ImportError:  # pragma: no cover - during development only
+    pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage and configuration errors are one line on stderr with exit code 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="tmcd", standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(f"tmcd: {exc}", err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "tmcd"
+        click.echo(f"{where}: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"tmcd: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

