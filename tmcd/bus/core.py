@@ -241,7 +241,9 @@ class Bus:
         async def cb(msg: Msg) -> None:
             await self._handle(msg, channel, handler, "core")
 
-        return await self.nc.subscribe(subject, queue=queue, cb=cb)
+        sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
+        await self.nc.flush()  # the server knows the interest once this returns
+        return sub
 
     async def serve(
         self, subject: str, handler: RequestHandler, *, channel: Channel | None = None, queue: str = ""
@@ -266,7 +268,9 @@ class Bus:
             if msg.reply:
                 await msg.respond(encode(reply))
 
-        return await self.nc.subscribe(subject, queue=queue, cb=cb)
+        sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
+        await self.nc.flush()  # the server knows the interest once this returns
+        return sub
 
     # -- JetStream ---------------------------------------------------------
 

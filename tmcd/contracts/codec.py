@@ -64,6 +64,8 @@ def decode_as(tp: type[M], data: bytes) -> M:
     try:
         msg: M = _decoder(tp).decode(data)
     except msgspec.ValidationError as exc:
+        if not data.lstrip()[:1] == b"{":
+            raise InvalidMessage("malformed_json", "payload is not a JSON object", tp.KIND) from exc
         schema = _schema_of(data)
         if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
             raise InvalidMessage(

@@ -8,7 +8,7 @@ time in seconds (float), which is cheap to decode and to subtract for lag.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -23,7 +23,12 @@ Schema = Annotated[
 Timestamp = Annotated[float, Meta(ge=0, description="Unix time in seconds when this was observed.")]
 Cluster = Annotated[
     str,
-    Meta(min_length=1, max_length=63, description="Cluster (SyncTarget) name, a DNS-1123 label."),
+    Meta(
+        min_length=1,
+        max_length=63,
+        pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Cluster (SyncTarget) name, a DNS-1123 label.",
+    ),
 ]
 Seconds = Annotated[float, Meta(ge=0)]
 
@@ -227,9 +232,9 @@ class CanaryEvent(Message, frozen=True):
     step_index: Annotated[int, Meta(ge=-1, description="Current step, -1 before the first.")] = -1
     revision: Annotated[int, Meta(ge=0, description="Rollout revision the event belongs to.")] = 0
     message: Annotated[str, Meta(description="Human-readable summary.")] = ""
-    evidence: Annotated[
-        dict[str, object], Meta(description="Samples, statistics and thresholds behind a decision.")
-    ] = msgspec.field(default_factory=dict)
+    evidence: Annotated[dict[str, Any], Meta(description="Samples, statistics and thresholds behind a decision.")] = (
+        msgspec.field(default_factory=dict)
+    )
 
 
 RollbackStage = Literal["started", "traffic", "placement", "cleanup", "completed", "failed"]

@@ -1,0 +1,92 @@
+"""Test helpers: an in-process daemon on a given NATS, and bounded polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+
+from tmcd.config import Config, load_config
+from tmcd.daemon import Daemon
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def daemon_config(nats_url: str, data_dir: Path, **overrides: object) -> Config:
+    """A config for a test daemon: given NATS, HTTP on a free port, fast consumer timeouts."""
+    base: dict[str, object] = {
+        "nats.url": nats_url,
+        "http.listen": "127.0.0.1:0",
+        "data_dir": str(data_dir),
+        "consumer.fetch_timeout": 0.2,
+    }
+    base.update(overrides)
+    return load_config(None, env={}, overrides=base)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(cfg: Config) -> AsyncIterator[Daemon]:
+    """Start a daemon, wait until every agent is started, stop it afterwards."""
+    daemon = Daemon(cfg)
+    await daemon.start()
+    try:
+        await wait_for(lambda: _all_started(daemon), what="agents started")
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+async def _all_started(daemon: Daemon) -> bool:
+    assert daemon.supervisor is not None
+    return all(s.started for s in daemon.supervisor.states.values())
+
+
+async def wait_for(
+    cond: Callable[[], Awaitable[T]], *, timeout: float = 10.0, what: str = "condition", step: float = 0.02
+) -> T:
+    """Poll an async condition until it is truthy (bounded); returns its value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await cond()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(step)
+
+
+async def scrape(base_url: str) -> str:
+    """GET /metrics."""
+    async with aiohttp.ClientSession() as s, s.get(f"{base_url}/metrics") as r:
+        return await r.text()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one series in Prometheus text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{want}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series == prefix or (labels and series.startswith(name + "{") and _labels_match(series, labels)):
+            return float(value)
+    return 0.0
+
+
+def _labels_match(series: str, labels: dict[str, str]) -> bool:
+    inside = series[series.index("{") + 1 : -1]
+    return all(f'{k}="{v}"' in inside for k, v in labels.items())

@@ -1,0 +1,144 @@
+"""Malformed payloads on every subject tmcd consumes are counted, logged once per subject
+per minute, dead-lettered to tmc.dead.<subject>, acked, and the consumer keeps going."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from tests.helpers import daemon_config, running_daemon, sample, scrape, wait_for
+from tmcd.contracts import subjects as s
+from tmcd.contracts.codec import encode
+from tmcd.contracts.messages import SyncEvent
+
+CONSUMED = [
+    s.syncer_heartbeat("gbg-1"),
+    s.syncer_sync("gbg-1"),
+    s.syncer_conn("gbg-1"),
+    s.placement_decision("gbg-pl"),
+    s.workload_stats("gbg-1", "shop", "cart", "canary"),
+]
+KIND = {
+    CONSUMED[0]: "syncer_heartbeat",
+    CONSUMED[1]: "sync_event",
+    CONSUMED[2]: "connection_event",
+    CONSUMED[3]: "placement_decision",
+    CONSUMED[4]: "workload_stats",
+}
+GARBAGE = {
+    "random": (random.Random(7).randbytes(64), "malformed_json"),
+    "truncated": (b'{"cluster": "gbg-1", "timestamp": 1.0, "res', "malformed_json"),
+    "wrong_types": (b'{"cluster": 12, "timestamp": "yesterday", "schema": 1}', "invalid_fields"),
+    "future_schema": (b'{"schema": 99, "cluster": "gbg-1", "timestamp": 1.0}', "unsupported_schema"),
+}
+
+
+async def test_garbage_on_every_consumed_subject(nats_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tmcd.bus")
+    cfg = daemon_config(nats_url, tmp_path, agents="metrics")
+    nc = await nats.connect(nats_url)
+    dead: list[tuple[str, bytes, str]] = []
+
+    async def on_dead(msg: nats.aio.msg.Msg) -> None:
+        dead.append((msg.subject, msg.data, (msg.headers or {}).get("Tmc-Reason", "")))
+
+    sub = await nc.subscribe("tmc.dead.>", cb=on_dead)
+    try:
+        async with running_daemon(cfg) as daemon:
+            base = daemon.http.base_url
+            before = await scrape(base)
+            js = nc.jetstream()
+            for subject in CONSUMED:
+                for payload, _ in GARBAGE.values():
+                    await js.publish(subject, payload)
+            # then a valid event: the consumer must still be alive after the garbage
+            good = SyncEvent(cluster="gbg-1", timestamp=time.time(), resource="apps/v1/deployments")
+            await js.publish(s.syncer_sync("gbg-1"), encode(good))
+
+            expected_dead = len(CONSUMED) * len(GARBAGE)
+
+            async def all_dead() -> bool:
+                return len(dead) >= expected_dead
+
+            await wait_for(all_dead, what="dead letters")
+            after = await scrape(base)
+
+            for subject in CONSUMED:
+                for name, (payload, reason) in GARBAGE.items():
+                    assert (f"tmc.dead.{subject}", payload, reason) in dead, (subject, name)
+            for subject, kind in KIND.items():
+                for reason in {r for _, r in GARBAGE.values()}:
+                    n = sum(1 for _, r in GARBAGE.values() if r == reason)
+                    got = sample(after, "tmc_events_invalid_total", kind=kind, reason=reason) - sample(
+                        before, "tmc_events_invalid_total", kind=kind, reason=reason
+                    )
+                    assert got == n, (subject, kind, reason, got)
+            processed = sample(after, "tmc_events_processed_total", stream="TMC_SYNCER") - sample(
+                before, "tmc_events_processed_total", stream="TMC_SYNCER"
+            )
+            assert processed >= 1
+
+            # every message was acked: nothing pending or awaiting ack on the consumers
+            for stream, durable in [
+                ("TMC_SYNCER", "tmcd-metrics-syncer"),
+                ("TMC_PLACEMENT", "tmcd-metrics-placement"),
+                ("TMC_WORKLOAD", "tmcd-metrics-workload"),
+            ]:
+
+                async def settled(stream: str = stream, durable: str = durable) -> bool:
+                    info = await js.consumer_info(stream, durable)
+                    return info.num_ack_pending == 0 and info.num_pending == 0
+
+                await wait_for(settled, what=f"{durable} acked everything")
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+
+    # logged once per subject (four bad messages each, within a minute), naming the subject
+    for subject in CONSUMED:
+        lines = [r.getMessage() for r in caplog.records if f"invalid message on {subject}:" in r.getMessage()]
+        assert len(lines) == 1, (subject, lines)
+
+
+async def test_bad_request_on_served_subject_gets_400_and_dead_letter(nats_url: str) -> None:
+    from tmcd.bus import Bus
+    from tmcd.config import NatsConfig
+    from tmcd.contracts.codec import decode_as
+    from tmcd.contracts.messages import ControlReply
+    from tmcd.selfmetrics import SelfMetrics
+
+    metrics = SelfMetrics()
+    bus = Bus(NatsConfig(), metrics, url=nats_url)
+    await bus.connect(retry=False)
+    nc = await nats.connect(nats_url)
+    got: list[str] = []
+
+    async def on_dead(msg: nats.aio.msg.Msg) -> None:
+        got.append(msg.subject)
+
+    dsub = await nc.subscribe("tmc.dead.>", cb=on_dead)
+
+    async def handler(d: object) -> ControlReply:
+        return ControlReply(ok=True)
+
+    sub = await bus.serve("tmc.ctl.sync.*.*", handler, channel=s.CTL_SYNC)
+    try:
+        rep = await nc.request(s.ctl_sync("bad-1", "pause"), b"\x00\xff not json", timeout=2)
+        reply = decode_as(ControlReply, rep.data)
+        assert not reply.ok and reply.code == 400 and "malformed_json" in reply.message
+
+        async def dead() -> bool:
+            return "tmc.dead.tmc.ctl.sync.bad-1.pause" in got
+
+        await wait_for(dead, what="dead letter")
+        assert metrics.events_invalid.labels("sync_control", "malformed_json")._value.get() == 1
+    finally:
+        await sub.unsubscribe()
+        await dsub.unsubscribe()
+        await nc.close()
+        await bus.close()
