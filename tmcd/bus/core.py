@@ -121,7 +121,10 @@ class Bus:
             "name": cfg.name,
             "connect_timeout": cfg.connect_timeout,
             "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
+            # Initial connect: try each server once (our own loop retries with backoff);
+            # switched to -1 (forever) as soon as the first connection is up.
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": cfg.reconnect_wait_min,
             "reconnect_to_server_handler": reconnect_to,
             "disconnected_cb": on_disconnect,
             "reconnected_cb": on_reconnect,
@@ -156,6 +159,7 @@ class Bus:
                     except TimeoutError:
                         continue
                 await asyncio.sleep(delay)
+        self._nc.options["max_reconnect_attempts"] = -1
         self._js = self._nc.jetstream()
         log.info("connected to NATS at %s", self._nc.connected_url.netloc if self._nc.connected_url else self._url)
         self._set_state(True)
