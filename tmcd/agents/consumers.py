@@ -35,6 +35,7 @@ async def consume_streams(ctx: AgentContext, agent: str, handlers: dict[str, Han
                     fetch_timeout=c.fetch_timeout,
                     ack_wait=c.ack_wait,
                     max_ack_pending=c.max_ack_pending,
+                    drain_timeout=ctx.config.runtime.shutdown_timeout * 0.4,
                     on_ready=ready,
                 ),
                 name=f"consume-{durable}",

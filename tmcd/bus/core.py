@@ -321,13 +321,16 @@ class Bus:
         fetch_timeout: float = 0.5,
         ack_wait: float = 30.0,
         max_ack_pending: int = 20000,
+        drain_timeout: float = 5.0,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         """Run a durable pull consumer until ``stop`` is set.
 
-        Each fetched batch is fully processed and acked before ``stop`` is checked again;
-        messages decoded as malformed are dead-lettered and acked.  On stop, anything
-        fetched but not processed is nak'ed so the next consumer gets it at once.
+        Every fetched batch is processed and acked message by message; malformed messages
+        are dead-lettered and acked.  When ``stop`` is set the consumer keeps going until
+        it has processed everything the stream held at that moment (for at most
+        ``drain_timeout`` seconds; what is left stays in the durable consumer for the next
+        run), takes nothing newer, and naks whatever it fetched but did not process.
         """
         config = api.ConsumerConfig(
             durable_name=durable,
@@ -342,11 +345,24 @@ class Bus:
         if on_ready is not None:
             on_ready()
         attempt = 0
+        loop = asyncio.get_running_loop()
+        cutoff: int | None = None  # stream sequence at stop time: drain up to it
+        drain_until = 0.0
+        last_seq = 0
         try:
-            while not stop.is_set():
+            while True:
+                if stop.is_set():
+                    if cutoff is None:
+                        cutoff = await self._stream_last_seq(stream)
+                        drain_until = loop.time() + drain_timeout
+                        log.debug("%s/%s: draining up to stream sequence %d", stream, durable, cutoff)
+                    if last_seq >= cutoff or loop.time() >= drain_until:
+                        break
                 try:
                     msgs = await psub.fetch(batch, timeout=fetch_timeout)
                 except (nats_errors.TimeoutError, TimeoutError):
+                    if cutoff is not None:
+                        break  # nothing left that was there before the stop
                     continue
                 except (nats_errors.Error, js_errors.Error, OSError) as exc:
                     delay = backoff_delay(attempt, 0.1, 5.0)
@@ -359,8 +375,18 @@ class Bus:
                 for msg in msgs:
                     await self._handle(msg, None, handler, label)
                     await msg.ack()
+                if cutoff is not None or stop.is_set():
+                    last_seq = msgs[-1].metadata.sequence.stream
         finally:
             await self._release(psub)
+
+    async def _stream_last_seq(self, stream: str) -> int:
+        try:
+            info = await self.js.stream_info(stream)
+        except (nats_errors.Error, js_errors.Error, TimeoutError):
+            return 0
+        last: int = info.state.last_seq
+        return last
 
     async def _release(self, psub: Any) -> None:
         """Unsubscribe; nak whatever arrived but was not processed."""

@@ -1,0 +1,126 @@
+"""Agents run as guarded tasks: a crash is counted and restarted with capped backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tmcd.agents.base import AgentContext
+from tmcd.config import Config
+from tmcd.selfmetrics import SelfMetrics
+from tmcd.supervisor import Supervisor, restart_delay
+
+
+class CrashingAgent:
+    name = "crashy"
+
+    def __init__(self, crashes: int) -> None:
+        self.crashes = crashes
+        self.runs = 0
+
+    async def run(self, ctx: AgentContext) -> None:
+        self.runs += 1
+        if self.runs <= self.crashes:
+            raise RuntimeError(f"boom {self.runs}")
+        ctx.started.set()
+        await ctx.stop.wait()
+
+
+class ReturningAgent:
+    """Returns (a crash) after running for ``ran`` seconds of the fake clock."""
+
+    name = "quitter"
+
+    def __init__(self, now: list[float], ran: float) -> None:
+        self.now = now
+        self.ran = ran
+
+    async def run(self, ctx: AgentContext) -> None:
+        self.now[0] += self.ran
+
+
+def test_restart_delay_doubles_and_caps() -> None:
+    assert [restart_delay(n, 0.5, 4.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+async def test_crashing_agent_is_restarted_with_backoff_and_counted() -> None:
+    metrics = SelfMetrics()
+    stop = asyncio.Event()
+    sleeps: list[float] = []
+
+    async def fake_sleep(delay: float, _stop: asyncio.Event) -> None:
+        sleeps.append(delay)
+
+    agent = CrashingAgent(crashes=5)
+    sup = Supervisor(
+        [agent],
+        lambda: AgentContext(None, Config(), metrics, stop, lambda: 0.0),  # type: ignore[arg-type]
+        metrics,
+        stop,
+        backoff_min=1.0,
+        backoff_max=4.0,
+        sleep=fake_sleep,
+    )
+    sup.start()
+    for _ in range(100):
+        if sup.states["crashy"].started:
+            break
+        await asyncio.sleep(0)
+    state = sup.states["crashy"]
+    assert state.started and state.status == "running"
+    assert sleeps == [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert state.restarts == 5 and "boom 5" in state.last_error
+    assert metrics.agent_restarts.labels("crashy")._value.get() == 5
+    stop.set()
+    assert await sup.wait_stopped(1.0)
+    assert state.status == "stopped"
+
+
+async def test_agent_returning_early_counts_as_crash_and_backoff_resets_after_stable_run() -> None:
+    metrics = SelfMetrics()
+    stop = asyncio.Event()
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def fake_sleep(delay: float, _stop: asyncio.Event) -> None:
+        sleeps.append(delay)
+        if len(sleeps) == 3:
+            stop.set()
+
+    sup = Supervisor(
+        [ReturningAgent(now, ran=100.0)],
+        lambda: AgentContext(None, Config(), metrics, stop, lambda: 0.0),  # type: ignore[arg-type]
+        metrics,
+        stop,
+        backoff_min=1.0,
+        backoff_max=30.0,
+        monotonic=lambda: now[0],
+        sleep=fake_sleep,
+    )
+    sup.start()
+    assert await sup.wait_stopped(1.0)
+    # each run lasted longer than STABLE_AFTER, so the backoff never grows
+    assert sleeps == [1.0, 1.0, 1.0]
+    assert "returned before stop" in sup.states["quitter"].last_error
+
+
+async def test_stuck_agent_is_cancelled_after_timeout() -> None:
+    metrics = SelfMetrics()
+    stop = asyncio.Event()
+
+    class Stuck:
+        name = "stuck"
+
+        async def run(self, ctx: AgentContext) -> None:
+            ctx.started.set()
+            await asyncio.Event().wait()  # ignores stop
+
+    sup = Supervisor(
+        [Stuck()],
+        lambda: AgentContext(None, Config(), metrics, stop, lambda: 0.0),  # type: ignore[arg-type]
+        metrics,
+        stop,
+    )
+    sup.start()
+    await asyncio.sleep(0)
+    stop.set()
+    assert not await sup.wait_stopped(0.05)
