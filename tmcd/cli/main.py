@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,8 +30,7 @@ def run(**opts: str | None) -> None:
 
     cfg = config_from_options(**opts)
     setup_logging(cfg.log_level)
-    code = asyncio.run(Daemon(cfg).run())
-    sys.exit(code)
+    sys.exit(_run_daemon(lambda: Daemon(cfg).run()))
 
 
 @cli.command()
@@ -44,7 +45,21 @@ def demo(clusters: int, rate: float, seed: int, **opts: str | None) -> None:
 
     cfg = config_from_options(**opts)
     setup_logging(cfg.log_level)
-    sys.exit(asyncio.run(run_demo(cfg, clusters=clusters, rate=rate, seed=seed)))
+    sys.exit(_run_daemon(lambda: run_demo(cfg, clusters=clusters, rate=rate, seed=seed)))
+
+
+def _run_daemon(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run the daemon; a start-up failure is one line on stderr and exit code 1."""
+    from tmcd.bus import BusError
+    from tmcd.embedded import EmbeddedNatsError
+
+    try:
+        return asyncio.run(main())
+    except (EmbeddedNatsError, BusError) as exc:
+        click.echo(f"tmcd: error: {exc}", err=True)
+    except OSError as exc:
+        click.echo(f"tmcd: error: {exc.strerror or exc}", err=True)
+    return 1
 
 
 @cli.group()

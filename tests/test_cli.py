@@ -1,0 +1,153 @@
+"""The tmcd command line: CliRunner for behaviour, real subprocesses for exit codes and stderr."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tmcd import __version__
+from tmcd.cli.main import cli
+from tmcd.contracts.asyncapi import check
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tmcd(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tmcd.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output == f"tmcd {__version__}\n"
+
+
+def test_config_show_precedence_and_masking(tmp_path: Path) -> None:
+    file = tmp_path / "tmcd.toml"
+    file.write_text('log_level = "debug"\n[nats]\nurl = "nats://10.0.0.1:4222"\npassword = "s3cret"\n')
+    result = CliRunner().invoke(
+        cli,
+        ["config", "show", "--config", str(file), "--http-listen", "0.0.0.0:9090"],
+        env={"TMCD_NATS_URL": "nats://127.0.0.1:4333", "TMCD_LOG_LEVEL": "warning"},
+    )
+    assert result.exit_code == 0, result.output
+    shown = tomllib.loads(result.output)
+    assert shown["nats"]["url"] == "nats://127.0.0.1:4333"  # env beats file
+    assert shown["http"]["listen"] == "0.0.0.0:9090"  # flag beats everything
+    assert shown["log_level"] == "warning"
+    assert shown["nats"]["password"] == "****"
+    assert "s3cret" not in result.output
+
+
+def test_bad_flag_value_is_one_line_exit_2() -> None:
+    proc = tmcd("config", "show", "--agents", "metrics,bogus")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "agents = 'metrics,bogus': expected a comma-separated subset of metrics,health,canary,rollback" in (
+        proc.stderr
+    )
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    proc = tmcd("config", "show", env={"TMCD_HTTP_LISTEN": "nope"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "TMCD_HTTP_LISTEN" in proc.stderr and "http.listen = 'nope'" in proc.stderr
+
+
+def test_unknown_key_in_file_suggests(tmp_path: Path) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text("[nats]\nurll = 'nats://x:1'\n")
+    proc = tmcd("config", "show", "--config", str(file))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("nats.urll: unknown key (did you mean nats.url?)")
+
+
+def test_unknown_option_is_usage_error_exit_2() -> None:
+    proc = tmcd("run", "--bogus")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "No such option '--bogus'" in proc.stderr and "tmcd run --help" in proc.stderr
+
+
+def test_missing_nats_server_binary_is_one_line_exit_1(tmp_path: Path) -> None:
+    proc = tmcd(
+        "run",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        str(tmp_path),
+        env={"TMCD_NATS_SERVER_BIN": str(tmp_path / "missing")},
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.splitlines()[-1]
+        == f"tmcd: error: TMCD_NATS_SERVER_BIN='{tmp_path / 'missing'}' is not an executable file"
+    )
+
+
+def test_sim_unreachable_nats_is_one_line_exit_1() -> None:
+    # `tmcd run` retries forever (a sidecar may start before NATS); the simulator does not.
+    proc = subprocess.run(
+        [sys.executable, "-m", "tmcd.cli.main", "sim", "--nats-url", "nats://127.0.0.1:1", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot reach NATS at nats://127.0.0.1:1")
+
+
+def test_schema_export_matches_committed(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["schema", "export", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "asyncapi.yaml").read_bytes() == (ROOT / "subjects" / "asyncapi.yaml").read_bytes()
+    assert check(tmp_path, __version__) == []
+
+
+def test_kubectl_plugin_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from tmcd.kubectl.main import main; main()", "version", "--client"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0 and proc.stdout == f"Client Version: v{__version__}\n"
+
+
+def test_dockerfile_runs_tmcd_as_non_root_with_livez_healthcheck() -> None:
+    lines = _dockerfile_instructions(ROOT / "Dockerfile")
+    by = {}
+    for instr, arg in lines:
+        by.setdefault(instr, []).append(arg)
+    assert by["FROM"] == ["python:3.11-slim"]
+    assert by["ENTRYPOINT"] == ['["tmcd"]']
+    assert by["EXPOSE"] == ["8080"]
+    assert "/livez" in by["HEALTHCHECK"][0]
+    user = by["USER"][-1]
+    assert user.split(":")[0] not in ("root", "0")
+    assert any("pip install ." in a for a in by["RUN"])
+
+
+def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        buf += line[:-1] + " " if line.endswith("\\") else line
+        if line.endswith("\\"):
+            continue
+        instr, _, arg = buf.partition(" ")
+        out.append((instr.upper(), arg.strip()))
+        buf = ""
+    return out
