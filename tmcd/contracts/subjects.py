@@ -9,6 +9,7 @@ channel and parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from tmcd.contracts import messages as m
@@ -232,8 +233,12 @@ def _index() -> dict[tuple[int, tuple[tuple[int, str], ...]], Channel]:
 _INDEX = _index()
 
 
+@lru_cache(maxsize=65536)
 def parse_subject(subject: str) -> Route | None:
-    """Resolve ``subject`` to its channel and validated parameters, or None if it is not one."""
+    """Resolve ``subject`` to its channel and validated parameters, or None if it is not one.
+
+    Cached: a fleet publishes on a bounded set of subjects, so the hot path is a dict hit.
+    """
     tokens = subject.split(".")
     for (length, fixed), ch in _INDEX.items():
         if length != len(tokens) or any(tokens[i] != t for i, t in fixed):
