@@ -38,7 +38,9 @@ GARBAGE = {
 }
 
 
-async def test_garbage_on_every_consumed_subject(nats_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_garbage_on_every_consumed_subject(
+    nats_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="tmcd.bus")
     cfg = daemon_config(nats_url, tmp_path, agents="metrics")
     nc = await nats.connect(nats_url)

@@ -60,6 +60,7 @@ async def test_sigterm_under_load_acks_everything_once(nats_server: EmbeddedNats
         await _wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         acked: list[int] = []
         stop_publishing = asyncio.Event()
+        enough = asyncio.Event()
 
         async def publisher(worker: int) -> None:
             i = 0
@@ -69,11 +70,12 @@ async def test_sigterm_under_load_acks_everything_once(nats_server: EmbeddedNats
                 )
                 ack = await js.publish(s.syncer_sync(f"load-{worker}"), encode(ev))
                 acked.append(ack.seq)
+                if len(acked) >= 3000:
+                    enough.set()
                 i += 1
 
         tasks = [asyncio.create_task(publisher(w)) for w in range(4)]
-        while len(acked) < 3000:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(enough.wait(), 30)
         last_before_signal = max(acked)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -69,8 +69,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 class EmbeddedNats:
     """A nats-server child process with JetStream on a local store directory."""
 
-    def __init__(self, binary: str, store_dir: Path, host: str = "127.0.0.1", port: int = -1) -> None:
+    def __init__(
+        self,
+        binary: str,
+        store_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = -1,
+        config_file: Path | None = None,
+    ) -> None:
         self.binary = binary
+        self.config_file = config_file
         self.store_dir = store_dir
         self.host = host
         self.port = port
@@ -100,6 +108,8 @@ class EmbeddedNats:
             "-n",
             f"tmcd-{os.getpid()}",
         ]
+        if self.config_file is not None:
+            cmd += ["-c", str(self.config_file)]
         log.debug("starting %s", " ".join(cmd))
         try:
             self._proc = subprocess.Popen(
@@ -123,15 +133,19 @@ class EmbeddedNats:
 
     def _read_log(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
+        tls = False
+        address = ""
         for raw in self._proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             log.debug("%s", line)
             self._tail = [*self._tail[-9:], line]
             m = _LISTEN.search(line)
             if m:
-                host = m.group(1)
-                self.url = f"nats://{host}:{m.group(2)}"
-            if _READY in line:
+                address = f"{m.group(1)}:{m.group(2)}"
+            if "TLS required for client connections" in line:
+                tls = True
+            if _READY in line and address:
+                self.url = f"{'tls' if tls else 'nats'}://{address}"
                 self._ready.set()
         self._ready.set()  # exited: unblock start()
 
