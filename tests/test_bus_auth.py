@@ -178,7 +178,7 @@ async def test_tls_with_client_certificate(serve: object, certs: Path) -> None:
 
 
 async def test_missing_credential_files_are_named() -> None:
-    with pytest.raises(BusError, match="nats.creds_file .* does not exist"):
+    with pytest.raises(BusError, match=r"nats.creds_file .* does not exist"):
         await _roundtrip(NatsConfig(creds_file="/nonexistent/x.creds"), "nats://127.0.0.1:1")
-    with pytest.raises(BusError, match="nats.nkey_seed_file .* does not exist"):
+    with pytest.raises(BusError, match=r"nats.nkey_seed_file .* does not exist"):
         await _roundtrip(NatsConfig(nkey_seed_file="/nonexistent/x.nk"), "nats://127.0.0.1:1")

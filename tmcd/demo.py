@@ -23,7 +23,6 @@ def banner(daemon: Daemon, nats_url: str, clusters: int, rate: float) -> str:
             f"  metrics    {base}/metrics",
             f"  readiness  {base}/readyz?verbose",
             f"  health     {base}/healthz?verbose",
-            f"  API        {base}/api/v1",
             f"  NATS       {nats_url}",
             "",
             "Try:",

@@ -78,6 +78,7 @@ class Bus:
         self.invalid = InvalidMessages(metrics, time.monotonic)
         self.state_listeners: list[Callable[[bool], None]] = []
         self.reconnects = 0
+        self._closing = False
 
     @property
     def url(self) -> str:
@@ -102,7 +103,10 @@ class Bus:
             return None, backoff_delay(attempt, cfg.reconnect_wait_min, cfg.reconnect_wait_max)
 
         async def on_disconnect() -> None:
-            log.warning("disconnected from NATS")
+            if self._closing:
+                log.debug("disconnected from NATS (closing)")
+            else:
+                log.warning("disconnected from NATS")
             self._set_state(False)
 
         async def on_reconnect() -> None:
@@ -175,6 +179,7 @@ class Bus:
         """Drain subscriptions, flush pending publishes (acks included) and close."""
         if self._nc is None or self._nc.is_closed:
             return
+        self._closing = True
         try:
             await self._nc.drain()
         except (nats_errors.Error, OSError, TimeoutError) as exc:

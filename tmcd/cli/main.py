@@ -95,10 +95,7 @@ def _register_sim() -> None:
     cli.add_command(sim)
 
 
-try:
-    _register_sim()
-except ImportError:  # pragma: no cover - during development only
-    pass
+_register_sim()
 
 
 def main(argv: list[str] | None = None) -> None:

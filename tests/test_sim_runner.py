@@ -1,0 +1,297 @@
+"""The simulator on a real nats-server: published streams, control request/reply, the `sim` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import nats
+import pytest
+from click.testing import CliRunner
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from tmcd.bus import Bus
+from tmcd.config import NatsConfig
+from tmcd.contracts import subjects
+from tmcd.contracts.codec import decode
+from tmcd.contracts.messages import ControlReply, Message, SyncAction, SyncControl, SyncerHeartbeat, SyncEvent
+from tmcd.selfmetrics import SelfMetrics
+from tmcd.sim.cli import sim
+from tmcd.sim.model import SimOptions, cluster_names
+from tmcd.sim.runner import run_sim
+
+M = TypeVar("M", bound=Message)
+
+SENTINEL = "tmc.syncer.test-end.sentinel"
+SUMMARY = re.compile(r"^sim: published heartbeats=(\d+) sync=(\d+) conn=(\d+) in [0-9.]+s$")
+
+
+class Received:
+    """Every message seen on tmc.syncer.>, decoded, with a way to wait for a condition."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.changed = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def on_msg(self, msg: Msg) -> None:
+        if msg.subject == SENTINEL:
+            self.done.set()
+            return
+        self.messages.append(decode(msg.subject, msg.data))
+        self.changed.set()
+
+    async def until(self, pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        async def loop() -> None:
+            while not pred():
+                self.changed.clear()
+                await self.changed.wait()
+
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}") from None
+
+    def of(self, tp: type[M]) -> list[M]:
+        return [m for m in self.messages if isinstance(m, tp)]
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    b = Bus(NatsConfig(), SelfMetrics(), url=nats_url)
+    await b.connect(retry=False)
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def received(nats_url: str) -> AsyncIterator[Received]:
+    nc: Client = await nats.connect(nats_url)
+    rec = Received()
+    await nc.subscribe("tmc.syncer.>", cb=rec.on_msg)
+    await nc.flush()
+    yield rec
+    await nc.drain()
+
+
+async def finish(bus: Bus, rec: Received) -> None:
+    """Wait until the subscriber has everything the bus published before now."""
+    await bus.publish_raw(SENTINEL, b"")
+    await bus.flush()
+    await asyncio.wait_for(rec.done.wait(), 10)
+
+
+async def test_publishes_heartbeats_sync_and_counts(bus: Bus, received: Received) -> None:
+    opts = SimOptions(clusters=4, rate=400.0, seed=5, heartbeat_interval=0.1)
+    stats = await run_sim(bus, opts, asyncio.Event(), duration=0.5, tick=0.02)
+    await finish(bus, received)
+    hbs = received.of(SyncerHeartbeat)
+    syncs = received.of(SyncEvent)
+    assert {h.cluster for h in hbs} == set(cluster_names(4))
+    assert (stats.heartbeats, stats.sync) == (len(hbs), len(syncs))
+    assert 198 <= stats.sync <= 200  # rate x duration (the fraction is carried over)
+    assert stats.sync_failed == sum(not e.ok for e in syncs)
+    assert 0.45 <= stats.elapsed <= 0.5
+
+
+async def test_fake_clock_and_progress_log(bus: Bus, received: Received, caplog: pytest.LogCaptureFixture) -> None:
+    fake = [1_700_000_000.0]
+
+    def clock() -> float:
+        fake[0] += 0.25
+        return fake[0]
+
+    caplog.set_level(logging.INFO, logger="tmcd.sim")
+    opts = SimOptions(clusters=3, rate=10.0, heartbeat_interval=2.0)
+    stats = await run_sim(bus, opts, asyncio.Event(), duration=25.0, clock=clock, tick=0.001)
+    await finish(bus, received)
+    assert stats.sync == len(received.of(SyncEvent)) == 250
+    assert stats.heartbeats == len(received.of(SyncerHeartbeat))
+    assert 36 <= stats.heartbeats <= 39  # 3 clusters x 12 or 13 in 25 s at 2 s
+    assert stats.elapsed == 25.0
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sim: ")]
+    assert len(progress) == 2 and "sync=" in progress[0]
+
+
+async def test_stop_is_immediate(bus: Bus) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_sim(bus, SimOptions(clusters=2, rate=10.0), stop, tick=30.0))
+    await asyncio.sleep(0)  # let it start waiting
+    started = time.monotonic()
+    stop.set()
+    stats = await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 2.0 and stats.elapsed < 2.0
+
+
+async def test_control_pause_resume_force_and_unknown(nats_url: str, bus: Bus, received: Received) -> None:
+    stop = asyncio.Event()
+    opts = SimOptions(clusters=3, rate=300.0, seed=2, heartbeat_interval=0.05)
+    task = asyncio.create_task(run_sim(bus, opts, stop, tick=0.01))
+    client = Bus(NatsConfig(), SelfMetrics(), url=nats_url)
+    await client.connect(retry=False)
+
+    async def ctl(cluster: str, action: SyncAction) -> ControlReply:
+        req = SyncControl(cluster=cluster, action=action, timestamp=time.time(), requested_by="test")
+        return await client.request(subjects.ctl_sync(cluster, action), req, ControlReply, timeout=5)
+
+    def index_of(pred: Callable[[Message], bool], after: int = 0) -> int | None:
+        for i in range(after, len(received.messages)):
+            if pred(received.messages[i]):
+                return i
+        return None
+
+    def is_hb(cluster: str, paused: bool) -> Callable[[Message], bool]:
+        return lambda m: isinstance(m, SyncerHeartbeat) and m.cluster == cluster and m.paused == paused
+
+    def is_sync(cluster: str) -> Callable[[Message], bool]:
+        return lambda m: isinstance(m, SyncEvent) and m.cluster == cluster
+
+    try:
+        await received.until(lambda: index_of(is_sync("sim-002")) is not None, "sync events from sim-002")
+
+        reply = await ctl("sim-002", "pause")
+        assert (reply.ok, reply.code, reply.state, reply.target) == (True, 200, "paused", "sim-002")
+        await received.until(lambda: index_of(is_hb("sim-002", True)) is not None, "a paused heartbeat")
+        paused_at = index_of(is_hb("sim-002", True))
+        assert paused_at is not None
+        await received.until(
+            lambda: len(received.of(SyncEvent)) > 0 and len(received.messages) > paused_at + 150, "more"
+        )
+        assert index_of(is_sync("sim-002"), paused_at) is None  # nothing from sim-002 while paused
+        assert index_of(is_hb("sim-002", False), paused_at) is None
+
+        refused = await ctl("sim-002", "force")
+        assert (refused.ok, refused.code) == (False, 409)
+
+        missing = await ctl("sim-404", "pause")
+        assert (missing.ok, missing.code) == (False, 404)
+
+        reply = await ctl("sim-002", "resume")
+        assert (reply.ok, reply.state) == (True, "running")
+        await received.until(lambda: index_of(is_hb("sim-002", False), paused_at) is not None, "a running heartbeat")
+        resumed_at = index_of(is_hb("sim-002", False), paused_at)
+        assert resumed_at is not None
+        await received.until(lambda: index_of(is_sync("sim-002"), resumed_at) is not None, "sync after resume")
+
+        synced = set(next(m.synced_resources for m in received.of(SyncerHeartbeat) if m.cluster == "sim-001"))
+        mark = len(received.messages)
+        reply = await ctl("sim-001", "force")
+        assert (reply.ok, reply.state) == (True, "resyncing")
+
+        def resynced() -> bool:
+            seen = {
+                m.resource
+                for m in received.messages[mark:]
+                if isinstance(m, SyncEvent) and m.cluster == "sim-001" and (m.op, m.direction) == ("update", "down")
+            }
+            return synced <= seen
+
+        await received.until(resynced, "a full re-sync of sim-001")
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(task, 10)
+        await client.close()
+    assert stats.controls == 5
+
+
+def test_cli_rejects_bad_options(tmp_path: Path) -> None:
+    cases = [
+        (["--clusters", "0"], "--clusters", "at least 1"),
+        (["--clusters", "many"], "--clusters", "not a valid integer"),
+        (["--rate", "-1"], "--rate", ">= 0"),
+        (["--clusters", "3", "--stop-heartbeats", "sim-001,sim-007"], "--stop-heartbeats", "sim-001..sim-003"),
+        (["--clusters", "3", "--disconnect", "nope"], "--disconnect", "unknown cluster 'nope'"),
+        (["--error-ratio", "sim-001=1.5"], "--error-ratio", "between 0 and 1"),
+        (["--error-ratio", "sim-001"], "--error-ratio", "NAME=RATIO"),
+        (["--error-ratio", "sim-001=lots"], "--error-ratio", "NAME=RATIO"),
+        (["--duration", "0"], "--duration", "> 0"),
+        (["--heartbeat-interval", "0"], "--heartbeat-interval", "> 0"),
+        (["--bogus"], "--bogus", "No such option"),
+    ]
+    for args, option, expected in cases:
+        result = CliRunner().invoke(sim, [*args, "--nats-url", "nats://127.0.0.1:1", "--data-dir", str(tmp_path)])
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+        assert option in lines[0] and expected in lines[0], (args, lines[0])
+        assert result.stdout == ""
+
+
+def test_cli_without_url(tmp_path: Path) -> None:
+    result = CliRunner().invoke(sim, ["--data-dir", str(tmp_path)], env={"TMCD_NATS_URL": None})
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: no NATS URL: pass --nats-url or start 'tmcd run' (which writes {tmp_path / 'nats.url'})\n"
+    )
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_unreachable_url_from_env_and_data_dir(tmp_path: Path) -> None:
+    url = f"nats://127.0.0.1:{_closed_port()}"
+    (tmp_path / "nats.url").write_text(url + "\n")
+    env = {"TMCD_NATS_URL": None, "TMCD_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(sim, ["--duration", "1"], env=env)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: cannot reach NATS at {url}: Connection refused\n"
+
+    other = f"nats://127.0.0.1:{_closed_port()}"
+    result = CliRunner().invoke(sim, ["--duration", "1"], env={**env, "TMCD_NATS_URL": other})
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: cannot reach NATS at {other}: ")
+
+
+def _sim_cmd(nats_url: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tmcd.sim.cli", "--nats-url", nats_url, *args]
+
+
+def test_subprocess_run_with_duration(nats_url: str) -> None:
+    proc = subprocess.run(
+        _sim_cmd(nats_url, "--clusters", "3", "--rate", "50", "--duration", "1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    match = SUMMARY.match(proc.stdout.strip())
+    assert match is not None, proc.stdout
+    assert 49 <= int(match.group(2)) <= 50
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_subprocess_stops_cleanly_on_signal(nats_url: str, sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        _sim_cmd(nats_url, "--clusters", "2", "--rate", "20"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "simulating 2 clusters" in line:
+                break
+        else:
+            raise AssertionError("sim never started")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert SUMMARY.match(out.strip()) is not None, out

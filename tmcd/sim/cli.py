@@ -1,0 +1,241 @@
+"""`tmcd sim`: publish simulated syncer streams for a fleet of clusters to NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import click
+
+from tmcd.sim.model import SimOptionError, SimOptions, validate_options
+
+if TYPE_CHECKING:
+    from tmcd.bus import Bus
+
+CONNECT_TIMEOUT = 10.0
+_DEFAULT_PORTS = {"nats": 4222, "tls": 4222, "ws": 80, "wss": 443}
+
+
+class SimUsageError(click.UsageError):
+    """A usage error shown as one line: ``error: <message>`` (exit code 2)."""
+
+    def __init__(self, message: str, ctx: click.Context | None = None) -> None:
+        super().__init__(" ".join(message.split()), ctx)
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print ``error: <message>`` on stderr, without the usage text."""
+        click.echo(f"error: {self.format_message()}", file=file, err=True)
+
+
+class _SimCommand(click.Command):
+    """Turns click's own parse errors into one-line :class:`SimUsageError`s."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except SimUsageError:
+            raise
+        except click.UsageError as exc:
+            raise SimUsageError(exc.format_message(), ctx) from exc
+
+
+def _bad(option: str, expected: str) -> SimUsageError:
+    return SimUsageError(f"invalid value for --{option.replace('_', '-')}: {expected}")
+
+
+def _names(value: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _ratios(value: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        name, sep, ratio = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError(part)
+            out[name.strip()] = float(ratio)
+        except ValueError:
+            raise _bad("error_ratio", f"expected NAME=RATIO[,NAME=RATIO...], got {part!r}") from None
+    return out
+
+
+def resolve_url(nats_url: str | None, data_dir: Path) -> str:
+    """--nats-url (or $TMCD_NATS_URL), else the URL a running `tmcd run` wrote to DATA_DIR/nats.url."""
+    if nats_url:
+        return nats_url
+    url_file = data_dir / "nats.url"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        url = url_file.read_text().strip()
+        if url:
+            return url
+    raise SimUsageError(f"no NATS URL: pass --nats-url or start 'tmcd run' (which writes {url_file})")
+
+
+def _os_reason(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
+async def _probe(url: str, timeout: float) -> str | None:
+    """Why no server of ``url`` accepts TCP connections, or None if one does."""
+    from tmcd.bus.options import servers
+
+    reason = "no server in URL"
+    for server in servers(url):
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        try:
+            port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 4222)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname or "127.0.0.1", port), timeout)
+        except (OSError, ValueError, TimeoutError) as exc:
+            reason = _os_reason(exc)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+    return reason
+
+
+class _SimFailed(Exception):
+    """The simulator could not run: ``message`` is the whole error line (without ``error:``)."""
+
+
+async def _connect(url: str) -> Bus:
+    """A connected Bus; raises _SimFailed with the reason NATS cannot be reached."""
+    from tmcd.bus import Bus, BusError
+    from tmcd.config import NatsConfig
+    from tmcd.selfmetrics import SelfMetrics
+
+    reason = await _probe(url, CONNECT_TIMEOUT)
+    if reason is None:
+        bus = Bus(NatsConfig(name="tmcd-sim"), SelfMetrics(), url=url)
+        try:
+            # nats-py retries some failures forever even with retry=False: bound the wait.
+            await asyncio.wait_for(bus.connect(retry=False), CONNECT_TIMEOUT)
+            return bus
+        except BusError as exc:
+            reason = str(exc).removeprefix(f"cannot connect to NATS at {url}: ")
+        except TimeoutError:
+            reason = f"no NATS handshake within {CONNECT_TIMEOUT:g}s"
+    raise _SimFailed(f"cannot reach NATS at {url}: {reason}")
+
+
+async def _main(url: str, opts: SimOptions, duration: float | None) -> str:
+    """Connect and simulate until stopped (SIGINT/SIGTERM or duration); returns the summary line."""
+    from tmcd.sim.runner import run_sim
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        bus = await _connect(url)
+        started = time.monotonic()
+        try:
+            stats = await run_sim(bus, opts, stop, duration=duration)
+        except Exception as exc:
+            raise _SimFailed(f"simulator stopped: {exc or type(exc).__name__}") from exc
+        finally:
+            await bus.close()
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return f"sim: published {stats.summary()} in {time.monotonic() - started:.1f}s"
+
+
+@click.command("sim", cls=_SimCommand)
+@click.option(
+    "--nats-url",
+    metavar="URL",
+    envvar="TMCD_NATS_URL",
+    help="NATS URL [default: $TMCD_NATS_URL, else DATA_DIR/nats.url].",
+)
+@click.option("--clusters", metavar="N", type=int, default=20, show_default=True, help="Simulated clusters.")
+@click.option("--rate", metavar="R", type=float, default=100.0, show_default=True, help="Sync events/s (whole fleet).")
+@click.option("--seed", metavar="S", type=int, default=1, show_default=True, help="Random seed.")
+@click.option("--duration", metavar="SECONDS", type=float, help="Stop after this long [default: until Ctrl-C].")
+@click.option(
+    "--heartbeat-interval", metavar="SECONDS", type=float, default=20.0, show_default=True, help="Heartbeat period."
+)
+@click.option("--stop-heartbeats", metavar="NAME,...", default="", help="Clusters that stop heartbeating.")
+@click.option("--error-ratio", metavar="NAME=RATIO,...", default="", help="Fraction (0..1) of failing syncs.")
+@click.option("--disconnect", metavar="NAME,...", default="", help="Clusters that disconnect.")
+@click.option(
+    "--fault-after",
+    metavar="SECONDS",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Faults start this long after a cluster's first heartbeat.",
+)
+@click.option(
+    "--data-dir",
+    metavar="DIR",
+    envvar="TMCD_DATA_DIR",
+    default=".tmcd",
+    show_default=True,
+    help="Where 'tmcd run' writes nats.url ($TMCD_DATA_DIR).",
+)
+@click.pass_context
+def sim(
+    ctx: click.Context,
+    nats_url: str | None,
+    clusters: int,
+    rate: float,
+    seed: int,
+    duration: float | None,
+    heartbeat_interval: float,
+    stop_heartbeats: str,
+    error_ratio: str,
+    disconnect: str,
+    fault_after: float,
+    data_dir: str,
+) -> None:
+    """Publish realistic syncer streams (heartbeats, sync and connection events) for N clusters."""
+    opts = SimOptions(
+        clusters=clusters,
+        rate=rate,
+        seed=seed,
+        heartbeat_interval=heartbeat_interval,
+        stop_heartbeats=_names(stop_heartbeats),
+        error_ratio=_ratios(error_ratio),
+        disconnect=_names(disconnect),
+        fault_after=fault_after,
+    )
+    try:
+        validate_options(opts)
+    except SimOptionError as exc:
+        raise _bad(exc.option, exc.expected) from None
+    if duration is not None and not duration > 0:
+        raise _bad("duration", f"expected seconds > 0, got {duration}")
+    url = resolve_url(nats_url, Path(data_dir))
+    if not logging.getLogger().handlers:
+        from tmcd.logsetup import setup_logging
+
+        setup_logging("info")
+    try:
+        summary = asyncio.run(_main(url, opts, duration))
+    except _SimFailed as exc:
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        ctx.exit(1)
+    click.echo(summary)
+
+
+if __name__ == "__main__":
+    sim()
