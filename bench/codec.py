@@ -11,6 +11,7 @@ import sys
 import time
 
 from tmcd.contracts.codec import decode, encode
+from tmcd.contracts.examples import example
 from tmcd.contracts.messages import SyncEvent
 
 
@@ -27,16 +28,7 @@ def per_call_us(fn: object, n: int) -> float:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    ev = SyncEvent(
-        cluster="sim-001",
-        timestamp=time.time(),
-        resource="apps/v1/deployments",
-        namespace="shop",
-        name="checkout",
-        op="update",
-        direction="down",
-        latency_seconds=0.042,
-    )
+    ev = example(SyncEvent)
     data = encode(ev)
     subject = "tmc.syncer.sim-001.sync"
     decode_us = per_call_us(lambda: decode(subject, data), n)

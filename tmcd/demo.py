@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+from pathlib import Path
 
 from tmcd.bus import Bus
 from tmcd.config import Config
@@ -27,7 +29,7 @@ def banner(daemon: Daemon, nats_url: str, clusters: int, rate: float) -> str:
             "",
             "Try:",
             f"  curl -s {base}/metrics | grep tmc_events_processed_total",
-            "  kubectl tmc version --client",
+            f'  PATH="{Path(sys.executable).parent}:$PATH" kubectl tmc version --client',
             "",
             "Press Ctrl-C to stop.",
             "",
