@@ -305,6 +305,7 @@ def test_subject_breaker_is_named_in_the_message() -> None:
 BUILDERS: list[tuple[Callable[..., str], s.Channel]] = [
     (s.syncer_heartbeat, s.SYNCER_HEARTBEAT),
     (s.syncer_sync, s.SYNCER_SYNC),
+    (s.syncer_batch, s.SYNCER_BATCH),
     (s.syncer_conn, s.SYNCER_CONN),
     (s.placement_decision, s.PLACEMENT_DECISION),
     (s.workload_stats, s.WORKLOAD_STATS),
@@ -571,3 +572,17 @@ def test_committed_files_are_up_to_date() -> None:
         f"{len(differ)} generated contract file(s) are out of date: {', '.join(differ)}. "
         "Regenerate them with `tmcd schema export subjects` and commit the result."
     )
+
+
+def test_batch_with_a_foreign_event_is_a_subject_mismatch() -> None:
+    from tmcd.contracts.codec import InvalidMessage, decode, encode
+    from tmcd.contracts.messages import SyncEvent, SyncEventBatch
+
+    batch = SyncEventBatch(
+        cluster="sim-001",
+        timestamp=1.0,
+        events=[SyncEvent(cluster="sim-002", timestamp=1.0, resource="v1/pods")],
+    )
+    with pytest.raises(InvalidMessage) as info:
+        decode(s.syncer_batch("sim-001"), encode(batch))
+    assert info.value.reason == "subject_mismatch"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from tmcd.contracts.messages import SCHEMA_VERSION, Message
+from tmcd.contracts.messages import SCHEMA_VERSION, Message, SyncEventBatch
 from tmcd.contracts.subjects import Channel, parse_subject
 
 M = TypeVar("M", bound=Message)
@@ -94,6 +94,14 @@ def decode(subject: str, data: bytes, channel: Channel | None = None) -> Message
             kind,
         )
     msg = decode_as(route.channel.message, data)
+    if isinstance(msg, SyncEventBatch):
+        for ev in msg.events:
+            if ev.cluster != msg.cluster:
+                raise InvalidMessage(
+                    "subject_mismatch",
+                    f"batch of cluster {msg.cluster!r} holds an event of cluster {ev.cluster!r}",
+                    msg.KIND,
+                )
     for param, field_name in route.channel.bind.items():
         if getattr(msg, field_name) != route.params[param]:
             raise InvalidMessage(

@@ -109,6 +109,19 @@ class SyncEvent(Message, frozen=True):
     )
 
 
+class SyncEventBatch(Message, frozen=True):
+    """Many sync events of one cluster in one message, as a syncer flushes them
+    (every 100 ms or every 500 events); every event's cluster equals the batch's."""
+
+    KIND: ClassVar[str] = "sync_event_batch"
+
+    cluster: Cluster
+    timestamp: Timestamp
+    events: Annotated[list[SyncEvent], Meta(description="The events, oldest first.")] = msgspec.field(
+        default_factory=list
+    )
+
+
 ConnectionState = Literal["connected", "disconnected", "reconnecting"]
 
 
@@ -323,6 +336,7 @@ class ControlReply(Message, frozen=True):
 ALL_MESSAGES: tuple[type[Message], ...] = (
     SyncerHeartbeat,
     SyncEvent,
+    SyncEventBatch,
     ConnectionEvent,
     PlacementDecision,
     WorkloadStats,

@@ -102,6 +102,15 @@ SYNCER_SYNC = Channel(
     publisher="syncer",
     bind={"cluster": "cluster"},
 )
+SYNCER_BATCH = Channel(
+    "syncer.batch",
+    "tmc.syncer.{cluster}.batch",
+    m.SyncEventBatch,
+    "Sync events of one cluster flushed together (every 100 ms or every 500 events).",
+    stream=STREAM_SYNCER,
+    publisher="syncer",
+    bind={"cluster": "cluster"},
+)
 SYNCER_CONN = Channel(
     "syncer.conn",
     "tmc.syncer.{cluster}.conn",
@@ -190,6 +199,7 @@ CTL_CANARY = Channel(
 CHANNELS: tuple[Channel, ...] = (
     SYNCER_HEARTBEAT,
     SYNCER_SYNC,
+    SYNCER_BATCH,
     SYNCER_CONN,
     PLACEMENT_DECISION,
     WORKLOAD_STATS,
@@ -278,6 +288,11 @@ def syncer_heartbeat(cluster: str) -> str:
 def syncer_sync(cluster: str) -> str:
     """``tmc.syncer.<cluster>.sync``"""
     return SYNCER_SYNC.build(cluster=cluster)
+
+
+def syncer_batch(cluster: str) -> str:
+    """``tmc.syncer.<cluster>.batch``"""
+    return SYNCER_BATCH.build(cluster=cluster)
 
 
 def syncer_conn(cluster: str) -> str:

@@ -1,0 +1,257 @@
+"""Every metric tmcd exports: name, type, labels, buckets and help — the one source for
+the registry, ``docs/metrics.md``, the dashboards test and the alert rules test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+Kind = Literal["counter", "gauge", "histogram", "info"]
+
+SYNC_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HEARTBEAT_INTERVAL_BUCKETS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0, 120.0, 300.0)
+DECISION_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+EVENT_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One exported metric family."""
+
+    name: str
+    """Full name as scraped (counters end in ``_total``)."""
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    example: str = ""
+    """A PromQL query a user would start from (docs/metrics.md)."""
+    group: str = "tmcd"
+
+    @property
+    def base(self) -> str:
+        """The name given to prometheus-client (without ``_total`` / ``_info``)."""
+        if self.kind == "counter":
+            return self.name.removesuffix("_total")
+        if self.kind == "info":
+            return self.name.removesuffix("_info")
+        return self.name
+
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        """Sample names that appear in the exposition."""
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+SPECS: tuple[MetricSpec, ...] = (
+    # -- syncer --
+    MetricSpec(
+        "tmc_syncer_sync_duration_seconds",
+        "histogram",
+        "Time from a change being seen to it being applied, per cluster and direction (down: spec, up: status).",
+        ("cluster", "direction"),
+        SYNC_DURATION_BUCKETS,
+        'histogram_quantile(0.99, sum by (le, cluster) (rate(tmc_syncer_sync_duration_seconds_bucket{direction="down"}[5m])))',
+        "syncer",
+    ),
+    MetricSpec(
+        "tmc_syncer_resources_synced_total",
+        "counter",
+        "Objects synced, by cluster, resource (group/version/resource, capped per cluster; the rest is 'other'), "
+        "operation and direction.",
+        ("cluster", "resource", "operation", "direction"),
+        example="sum by (cluster) (rate(tmc_syncer_resources_synced_total[5m]))",
+        group="syncer",
+    ),
+    MetricSpec(
+        "tmc_syncer_errors_total",
+        "counter",
+        "Failed syncs, by cluster, resource and reason (known reasons; the rest is 'Other').",
+        ("cluster", "resource", "reason"),
+        example="sum by (cluster) (rate(tmc_syncer_errors_total[5m])) / sum by (cluster) "
+        "(rate(tmc_syncer_resources_synced_total[5m]))",
+        group="syncer",
+    ),
+    MetricSpec(
+        "tmc_syncer_queue_depth",
+        "gauge",
+        "Objects waiting in the syncer's work queue, from its last heartbeat.",
+        ("cluster",),
+        example="topk(10, tmc_syncer_queue_depth)",
+        group="syncer",
+    ),
+    MetricSpec(
+        "tmc_syncer_heartbeat_interval_seconds",
+        "histogram",
+        "Observed gap between consecutive heartbeats of a cluster's syncer.",
+        ("cluster",),
+        HEARTBEAT_INTERVAL_BUCKETS,
+        "histogram_quantile(0.9, sum by (le, cluster) (rate(tmc_syncer_heartbeat_interval_seconds_bucket[15m])))",
+        "syncer",
+    ),
+    # -- placement --
+    MetricSpec(
+        "tmc_placement_decisions_total",
+        "counter",
+        "Placement decisions, by placement and result (bound, unbound, pending, error).",
+        ("placement", "result"),
+        example='sum by (placement) (rate(tmc_placement_decisions_total{result!="bound"}[15m]))',
+        group="placement",
+    ),
+    MetricSpec(
+        "tmc_placement_decision_duration_seconds",
+        "histogram",
+        "Time a placement decision took.",
+        (),
+        DECISION_DURATION_BUCKETS,
+        "histogram_quantile(0.99, sum by (le) (rate(tmc_placement_decision_duration_seconds_bucket[5m])))",
+        "placement",
+    ),
+    MetricSpec(
+        "tmc_placement_selected_clusters",
+        "gauge",
+        "Clusters selected by the placement's latest decision.",
+        ("placement",),
+        example="tmc_placement_selected_clusters == 0",
+        group="placement",
+    ),
+    # -- cluster --
+    MetricSpec(
+        "tmc_cluster_capacity",
+        "gauge",
+        "Total resources of a cluster: cpu in cores, memory in bytes, pods.",
+        ("cluster", "resource"),
+        example='sum(tmc_cluster_capacity{resource="cpu"})',
+        group="cluster",
+    ),
+    MetricSpec(
+        "tmc_cluster_allocatable",
+        "gauge",
+        "Resources of a cluster available to workloads: cpu in cores, memory in bytes, pods.",
+        ("cluster", "resource"),
+        example='sum by (cluster) (tmc_cluster_allocatable{resource="memory"})',
+        group="cluster",
+    ),
+    MetricSpec(
+        "tmc_cluster_utilization_ratio",
+        "gauge",
+        "Requested / allocatable per resource (0-1).",
+        ("cluster", "resource"),
+        example='topk(5, tmc_cluster_utilization_ratio{resource="cpu"})',
+        group="cluster",
+    ),
+    MetricSpec(
+        "tmc_cluster_info",
+        "gauge",
+        "Cluster labels: always 1, join on cluster to group by region, zone or provider.",
+        ("cluster", "region", "zone", "provider"),
+        example="count by (region) (tmc_cluster_info)",
+        group="cluster",
+    ),
+    # -- connection --
+    MetricSpec(
+        "tmc_connection_up",
+        "gauge",
+        "1 while the cluster's syncer is connected to the control plane, else 0.",
+        ("cluster",),
+        example="tmc_connection_up == 0",
+        group="connection",
+    ),
+    MetricSpec(
+        "tmc_connection_reconnects_total",
+        "counter",
+        "Times the syncer reconnected after losing its connection.",
+        ("cluster",),
+        example="increase(tmc_connection_reconnects_total[1h]) > 3",
+        group="connection",
+    ),
+    MetricSpec(
+        "tmc_connection_last_change_timestamp_seconds",
+        "gauge",
+        "Unix time of the syncer's last connection state change.",
+        ("cluster",),
+        example="time() - tmc_connection_last_change_timestamp_seconds",
+        group="connection",
+    ),
+    # -- tmcd itself --
+    MetricSpec(
+        "tmc_events_processed_total",
+        "counter",
+        "Messages decoded and handled, by JetStream stream (or 'core' for plain subscriptions); "
+        "a batch counts each of its events.",
+        ("stream",),
+        example="sum by (stream) (rate(tmc_events_processed_total[5m]))",
+    ),
+    MetricSpec(
+        "tmc_events_invalid_total",
+        "counter",
+        "Messages rejected as malformed, by message kind and reason; each is dead-lettered to tmc.dead.<subject>.",
+        ("kind", "reason"),
+        example="sum by (kind, reason) (rate(tmc_events_invalid_total[5m])) > 0",
+    ),
+    MetricSpec(
+        "tmc_event_lag_seconds",
+        "histogram",
+        "Time from an event's timestamp to tmcd having processed it.",
+        (),
+        EVENT_LAG_BUCKETS,
+        "histogram_quantile(0.99, sum by (le) (rate(tmc_event_lag_seconds_bucket[5m])))",
+    ),
+    MetricSpec(
+        "tmc_consumer_pending_messages",
+        "gauge",
+        "Messages in a stream not yet delivered to tmcd's durable consumer.",
+        ("stream",),
+        example="max by (stream) (tmc_consumer_pending_messages)",
+    ),
+    MetricSpec(
+        "tmc_nats_connected",
+        "gauge",
+        "1 while tmcd is connected to NATS, else 0.",
+        example="min(tmc_nats_connected)",
+    ),
+    MetricSpec(
+        "tmc_agent_restarts_total",
+        "counter",
+        "Times an agent crashed and was restarted.",
+        ("agent",),
+        example="increase(tmc_agent_restarts_total[15m]) > 0",
+    ),
+    MetricSpec(
+        "tmc_build_info",
+        "info",
+        "tmcd build information.",
+        ("version",),
+        example="count by (version) (tmc_build_info)",
+    ),
+)
+"""Every tmc_* metric."""
+
+BY_NAME: dict[str, MetricSpec] = {s.name: s for s in SPECS}
+
+
+def spec(name: str) -> MetricSpec:
+    """The spec of a metric by its scraped name."""
+    return BY_NAME[name]
+
+
+def create(name: str, registry: CollectorRegistry) -> MetricWrapperBase:
+    """Create the prometheus-client metric for a spec on ``registry``."""
+    s = BY_NAME[name]
+    if s.kind == "counter":
+        return Counter(s.base, s.help, s.labels, registry=registry)
+    if s.kind == "gauge":
+        return Gauge(s.base, s.help, s.labels, registry=registry)
+    if s.kind == "histogram":
+        return Histogram(s.base, s.help, s.labels, registry=registry, buckets=s.buckets)
+    raise ValueError(f"{name}: create info metrics with prometheus_client.Info")
+
+
+def exported_series_names() -> set[str]:
+    """Every sample name tmcd's own metrics can produce (for dashboard and alert checks)."""
+    return {n for s in SPECS for n in s.series_names}
