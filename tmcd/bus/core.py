@@ -4,7 +4,6 @@ consumers and KV, with malformed-message accounting and trace propagation built 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,18 +14,18 @@ import nats
 from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import api
 from nats.js import errors as js_errors
 from opentelemetry import context as otel_context
 
 from tmcd.bus import tracing
+from tmcd.bus.consumer import PullConsumer
 from tmcd.bus.deadletter import InvalidMessages
 from tmcd.bus.kv import KvStore
 from tmcd.bus.options import backoff_delay, credential_options, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
 from tmcd.config import Config, NatsConfig
 from tmcd.contracts.codec import InvalidMessage, decode, decode_as, encode
-from tmcd.contracts.messages import ControlReply, Message
+from tmcd.contracts.messages import ControlReply, Message, SyncEventBatch
 from tmcd.contracts.subjects import Channel, dead_letter_subject
 from tmcd.selfmetrics import SelfMetrics
 
@@ -79,6 +78,8 @@ class Bus:
         self.state_listeners: list[Callable[[bool], None]] = []
         self.reconnects = 0
         self._closing = False
+        self._processed_children: dict[str, Any] = {}
+        self._background: set[asyncio.Future[None]] = set()
 
     @property
     def url(self) -> str:
@@ -213,20 +214,57 @@ class Bus:
         """Wait until the server has seen everything published so far."""
         await self.nc.flush(int(max(1, timeout)))
 
-    async def _dead_letter(self, subject: str, data: bytes, err: InvalidMessage) -> None:
+    def _dead_letter_soon(self, subject: str, data: bytes, err: InvalidMessage) -> None:
+        """Count, log (rate-limited) and queue a copy to tmc.dead.<subject> (publish is buffered)."""
         self.invalid.record(subject, err)
         headers = {"Tmc-Reason": err.reason, "Tmc-Subject": subject, "Tmc-Kind": err.kind}
-        try:
-            await self.nc.publish(dead_letter_subject(subject), data, headers=headers)
-        except (nats_errors.Error, OSError) as exc:
-            log.warning("could not dead-letter message from %s: %s", subject, exc)
+        task = asyncio.ensure_future(self._publish_dead(dead_letter_subject(subject), data, headers))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    async def _handle(self, msg: Msg, channel: Channel | None, handler: Handler, label: str) -> Message | None:
-        """Decode and run the handler; bad input is dead-lettered. Returns the decoded message."""
+    async def _publish_dead(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         try:
-            decoded = decode(msg.subject, msg.data, channel)
+            await self.nc.publish(subject, data, headers=headers)
+        except (nats_errors.Error, OSError) as exc:
+            log.warning("could not dead-letter message to %s: %s", subject, exc)
+
+    def _processed(self, label: str, msg: Message) -> None:
+        child = self._processed_children.get(label)
+        if child is None:
+            child = self._processed_children[label] = self._metrics.events_processed.labels(label)
+        child.inc(len(msg.events) if isinstance(msg, SyncEventBatch) else 1)
+
+    def _decode_or_dead_letter(self, msg: Msg, channel: Channel | None) -> Message | None:
+        try:
+            return decode(msg.subject, msg.data, channel)
         except InvalidMessage as err:
-            await self._dead_letter(msg.subject, msg.data, err)
+            self._dead_letter_soon(msg.subject, msg.data, err)
+            return None
+
+    def handle_delivery_sync(self, msg: Msg, handler: Callable[[Delivery[Any]], None], label: str) -> None:
+        """Hot path: decode and run a synchronous handler; bad input is dead-lettered."""
+        decoded = self._decode_or_dead_letter(msg, None)
+        if decoded is None:
+            return
+        ctx = tracing.extract(msg.headers) if msg.headers else None
+        token = otel_context.attach(ctx) if ctx is not None else None
+        try:
+            handler(Delivery(msg.subject, decoded, msg.headers))
+        except Exception as exc:
+            log.exception("handler failed for %s", msg.subject)
+            self._dead_letter_soon(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), decoded.KIND))
+            return
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        self._processed(label, decoded)
+
+    async def handle_delivery(
+        self, msg: Msg, handler: Handler, label: str, _is_async: bool = True, channel: Channel | None = None
+    ) -> Message | None:
+        """Decode and run an async handler; bad input is dead-lettered. Returns the decoded message."""
+        decoded = self._decode_or_dead_letter(msg, channel)
+        if decoded is None:
             return None
         ctx = tracing.extract(msg.headers)
         token = otel_context.attach(ctx) if ctx is not None else None
@@ -234,12 +272,12 @@ class Bus:
             await handler(Delivery(msg.subject, decoded, msg.headers))
         except Exception as exc:
             log.exception("handler failed for %s", msg.subject)
-            await self._dead_letter(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), decoded.KIND))
+            self._dead_letter_soon(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), decoded.KIND))
             return None
         finally:
             if token is not None:
                 otel_context.detach(token)
-        self._metrics.events_processed.labels(label).inc()
+        self._processed(label, decoded)
         return decoded
 
     async def subscribe(
@@ -248,7 +286,7 @@ class Bus:
         """Subscribe with a typed handler; returns the subscription (call ``drain()`` to stop)."""
 
         async def cb(msg: Msg) -> None:
-            await self._handle(msg, channel, handler, "core")
+            await self.handle_delivery(msg, handler, "core", True, channel)
 
         sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
         await self.nc.flush()  # the server knows the interest once this returns
@@ -263,7 +301,7 @@ class Bus:
             try:
                 decoded = decode(msg.subject, msg.data, channel)
             except InvalidMessage as err:
-                await self._dead_letter(msg.subject, msg.data, err)
+                self._dead_letter_soon(msg.subject, msg.data, err)
                 bad = ControlReply(ok=False, code=400, message=f"{err.reason}: {err.detail}", timestamp=self._clock())
                 if msg.reply:
                     await msg.respond(encode(bad))
@@ -318,7 +356,7 @@ class Bus:
         self,
         stream: str,
         durable: str,
-        handler: Handler,
+        handler: Handler | Callable[[Delivery[Any]], None],
         stop: asyncio.Event,
         *,
         filter_subject: str | None = None,
@@ -329,83 +367,41 @@ class Bus:
         drain_timeout: float = 5.0,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        """Run a durable pull consumer until ``stop`` is set.
+        """Run a durable pull consumer (ack-all per batch) until ``stop`` is set.
 
-        Every fetched batch is processed and acked message by message; malformed messages
-        are dead-lettered and acked.  When ``stop`` is set the consumer keeps going until
-        it has processed everything the stream held at that moment (for at most
-        ``drain_timeout`` seconds; what is left stays in the durable consumer for the next
-        run), takes nothing newer, and naks whatever it fetched but did not process.
+        ``handler`` may be a plain function (the hot path: called inline, no task per
+        message) or a coroutine function.  Malformed messages are dead-lettered and acked
+        with the batch.  When ``stop`` is set the consumer keeps going until it has
+        processed everything the stream held at that moment (for at most
+        ``drain_timeout`` seconds; what is left stays in the durable consumer), and takes
+        nothing newer.
         """
-        config = api.ConsumerConfig(
-            durable_name=durable,
-            ack_policy=api.AckPolicy.EXPLICIT,
+        pending = self._metrics.consumer_pending.labels(stream)
+        consumer = PullConsumer(
+            self,
+            stream,
+            durable,
+            handler,
+            stop,
+            filter_subject=filter_subject,
+            batch=batch,
+            expires=fetch_timeout,
             ack_wait=ack_wait,
             max_ack_pending=max_ack_pending,
-            deliver_policy=api.DeliverPolicy.ALL,
-            filter_subject=filter_subject,
+            drain_timeout=drain_timeout,
+            on_ready=on_ready,
+            on_pending=pending.set,
         )
-        psub = await self.js.pull_subscribe(filter_subject or "", durable=durable, stream=stream, config=config)
-        label = stream
-        if on_ready is not None:
-            on_ready()
-        attempt = 0
-        loop = asyncio.get_running_loop()
-        cutoff: int | None = None  # stream sequence at stop time: drain up to it
-        drain_until = 0.0
-        last_seq = 0
-        try:
-            while True:
-                if stop.is_set():
-                    if cutoff is None:
-                        cutoff = await self._stream_last_seq(stream)
-                        drain_until = loop.time() + drain_timeout
-                        log.debug("%s/%s: draining up to stream sequence %d", stream, durable, cutoff)
-                    if last_seq >= cutoff or loop.time() >= drain_until:
-                        break
-                try:
-                    msgs = await psub.fetch(batch, timeout=fetch_timeout)
-                except (nats_errors.TimeoutError, TimeoutError):
-                    if cutoff is not None:
-                        break  # nothing left that was there before the stop
-                    continue
-                except (nats_errors.Error, js_errors.Error, OSError) as exc:
-                    delay = backoff_delay(attempt, 0.1, 5.0)
-                    attempt += 1
-                    log.warning("fetch from %s/%s failed (%s); retrying in %.1fs", stream, durable, exc, delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
-                    continue
-                attempt = 0
-                for msg in msgs:
-                    await self._handle(msg, None, handler, label)
-                    await msg.ack()
-                if cutoff is not None or stop.is_set():
-                    last_seq = msgs[-1].metadata.sequence.stream
-        finally:
-            await self._release(psub)
+        await consumer.run()
 
-    async def _stream_last_seq(self, stream: str) -> int:
+    async def stream_last_seq(self, stream: str) -> int:
+        """The stream's last sequence number (0 when unknown)."""
         try:
             info = await self.js.stream_info(stream)
         except (nats_errors.Error, js_errors.Error, TimeoutError):
             return 0
         last: int = info.state.last_seq
         return last
-
-    async def _release(self, psub: Any) -> None:
-        """Unsubscribe; nak whatever arrived but was not processed."""
-        leftovers: list[Msg] = []
-        queue = psub._sub._pending_queue
-        while not queue.empty():
-            msg = queue.get_nowait()
-            if msg.reply and msg.data:
-                leftovers.append(msg)
-        for msg in leftovers:
-            with contextlib.suppress(nats_errors.Error, OSError):
-                await msg.nak()
-        with contextlib.suppress(nats_errors.Error, OSError):
-            await psub.unsubscribe()
 
 
 def _reason(exc: BaseException) -> str:
