@@ -97,6 +97,9 @@ class MetricsConfig(_Section):
     """The metrics agent."""
 
     max_resources_per_cluster: Annotated[int, Meta(ge=1)] = 20
+    forget_after: PositiveSeconds = 86400.0
+    """A cluster not heard from for this long has its series removed."""
+    sweep_interval: PositiveSeconds = 60.0
 
 
 class HealthConfig(_Section):

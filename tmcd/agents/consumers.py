@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from tmcd.agents.base import AgentContext
-from tmcd.bus.core import Handler
+from tmcd.bus.core import Delivery, Handler
 
 
-async def consume_streams(ctx: AgentContext, agent: str, handlers: dict[str, Handler]) -> None:
+async def consume_streams(
+    ctx: AgentContext, agent: str, handlers: dict[str, Handler | Callable[[Delivery[Any]], None]]
+) -> None:
     """Run one durable pull consumer per stream (durable ``tmcd-<agent>-<stream>``) until stop.
 
     ``ctx.started`` is set once every consumer is bound.

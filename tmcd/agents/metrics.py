@@ -1,31 +1,89 @@
-"""The metrics agent: consumes the syncer, placement and workload streams.
+"""The metrics agent: turns the syncer and placement streams into Prometheus metrics.
 
-This foundation counts what it processes (``tmc_events_processed_total{stream}``); the
-metrics issue turns the events into syncer, placement and cluster metrics.
+Sync events are handled inline in the consumer callback (no task per message, no
+``.labels()`` per event); see :mod:`tmcd.metrics.fleet`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from tmcd.agents.base import AgentContext
 from tmcd.agents.consumers import consume_streams
 from tmcd.bus import Delivery
+from tmcd.contracts.messages import (
+    ConnectionEvent,
+    PlacementDecision,
+    SyncerHeartbeat,
+    SyncEvent,
+    SyncEventBatch,
+)
 from tmcd.contracts.subjects import STREAM_PLACEMENT, STREAM_SYNCER, STREAM_WORKLOAD
+from tmcd.metrics.fleet import FleetMetrics
+
+log = logging.getLogger("tmcd.agents.metrics")
 
 
 class MetricsAgent:
-    """Turns syncer, placement and workload events into Prometheus metrics."""
+    """Consumes TMC_SYNCER, TMC_PLACEMENT and TMC_WORKLOAD."""
 
     name = "metrics"
 
-    async def run(self, ctx: AgentContext) -> None:
-        """Consume until stopped."""
-        await consume_streams(
-            ctx,
-            self.name,
-            {STREAM_SYNCER: self._on_event, STREAM_PLACEMENT: self._on_event, STREAM_WORKLOAD: self._on_event},
-        )
+    def __init__(self) -> None:
+        self.fleet: FleetMetrics | None = None
 
-    async def _on_event(self, delivery: Delivery[Any]) -> None:
-        """Every decoded event is counted by the bus; richer metrics come with the metrics issue."""
+    def _fleet(self, ctx: AgentContext) -> FleetMetrics:
+        # created once: the agent object outlives restarts, and metrics register once per registry
+        if self.fleet is None:
+            self.fleet = FleetMetrics(
+                ctx.metrics.registry,
+                ctx.metrics.event_lag,
+                max_resources_per_cluster=ctx.config.metrics.max_resources_per_cluster,
+            )
+        return self.fleet
+
+    async def run(self, ctx: AgentContext) -> None:
+        """Consume until stopped; forget silent clusters periodically."""
+        fm = self._fleet(ctx)
+        clock = ctx.clock
+
+        def on_syncer(d: Delivery[Any]) -> None:
+            msg = d.msg
+            if isinstance(msg, SyncEventBatch):
+                fm.on_sync_events(msg.cluster, msg.events, clock())
+            elif isinstance(msg, SyncEvent):
+                fm.on_sync_events(msg.cluster, (msg,), clock())
+            elif isinstance(msg, SyncerHeartbeat):
+                fm.on_heartbeat(msg, clock())
+            elif isinstance(msg, ConnectionEvent):
+                fm.on_connection(msg, clock())
+
+        def on_placement(d: Delivery[Any]) -> None:
+            if isinstance(d.msg, PlacementDecision):
+                fm.on_placement(d.msg)
+
+        def on_workload(d: Delivery[Any]) -> None:
+            """Workload stats feed canary analysis (the canary agent); counted here only."""
+
+        sweeper = asyncio.create_task(self._sweep(ctx, fm), name="metrics-sweep")
+        try:
+            await consume_streams(
+                ctx,
+                self.name,
+                {STREAM_SYNCER: on_syncer, STREAM_PLACEMENT: on_placement, STREAM_WORKLOAD: on_workload},
+            )
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    async def _sweep(self, ctx: AgentContext, fm: FleetMetrics) -> None:
+        cfg = ctx.config.metrics
+        while not ctx.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.stop.wait(), cfg.sweep_interval)
+            for name in fm.sweep(ctx.clock(), cfg.forget_after):
+                log.info("forgot cluster %s: nothing heard for %.0fs", name, cfg.forget_after)

@@ -56,7 +56,8 @@ SPECS: tuple[MetricSpec, ...] = (
         "Time from a change being seen to it being applied, per cluster and direction (down: spec, up: status).",
         ("cluster", "direction"),
         SYNC_DURATION_BUCKETS,
-        'histogram_quantile(0.99, sum by (le, cluster) (rate(tmc_syncer_sync_duration_seconds_bucket{direction="down"}[5m])))',
+        "histogram_quantile(0.99, sum by (le, cluster) "
+        '(rate(tmc_syncer_sync_duration_seconds_bucket{direction="down"}[5m])))',
         "syncer",
     ),
     MetricSpec(
