@@ -7,24 +7,29 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from tmcd.config import parse_listen
+from tmcd.metrics.exposition import FastExposition
 from tmcd.probes import CheckRegistry
 
 log = logging.getLogger("tmcd.http")
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+EXPOSITION_KEY = web.AppKey("exposition", FastExposition)
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 CHECKS_KEY = web.AppKey("checks", CheckRegistry)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition (OpenMetrics when the scraper asks for it; gzip when accepted)."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[REGISTRY_KEY])
+    accept = request.headers.get("Accept", "")
+    openmetrics = "application/openmetrics-text" in accept
+    body = request.app[EXPOSITION_KEY].render(openmetrics)
+    content_type = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
     resp = web.Response(body=body, headers={"Content-Type": content_type})
     if "gzip" in request.headers.get("Accept-Encoding", ""):
-        resp.enable_compression()
+        resp.enable_compression(web.ContentCoding.gzip)
     return resp
 
 
@@ -45,6 +50,7 @@ def build_app(registry: CollectorRegistry, checks: CheckRegistry) -> web.Applica
     """The aiohttp application (later issues add the API routes)."""
     app = web.Application()
     app[REGISTRY_KEY] = registry
+    app[EXPOSITION_KEY] = FastExposition(registry)
     app[CHECKS_KEY] = checks
     app.router.add_get("/metrics", metrics)
     for probe in ("livez", "readyz", "healthz"):
