@@ -23,7 +23,15 @@ from tmcd.bus import Bus
 from tmcd.config import NatsConfig
 from tmcd.contracts import subjects
 from tmcd.contracts.codec import decode
-from tmcd.contracts.messages import ControlReply, Message, SyncAction, SyncControl, SyncerHeartbeat, SyncEvent
+from tmcd.contracts.messages import (
+    ControlReply,
+    Message,
+    SyncAction,
+    SyncControl,
+    SyncerHeartbeat,
+    SyncEvent,
+    SyncEventBatch,
+)
 from tmcd.selfmetrics import SelfMetrics
 from tmcd.sim.cli import sim
 from tmcd.sim.model import SimOptions, cluster_names
@@ -62,7 +70,14 @@ class Received:
             raise AssertionError(f"timed out waiting for {what}") from None
 
     def of(self, tp: type[M]) -> list[M]:
-        return [m for m in self.messages if isinstance(m, tp)]
+        """Messages of a type; sync events include those inside batches."""
+        out: list[M] = []
+        for m in self.messages:
+            if isinstance(m, tp):
+                out.append(m)
+            elif tp is SyncEvent and isinstance(m, SyncEventBatch):
+                out.extend(m.events)  # type: ignore[arg-type]
+        return out
 
 
 @pytest.fixture
@@ -134,7 +149,7 @@ async def test_stop_is_immediate(bus: Bus) -> None:
 
 async def test_control_pause_resume_force_and_unknown(nats_url: str, bus: Bus, received: Received) -> None:
     stop = asyncio.Event()
-    opts = SimOptions(clusters=3, rate=300.0, seed=2, heartbeat_interval=0.05)
+    opts = SimOptions(clusters=3, rate=300.0, seed=2, heartbeat_interval=0.05, batch=False)
     task = asyncio.create_task(run_sim(bus, opts, stop, tick=0.01))
     client = Bus(NatsConfig(), SelfMetrics(), url=nats_url)
     await client.connect(retry=False)
@@ -295,3 +310,23 @@ def test_subprocess_stops_cleanly_on_signal(nats_url: str, sig: signal.Signals) 
             proc.wait()
     assert proc.returncode == 0, err
     assert SUMMARY.match(out.strip()) is not None, out
+
+
+async def test_batches_by_default_and_single_events_on_request(bus: Bus, received: Received) -> None:
+    opts = SimOptions(clusters=2, rate=2000.0, seed=3, heartbeat_interval=10.0, batch_max=50)
+    stats = await run_sim(bus, opts, asyncio.Event(), duration=0.3, tick=0.02)
+    await finish(bus, received)
+    batches = [m for m in received.messages if isinstance(m, SyncEventBatch)]
+    assert batches and stats.batches == len(batches)
+    assert all(0 < len(b.events) <= 50 for b in batches)
+    assert all(e.cluster == b.cluster for b in batches for e in b.events)
+    assert sum(len(b.events) for b in batches) == stats.sync
+    assert not [m for m in received.messages if isinstance(m, SyncEvent)]
+
+    received.messages.clear()
+    received.done.clear()
+    single = SimOptions(clusters=2, rate=200.0, seed=3, heartbeat_interval=10.0, batch=False)
+    stats = await run_sim(bus, single, asyncio.Event(), duration=0.2, tick=0.02)
+    await finish(bus, received)
+    assert not [m for m in received.messages if isinstance(m, SyncEventBatch)]
+    assert len([m for m in received.messages if isinstance(m, SyncEvent)]) == stats.sync > 0

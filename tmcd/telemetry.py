@@ -183,6 +183,7 @@ class Telemetry:
         self._console_out = console_out
         self._batch = batch
         self._provider: TracerProvider | None = None
+        self._exporter_in_use: SpanExporter | None = None
         self._resource: Resource | None = None
         self._pusher: MetricsPusher | None = None
         self._started = False
@@ -201,6 +202,11 @@ class Telemetry:
     def provider(self) -> TracerProvider | None:
         """The TracerProvider once started (None when tracing is off)."""
         return self._provider
+
+    @property
+    def span_exporter(self) -> SpanExporter | None:
+        """The span exporter in use once started (None when tracing is off)."""
+        return self._exporter_in_use
 
     @property
     def resource(self) -> Resource:
@@ -238,7 +244,7 @@ class Telemetry:
             )
             processor = BatchSpanProcessor(exporter) if self._batch else SimpleSpanProcessor(exporter)
             provider.add_span_processor(processor)
-            self._provider = provider
+            self._provider, self._exporter_in_use = provider, exporter
             if install_global:
                 trace.set_tracer_provider(provider)
         self._started = True

@@ -185,6 +185,12 @@ async def _main(url: str, opts: SimOptions, duration: float | None) -> str:
     help="Faults start this long after a cluster's first heartbeat.",
 )
 @click.option(
+    "--batch/--no-batch",
+    default=True,
+    show_default=True,
+    help="Publish sync events in SyncEventBatch messages (every 100 ms or 500 events), as a syncer does.",
+)
+@click.option(
     "--data-dir",
     metavar="DIR",
     envvar="TMCD_DATA_DIR",
@@ -205,6 +211,7 @@ def sim(
     error_ratio: str,
     disconnect: str,
     fault_after: float,
+    batch: bool,
     data_dir: str,
 ) -> None:
     """Publish realistic syncer streams (heartbeats, sync and connection events) for N clusters."""
@@ -217,6 +224,7 @@ def sim(
         error_ratio=_ratios(error_ratio),
         disconnect=_names(disconnect),
         fault_after=fault_after,
+        batch=batch,
     )
     try:
         validate_options(opts)

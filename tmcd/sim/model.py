@@ -53,6 +53,12 @@ class SimOptions:
     disconnect: Set[str] = field(default_factory=frozenset)
     """Clusters that disconnect for good once the fault starts."""
     fault_after: float = 5.0
+    batch: bool = True
+    """Publish sync events as SyncEventBatch messages (as a syncer flushes), not one by one."""
+    batch_max: int = 500
+    """A cluster's batch is flushed when it holds this many events ..."""
+    batch_interval: float = 0.1
+    """... or when it is this old (seconds)."""
 
 
 class SimOptionError(ValueError):

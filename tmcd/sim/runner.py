@@ -12,7 +12,7 @@ from typing import Any
 
 from tmcd.bus import Bus, Delivery
 from tmcd.contracts import subjects
-from tmcd.contracts.messages import ControlReply, SyncControl
+from tmcd.contracts.messages import ControlReply, SyncControl, SyncEvent, SyncEventBatch
 from tmcd.sim.model import FleetModel, SimOptions
 
 log = logging.getLogger("tmcd.sim")
@@ -27,6 +27,7 @@ class SimStats:
 
     heartbeats: int = 0
     sync: int = 0
+    batches: int = 0
     sync_failed: int = 0
     conn: int = 0
     controls: int = 0
@@ -67,7 +68,18 @@ async def run_sim(
 
     sub = await bus.serve(subjects.CTL_SYNC.wildcard, on_control, channel=subjects.CTL_SYNC)
     log.info("simulating %d clusters at %g sync events/s (seed %d) on %s", opts.clusters, opts.rate, opts.seed, bus.url)
+    buffers: dict[str, list[SyncEvent]] = {}
+
+    async def flush(cluster: str, now: float) -> None:
+        events = buffers.pop(cluster, None)
+        if events:
+            await bus.publish(
+                subjects.syncer_batch(cluster), SyncEventBatch(cluster=cluster, timestamp=now, events=events)
+            )
+            stats.batches += 1
+
     last = start
+    last_flush = start
     carry = 0.0
     next_progress = start + PROGRESS_EVERY
     try:
@@ -86,9 +98,19 @@ async def run_sim(
             count = int(carry)
             carry -= count
             for ev in model.sync_events(count, now):
-                await bus.publish(subjects.syncer_sync(ev.cluster), ev)
                 stats.sync += 1
                 stats.sync_failed += not ev.ok
+                if not opts.batch:
+                    await bus.publish(subjects.syncer_sync(ev.cluster), ev)
+                    continue
+                buf = buffers.setdefault(ev.cluster, [])
+                buf.append(ev)
+                if len(buf) >= opts.batch_max:
+                    await flush(ev.cluster, now)
+            if opts.batch and now - last_flush >= opts.batch_interval:
+                last_flush = now
+                for cluster in list(buffers):
+                    await flush(cluster, now)
             if now >= next_progress:
                 next_progress += PROGRESS_EVERY
                 log.info("sim: %.0fs %s failed=%d", now - start, stats.summary(), stats.sync_failed)
@@ -97,6 +119,8 @@ async def run_sim(
             timeout = tick if end is None else min(tick, end - now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout)
+        for cluster in list(buffers):
+            await flush(cluster, last)
         try:
             await bus.flush()
         except Exception as exc:  # the bus raises nats-py errors here; report, do not fail the run
