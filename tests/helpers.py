@@ -7,7 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -37,9 +37,9 @@ def daemon_config(nats_url: str, data_dir: Path, **overrides: object) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(cfg: Config) -> AsyncIterator[Daemon]:
+async def running_daemon(cfg: Config, **kw: Any) -> AsyncIterator[Daemon]:
     """Start a daemon, wait until every agent is started, stop it afterwards."""
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, **kw)
     await daemon.start()
     try:
         await wait_for(lambda: _all_started(daemon), what="agents started")

@@ -19,6 +19,7 @@ import msgspec.inspect as mi
 from msgspec import Meta
 
 from tmcd.config_toml import TomlReadError, dump_toml, read_toml
+from tmcd.telemetry import OtelConfig, validate_otel
 
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 AGENT_NAMES: tuple[str, ...] = ("metrics", "health", "canary", "rollback")
@@ -144,6 +145,7 @@ class Config(_Section):
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     canary: CanaryConfig = msgspec.field(default_factory=CanaryConfig)
     rollback: RollbackConfig = msgspec.field(default_factory=RollbackConfig)
+    otel: OtelConfig = msgspec.field(default_factory=OtelConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -386,6 +388,8 @@ def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str
     ):
         if _get(cfg, lo) > _get(cfg, hi):
             fail(lo, f"a number <= {hi} ({_num(_get(cfg, hi))})", hi)
+    for key, _value, expected in validate_otel(cfg.otel):
+        fail(key, expected)
 
 
 def render_config(cfg: Config, *, show_secrets: bool = False) -> str:

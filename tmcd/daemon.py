@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tmcd import __version__
 from tmcd.agents.base import AgentContext
 from tmcd.agents.registry import build_agents
 from tmcd.bus import Bus
@@ -19,6 +20,7 @@ from tmcd.httpserver import HttpServer, build_app
 from tmcd.probes import CheckRegistry
 from tmcd.selfmetrics import SelfMetrics
 from tmcd.supervisor import Supervisor
+from tmcd.telemetry import Telemetry
 
 log = logging.getLogger("tmcd")
 
@@ -26,9 +28,18 @@ log = logging.getLogger("tmcd")
 class Daemon:
     """One tmcd process."""
 
-    def __init__(self, cfg: Config, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        telemetry: Telemetry | None = None,
+        install_global_tracer: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.clock = clock
+        self.telemetry = telemetry if telemetry is not None else Telemetry(cfg.otel, __version__)
+        self._install_global_tracer = install_global_tracer
         self.metrics = SelfMetrics()
         self.checks = CheckRegistry()
         self.stop_event = asyncio.Event()
@@ -68,6 +79,8 @@ class Daemon:
 
     async def start(self) -> None:
         """Bring everything up; returns once agents are started (not necessarily ready)."""
+        self.telemetry.start(install_global=self._install_global_tracer)
+        self.telemetry.start_metrics_push(self.metrics.registry)
         await self.http.start()
         url = self.cfg.nats.url
         if not url:
@@ -82,8 +95,10 @@ class Daemon:
         self.provisioned = True
         bus = self.bus
 
+        tracer = self.telemetry.tracer("tmcd.agents")
+
         def make_context() -> AgentContext:
-            return AgentContext(bus, self.cfg, self.metrics, self.stop_event, self.clock)
+            return AgentContext(bus, self.cfg, self.metrics, self.stop_event, self.clock, tracer)
 
         self.supervisor = Supervisor(
             build_agents(self.cfg.agents),
@@ -113,6 +128,7 @@ class Daemon:
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop, max(0.5, deadline - loop.time()))
             (self.data_dir / "nats.url").unlink(missing_ok=True)
+        await self.telemetry.aclose()
         return clean
 
     async def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry.trace import NoOpTracer, Tracer
+
 from tmcd.bus import Bus
 from tmcd.config import Config
 from tmcd.selfmetrics import SelfMetrics
@@ -21,6 +23,8 @@ class AgentContext:
     metrics: SelfMetrics
     stop: asyncio.Event
     clock: Callable[[], float]
+    tracer: Tracer = field(default_factory=NoOpTracer)
+    """OpenTelemetry tracer for batch-level spans (a no-op unless tracing is configured)."""
     started: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the agent once it is consuming (used by /readyz)."""
 

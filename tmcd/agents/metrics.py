@@ -23,6 +23,7 @@ from tmcd.contracts.messages import (
 )
 from tmcd.contracts.subjects import STREAM_PLACEMENT, STREAM_SYNCER, STREAM_WORKLOAD
 from tmcd.metrics.fleet import FleetMetrics
+from tmcd.telemetry import batch_span, placement_span
 
 log = logging.getLogger("tmcd.agents.metrics")
 
@@ -49,11 +50,13 @@ class MetricsAgent:
         """Consume until stopped; forget silent clusters periodically."""
         fm = self._fleet(ctx)
         clock = ctx.clock
+        tracer = ctx.tracer
 
         def on_syncer(d: Delivery[Any]) -> None:
             msg = d.msg
             if isinstance(msg, SyncEventBatch):
-                fm.on_sync_events(msg.cluster, msg.events, clock())
+                with batch_span(tracer, STREAM_SYNCER, len(msg.events), d.headers):
+                    fm.on_sync_events(msg.cluster, msg.events, clock())
             elif isinstance(msg, SyncEvent):
                 fm.on_sync_events(msg.cluster, (msg,), clock())
             elif isinstance(msg, SyncerHeartbeat):
@@ -63,7 +66,8 @@ class MetricsAgent:
 
         def on_placement(d: Delivery[Any]) -> None:
             if isinstance(d.msg, PlacementDecision):
-                fm.on_placement(d.msg)
+                with placement_span(tracer, d.msg.placement, d.headers):
+                    fm.on_placement(d.msg)
 
         def on_workload(d: Delivery[Any]) -> None:
             """Workload stats feed canary analysis (the canary agent); counted here only."""

@@ -30,7 +30,7 @@ def run(**opts: str | None) -> None:
 
     cfg = config_from_options(**opts)
     setup_logging(cfg.log_level)
-    sys.exit(_run_daemon(lambda: Daemon(cfg).run()))
+    sys.exit(_run_daemon(lambda: Daemon(cfg, install_global_tracer=True).run()))
 
 
 @cli.command()
