@@ -63,8 +63,8 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "tmc_syncer_resources_synced_total",
         "counter",
-        "Objects synced, by cluster, resource (group/version/resource, capped per cluster; the rest is 'other'), "
-        "operation and direction.",
+        "Sync attempts (successful or failed), by cluster, resource (group/version/resource, capped per "
+        "cluster; the rest is 'other'), operation and direction.",
         ("cluster", "resource", "operation", "direction"),
         example="sum by (cluster) (rate(tmc_syncer_resources_synced_total[5m]))",
         group="syncer",
