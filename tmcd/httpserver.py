@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -25,7 +26,9 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition (OpenMetrics when the scraper asks for it; gzip when accepted)."""
     accept = request.headers.get("Accept", "")
     openmetrics = "application/openmetrics-text" in accept
-    body = request.app[EXPOSITION_KEY].render(openmetrics)
+    # Rendered in a worker thread: the GIL switches every few ms, so consumers keep
+    # ingesting while a large scrape is produced instead of stalling behind it.
+    body = await asyncio.to_thread(request.app[EXPOSITION_KEY].render, openmetrics)
     content_type = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
     resp = web.Response(body=body, headers={"Content-Type": content_type})
     if "gzip" in request.headers.get("Accept-Encoding", ""):

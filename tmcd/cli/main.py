@@ -77,6 +77,21 @@ def schema_export(directory: Path) -> None:
         click.echo(f"wrote {path}")
 
 
+@cli.group("docs")
+def docs_group() -> None:
+    """Generated reference documentation."""
+
+
+@docs_group.command("generate")
+@click.option("--dir", "directory", default="docs", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+def docs_generate(directory: Path) -> None:
+    """Write the generated reference docs (metrics.md) under DIR."""
+    from tmcd.metrics import docs as metrics_docs
+
+    path = directory / "metrics.md"
+    click.echo(f"{'wrote' if metrics_docs.write(path) else 'unchanged'} {path}")
+
+
 @cli.group("config")
 def config_group() -> None:
     """Inspect configuration."""

@@ -10,6 +10,7 @@ Every other collector (process, platform, info) is rendered by prometheus-client
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -88,11 +89,22 @@ class FastExposition:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._families: dict[int, _Family] = {}
+        self._lock = threading.Lock()
 
     def render(self, openmetrics: bool = False) -> bytes:
-        """The whole registry in the text format (0.0.4), or OpenMetrics 1.0."""
+        """The whole registry in the text format (0.0.4), or OpenMetrics 1.0.
+
+        Safe to call from a worker thread while the event loop keeps updating metrics:
+        each family's series are copied under its lock, as prometheus-client does.
+        """
+        with self._lock:
+            return self._render_all(openmetrics)
+
+    def _render_all(self, openmetrics: bool) -> bytes:
         out: list[str] = []
-        for collector in list(self.registry._collector_to_names):
+        with self.registry._lock:
+            collectors = list(self.registry._collector_to_names)
+        for collector in collectors:
             if type(collector) in _FAST_TYPES:
                 self._render(collector, out, openmetrics)
             elif openmetrics:
@@ -121,7 +133,11 @@ class FastExposition:
             head = sample_name = name
         out.append(f"# HELP {head} {_escape_text(doc) if om else _help_text(doc)}\n")
         out.append(f"# TYPE {head} {kind}\n")
-        children = list(metric._metrics.items()) if fam.names else [((), metric)]
+        if fam.names:
+            with metric._lock:
+                children = list(metric._metrics.items())
+        else:
+            children = [((), metric)]
         fmt = floatToGoString
         if kind == "histogram":
             for values, child in children:
