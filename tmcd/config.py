@@ -127,6 +127,8 @@ class RuntimeConfig(_Section):
     restart_backoff_min: PositiveSeconds = 0.5
     restart_backoff_max: PositiveSeconds = 30.0
     shutdown_timeout: PositiveSeconds = 10.0
+    gc_freeze_interval: PositiveSeconds = 60.0
+    """Seconds between freezes of the long-lived heap (see tmcd/gctune.py)."""
 
 
 class Config(_Section):

@@ -4,13 +4,14 @@ ordered shutdown (agents finish and ack -> bus drains -> HTTP stops -> NATS stop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tmcd import __version__
+from tmcd import __version__, gctune
 from tmcd.agents.base import AgentContext
 from tmcd.agents.registry import build_agents
 from tmcd.bus import Bus
@@ -48,6 +49,7 @@ class Daemon:
         self.http = HttpServer(build_app(self.metrics.registry, self.checks), cfg.http.listen)
         self.supervisor: Supervisor | None = None
         self.provisioned = False
+        self._gc_task: asyncio.Task[None] | None = None
         self._register_checks()
 
     @property
@@ -109,10 +111,25 @@ class Daemon:
             backoff_max=self.cfg.runtime.restart_backoff_max,
         )
         self.supervisor.start()
+        gctune.tune()
+        self._gc_task = asyncio.create_task(self._freeze_periodically(), name="gc-freeze")
+
+    async def _freeze_periodically(self) -> None:
+        """Freeze the long-lived heap after start-up and then every ``runtime.gc_freeze_interval``."""
+        interval = self.cfg.runtime.gc_freeze_interval
+        delay = min(5.0, interval)
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), delay)
+            if not self.stop_event.is_set():
+                gctune.freeze_long_lived()
+            delay = interval
 
     async def stop(self) -> bool:
         """Ordered shutdown within ``runtime.shutdown_timeout``; True when everything stopped cleanly."""
         self.stop_event.set()
+        if self._gc_task is not None:
+            await self._gc_task
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.runtime.shutdown_timeout
         clean = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -26,11 +25,12 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition (OpenMetrics when the scraper asks for it; gzip when accepted)."""
     accept = request.headers.get("Accept", "")
     openmetrics = "application/openmetrics-text" in accept
-    # Rendered in a worker thread: the GIL switches every few ms, so consumers keep
-    # ingesting while a large scrape is produced instead of stalling behind it.
-    body = await asyncio.to_thread(request.app[EXPOSITION_KEY].render, openmetrics)
+    # Rendered in slices on the event loop: consumers keep ingesting while a large
+    # scrape is produced instead of stalling behind it.
+    body = await request.app[EXPOSITION_KEY].render_async(openmetrics)
     content_type = OPENMETRICS_TYPE if openmetrics else TEXT_TYPE
-    resp = web.Response(body=body, headers={"Content-Type": content_type})
+    # zlib_executor_size: compress big bodies in a thread (zlib releases the GIL), not on the loop
+    resp = web.Response(body=body, headers={"Content-Type": content_type}, zlib_executor_size=64 * 1024)
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         resp.enable_compression(web.ContentCoding.gzip)
     return resp

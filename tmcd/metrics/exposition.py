@@ -10,8 +10,9 @@ Every other collector (process, platform, info) is rendered by prometheus-client
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -69,13 +70,16 @@ class _Family:
     def _build(self, values: tuple[str, ...]) -> Any:
         parts = [f'{k}="{_escape_text(values[i])}"' for k, i in zip(self.sorted_names, self.order, strict=True)]
         plain = "{" + ",".join(parts) + "}" if parts else ""
+        name = self.metric._name
         if not isinstance(self.metric, Histogram):
-            return plain
+            suffix = "_total" if self.metric._type == "counter" else ""
+            return f"{name}{suffix}{plain} "
         head = ",".join(parts[: self.le_at])
         tail = ",".join(parts[self.le_at :])
         head = head + "," if head else ""
         tail = "," + tail if tail else ""
-        return [f"{{{head}{le}{tail}}}" for le in self.les], plain
+        buckets = [f"{name}_bucket{{{head}{le}{tail}}} " for le in self.les]
+        return buckets, f"{name}_count{plain} ", f"{name}_sum{plain} "
 
     def prune(self, live: int) -> None:
         if len(self.series) > 2 * live + 64:
@@ -92,28 +96,37 @@ class FastExposition:
         self._lock = threading.Lock()
 
     def render(self, openmetrics: bool = False) -> bytes:
-        """The whole registry in the text format (0.0.4), or OpenMetrics 1.0.
-
-        Safe to call from a worker thread while the event loop keeps updating metrics:
-        each family's series are copied under its lock, as prometheus-client does.
-        """
+        """The whole registry in the text format (0.0.4), or OpenMetrics 1.0, in one go."""
         with self._lock:
-            return self._render_all(openmetrics)
+            out: list[str] = []
+            for _ in self._render_all(out, openmetrics):
+                pass
+            return "".join(out).encode()
 
-    def _render_all(self, openmetrics: bool) -> bytes:
+    async def render_async(self, openmetrics: bool = False) -> bytes:
+        """Like :meth:`render`, but yields to the event loop every few thousand series.
+
+        Consumers keep ingesting while a large scrape is produced (a pending batch is
+        handled before rendering resumes), so a scrape adds milliseconds, not the whole
+        render time, to event lag.
+        """
         out: list[str] = []
+        for _ in self._render_all(out, openmetrics):
+            await asyncio.sleep(0)
+        return "".join(out).encode()
+
+    def _render_all(self, out: list[str], openmetrics: bool) -> Iterator[None]:
         with self.registry._lock:
             collectors = list(self.registry._collector_to_names)
         for collector in collectors:
             if type(collector) in _FAST_TYPES:
-                self._render(collector, out, openmetrics)
+                yield from self._render(collector, out, openmetrics)
             elif openmetrics:
                 out.append(_om_generate(_OneCollector(collector)).decode()[: -len("# EOF\n")])
             else:
                 out.append(text_exposition.generate_latest(_OneCollector(collector)).decode())
         if openmetrics:
             out.append("# EOF\n")
-        return "".join(out).encode()
 
     def _family(self, metric: Any) -> _Family:
         fam = self._families.get(id(metric))
@@ -121,16 +134,12 @@ class FastExposition:
             fam = self._families[id(metric)] = _Family(metric)
         return fam
 
-    def _render(self, metric: Any, out: list[str], om: bool) -> None:
+    def _render(self, metric: Any, out: list[str], om: bool) -> Iterator[None]:
         fam = self._family(metric)
         name: str = metric._name
         kind: str = metric._type
         doc: str = metric._documentation
-        if kind == "counter":
-            head = name if om else f"{name}_total"
-            sample_name = f"{name}_total"
-        else:
-            head = sample_name = name
+        head = name if kind != "counter" or om else f"{name}_total"
         out.append(f"# HELP {head} {_escape_text(doc) if om else _help_text(doc)}\n")
         out.append(f"# TYPE {head} {kind}\n")
         if fam.names:
@@ -138,17 +147,37 @@ class FastExposition:
                 children = list(metric._metrics.items())
         else:
             children = [((), metric)]
-        fmt = floatToGoString
-        if kind == "histogram":
-            for values, child in children:
-                buckets, plain = fam.labels(values)
-                acc = 0.0
-                for i, b in enumerate(child._buckets):
-                    acc += b.get()
-                    out.append(f"{name}_bucket{buckets[i]} {fmt(acc)}\n")
-                out.append(f"{name}_count{plain} {fmt(acc)}\n")
-                out.append(f"{name}_sum{plain} {fmt(child._sum.get())}\n")
-        else:
-            for values, child in children:
-                out.append(f"{sample_name}{fam.labels(values)} {fmt(child._value.get())}\n")
+        labels = fam.labels
+        for start in range(0, len(children), CHUNK):
+            chunk = children[start : start + CHUNK]
+            if kind == "histogram":
+                for values, child in chunk:
+                    buckets, count, total = labels(values)
+                    acc = 0.0
+                    for prefix, b in zip(buckets, child._buckets, strict=True):
+                        acc += b.get()
+                        out.append(f"{prefix}{_fmt(acc)}\n")
+                    out.append(f"{count}{_fmt(acc)}\n")
+                    out.append(f"{total}{_fmt(child._sum.get())}\n")
+            else:
+                for values, child in chunk:
+                    out.append(f"{labels(values)}{_fmt(child._value.get())}\n")
+            yield
         fam.prune(len(children))
+
+
+CHUNK = 1000
+"""Series rendered between two yields to the event loop."""
+
+_FMT: dict[float, str] = {}
+
+
+def _fmt(value: float) -> str:
+    """floatToGoString, memoised: most sample values repeat from scrape to scrape."""
+    s = _FMT.get(value)
+    if s is None:
+        s = floatToGoString(value)
+        if len(_FMT) >= 200_000:
+            _FMT.clear()
+        _FMT[value] = s
+    return s

@@ -9,8 +9,13 @@ and added once per batch.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress, filterfalse, repeat
+from math import fsum
+from operator import attrgetter, eq, sub
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -23,10 +28,15 @@ from tmcd.contracts.messages import (
     SyncEvent,
 )
 from tmcd.metrics import catalog
-from tmcd.metrics.histo import Bins
 from tmcd.metrics.labels import OTHER_RESOURCE, free_label, reason_label, resource_label
 
 RESOURCES = ("cpu", "memory", "pods")
+_KEY = attrgetter("resource", "op", "direction")
+_ERROR_KEY = attrgetter("resource", "error_reason")
+_LATENCY = attrgetter("latency_seconds")
+_DIRECTION = attrgetter("direction")
+_TIMESTAMP = attrgetter("timestamp")
+_OK = attrgetter("ok")
 
 
 @dataclass
@@ -40,7 +50,6 @@ class ClusterSeries:
     synced: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     errors: dict[tuple[str, str], Any] = field(default_factory=dict)
     duration: dict[str, Any] = field(default_factory=dict)
-    bins: dict[str, Bins] = field(default_factory=dict)
     last_heartbeat: float | None = None
     last_sequence: int = -1
     info: tuple[str, str, str] | None = None
@@ -70,7 +79,7 @@ class FleetMetrics:
         self.reconnects = cast(Counter, make("tmc_connection_reconnects_total"))
         self.conn_changed = cast(Gauge, make("tmc_connection_last_change_timestamp_seconds"))
         self.lag = lag
-        self._lag_bins = Bins(catalog.EVENT_LAG_BUCKETS)
+        self._lag_bounds = catalog.EVENT_LAG_BUCKETS
         self._sync_bounds = catalog.SYNC_DURATION_BUCKETS
         self.max_resources = max_resources_per_cluster
         self.clusters: dict[str, ClusterSeries] = {}
@@ -97,46 +106,58 @@ class FleetMetrics:
 
     # -- sync events (hot path) -----------------------------------------------------
 
-    def on_sync_events(self, cluster: str, events: Iterable[SyncEvent], now: float) -> int:
-        """Count a batch of one cluster's sync events; returns how many."""
+    def on_sync_events(self, cluster: str, events: Sequence[SyncEvent], now: float) -> int:
+        """Count a batch of one cluster's sync events; returns how many.
+
+        The per-event work runs in C (attrgetter, map, bisect, Counter); Python code runs
+        once per distinct (resource, operation, direction) and bucket, not per event.
+        """
+        n = len(events)
+        if not n:
+            return 0
         cs = self._cluster(cluster, now)
-        counts: dict[tuple[str, str, str], int] = {}
-        failures: dict[tuple[str, str], int] = {}
-        bins = cs.bins
-        lag = self._lag_bins
-        resources = cs.resources
-        n = 0
-        for ev in events:
-            res = resources.get(ev.resource) or self._resource(cs, ev.resource)
-            key = (res, ev.op, ev.direction)
-            counts[key] = counts.get(key, 0) + 1
-            b = bins.get(ev.direction)
-            if b is None:
-                b = bins[ev.direction] = Bins(self._sync_bounds)
-            b.add(ev.latency_seconds)
-            lag.add(max(0.0, now - ev.timestamp))
-            if not ev.ok:
-                fkey = (res, ev.error_reason)
-                failures[fkey] = failures.get(fkey, 0) + 1
-            n += 1
-        synced = cs.synced
-        for skey, c in counts.items():
-            child = synced.get(skey)
+        # counts per (resource, op, direction)
+        for (resource, op, direction), c in Tally(map(_KEY, events)).items():
+            res = cs.resources.get(resource) or self._resource(cs, resource)
+            skey = (res, op, direction)
+            child = cs.synced.get(skey)
             if child is None:
-                child = synced[skey] = self.synced.labels(cluster, *skey)
+                child = cs.synced[skey] = self.synced.labels(cluster, *skey)
             child.inc(c)
-        for (res, reason), c in failures.items():
-            ekey = (res, reason_label(reason))
-            child = cs.errors.get(ekey)
-            if child is None:
-                child = cs.errors[ekey] = self.errors.labels(cluster, *ekey)
-            child.inc(c)
-        for direction, b in bins.items():
+        # sync latency per direction, binned
+        lats = list(map(_LATENCY, events))
+        dirs = list(map(_DIRECTION, events))
+        per_dir = Tally(zip(dirs, map(bisect_left, repeat(self._sync_bounds, n), lats), strict=True))
+        total = fsum(lats)
+        up = fsum(compress(lats, map(eq, dirs, repeat("up", n))))
+        for direction, dsum in (("down", total - up), ("up", up)):
+            hits = [(i, c) for (d, i), c in per_dir.items() if d == direction]
+            if not hits:
+                continue
             child = cs.duration.get(direction)
             if child is None:
                 child = cs.duration[direction] = self.sync_duration.labels(cluster, direction)
-            b.flush_into(child)
-        lag.flush_into(self.lag)
+            buckets = child._buckets
+            for i, c in hits:
+                buckets[i].inc(c)
+            child._sum.inc(dsum)
+        # event lag (clock time -> processed), binned
+        stamps = list(map(_TIMESTAMP, events))
+        lag_idx = Tally(map(bisect_left, repeat(self._lag_bounds, n), map(sub, repeat(now, n), stamps)))
+        lag_buckets = self.lag._buckets
+        for i, c in lag_idx.items():
+            lag_buckets[i].inc(c)
+        self.lag._sum.inc(max(0.0, now * n - fsum(stamps)))
+        # failures per (resource, reason)
+        failed = list(filterfalse(_OK, events))
+        if failed:
+            for (resource, reason), c in Tally(map(_ERROR_KEY, failed)).items():
+                res = cs.resources.get(resource) or self._resource(cs, resource)
+                ekey = (res, reason_label(reason))
+                child = cs.errors.get(ekey)
+                if child is None:
+                    child = cs.errors[ekey] = self.errors.labels(cluster, *ekey)
+                child.inc(c)
         return n
 
     # -- heartbeats ---------------------------------------------------------------
