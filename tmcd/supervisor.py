@@ -69,6 +69,7 @@ class Supervisor:
     def start(self) -> None:
         """Start one guarded task per agent."""
         for agent in self._agents:
+            self._metrics.agent_restarts.labels(agent.name)  # exported at 0 from the start
             self._tasks.append(asyncio.create_task(self._guard(agent), name=f"agent-{agent.name}"))
 
     async def _guard(self, agent: Agent) -> None:
