@@ -104,9 +104,31 @@ class MetricsConfig(_Section):
 
 
 class HealthConfig(_Section):
-    """The health agent."""
+    """The health agent (cluster health from syncer heartbeats; component checks)."""
 
+    heartbeat_threshold: PositiveSeconds = 60.0
+    """A cluster whose last heartbeat is older than this is Unhealthy (kcp's default 1m)."""
+    success_threshold: Annotated[float, Meta(ge=0)] = 30.0
+    """A better status must hold this long before the cluster's status changes."""
+    failure_threshold: Annotated[float, Meta(ge=0)] = 30.0
+    """A worse status must hold this long before the cluster's status changes."""
     interval: PositiveSeconds = 5.0
+    """Seconds between evaluations."""
+    startup_grace: Annotated[float, Meta(ge=0)] = 60.0
+    """After tmcd starts, clusters known from the registry are not judged before this."""
+    error_ratio_threshold: Annotated[float, Meta(ge=0, le=1)] = 0.05
+    error_window: PositiveSeconds = 300.0
+    max_queue_depth: Annotated[int, Meta(ge=0)] = 1000
+    forget_after: PositiveSeconds = 86400.0
+    """A cluster silent this long is removed from the registry (and its series deleted)."""
+    location_label: str = "region"
+    """Cluster label that groups clusters into locations for aggregation."""
+    max_consumer_pending: Annotated[int, Meta(ge=0)] = 100_000
+    """The consumer-lag check fails above this many undelivered messages."""
+    max_loop_lag: PositiveSeconds = 1.0
+    """The eventloop check fails when the event loop is late by more than this."""
+    check_cache: Annotated[float, Meta(ge=0)] = 1.0
+    """Seconds a probe's check results are reused (a probe storm runs the checks once)."""
 
 
 class CanaryConfig(_Section):

@@ -1,0 +1,1 @@
+"""Kubernetes-shaped resources tmcd stores in JetStream KV (SyncTarget, ...)."""
