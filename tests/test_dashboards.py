@@ -30,11 +30,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Move each into tmcd/metrics/catalog.py SPECS when its feature lands, and drop it here.
 PLANNED_METRICS: dict[str, str] = {
     # health
-    "tmc_cluster_health_status": "gauge",  # {cluster,status} state set: 1 for Healthy|Degraded|Unhealthy|Unknown
-    "tmc_cluster_condition": "gauge",  # {cluster,condition,status}
-    "tmc_cluster_last_heartbeat_timestamp_seconds": "gauge",  # {cluster}
     "tmc_health_check_status": "gauge",  # {check}: 1 ok, 0 failing
-    "tmc_fleet_clusters": "gauge",  # {status}
     # canary
     "tmc_canary_phase": "gauge",  # {namespace,name,phase} state set
     "tmc_canary_weight": "gauge",  # {namespace,name}: percent of traffic to the canary

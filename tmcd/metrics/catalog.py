@@ -154,6 +154,40 @@ SPECS: tuple[MetricSpec, ...] = (
         example="count by (region) (tmc_cluster_info)",
         group="cluster",
     ),
+    # -- health --
+    MetricSpec(
+        "tmc_cluster_health_status",
+        "gauge",
+        "Cluster health as a state set: 1 for the current status (Healthy, Degraded, Unhealthy, Unknown), "
+        "0 for the others.",
+        ("cluster", "status"),
+        example="count by (status) (tmc_cluster_health_status == 1)",
+        group="health",
+    ),
+    MetricSpec(
+        "tmc_cluster_condition",
+        "gauge",
+        "Cluster conditions (HeartbeatHealthy, SyncerReady, Ready) as a state set over True, False, Unknown.",
+        ("cluster", "condition", "status"),
+        example='tmc_cluster_condition{condition="Ready",status="False"} == 1',
+        group="health",
+    ),
+    MetricSpec(
+        "tmc_cluster_last_heartbeat_timestamp_seconds",
+        "gauge",
+        "Unix time tmcd received the cluster's last syncer heartbeat.",
+        ("cluster",),
+        example="time() - tmc_cluster_last_heartbeat_timestamp_seconds > 60",
+        group="health",
+    ),
+    MetricSpec(
+        "tmc_fleet_clusters",
+        "gauge",
+        "Clusters per health status across the fleet.",
+        ("status",),
+        example='tmc_fleet_clusters{status="Unhealthy"} > 0',
+        group="health",
+    ),
     # -- connection --
     MetricSpec(
         "tmc_connection_up",

@@ -11,6 +11,7 @@ GROUPS = (
     ("placement", "Placement", "From placement decisions (stream TMC_PLACEMENT)."),
     ("cluster", "Cluster", "From syncer heartbeats: what each cluster has and uses."),
     ("connection", "Connection", "From the syncers' connection events (and the first heartbeat)."),
+    ("health", "Health", "From the health agent's evaluation of every cluster (see docs/health.md)."),
     ("tmcd", "tmcd itself", "The daemon's own health and throughput."),
 )
 
