@@ -186,6 +186,44 @@ EXAMPLES: dict[type[m.Message], m.Message] = {
         state="paused",
         timestamp=T0 + 200.5,
     ),
+    m.HealthQuery: m.HealthQuery(location="eu-west-1", include_clusters=True),
+    m.HealthReport: m.HealthReport(
+        timestamp=T0 + 300.0,
+        location_label="region",
+        fleet=m.HealthNode(
+            name="fleet", status="Degraded", counts={"Healthy": 2, "Degraded": 0, "Unhealthy": 1, "Unknown": 0}
+        ),
+        locations=[
+            m.HealthNode(
+                name="eu-west-1",
+                status="Degraded",
+                counts={"Healthy": 1, "Degraded": 0, "Unhealthy": 1, "Unknown": 0},
+                clusters=[
+                    m.ClusterHealthSummary(
+                        name="sim-001", status="Healthy", reason="AsExpected", since=T0, last_heartbeat=T0 + 290.0
+                    ),
+                    m.ClusterHealthSummary(
+                        name="sim-003",
+                        status="Unhealthy",
+                        reason="HeartbeatMissed",
+                        failing=["HeartbeatHealthy"],
+                        since=T0 + 120.0,
+                        last_heartbeat=T0 + 20.0,
+                    ),
+                ],
+            ),
+            m.HealthNode(
+                name="us-east-1",
+                status="Healthy",
+                counts={"Healthy": 1, "Degraded": 0, "Unhealthy": 0, "Unknown": 0},
+                clusters=[
+                    m.ClusterHealthSummary(
+                        name="sim-002", status="Healthy", reason="AsExpected", since=T0, last_heartbeat=T0 + 295.0
+                    )
+                ],
+            ),
+        ],
+    ),
 }
 """One example instance per message type in :data:`tmcd.contracts.messages.ALL_MESSAGES`."""
 

@@ -330,6 +330,52 @@ class ControlReply(Message, frozen=True):
     timestamp: Timestamp = 0.0
 
 
+class HealthQuery(Message, frozen=True):
+    """Request for the health tree (cluster -> location -> fleet)."""
+
+    KIND: ClassVar[str] = "health_query"
+
+    location: Annotated[str, Meta(description="Only this location; empty for all.")] = ""
+    include_clusters: Annotated[bool, Meta(description="List every cluster under its location.")] = True
+
+
+class ClusterHealthSummary(msgspec.Struct, kw_only=True, frozen=True):
+    """One cluster in the health tree."""
+
+    name: Cluster
+    status: Annotated[HealthStatus, Meta(description="Healthy, Degraded, Unhealthy or Unknown.")]
+    reason: Annotated[str, Meta(description="Why, e.g. HeartbeatMissed.")] = ""
+    failing: Annotated[list[str], Meta(description="Failing conditions or checks.")] = msgspec.field(
+        default_factory=list
+    )
+    since: Annotated[float, Meta(ge=0, description="Unix time the status was entered.")] = 0.0
+    last_heartbeat: Annotated[float, Meta(ge=0, description="Unix time of the last heartbeat received.")] = 0.0
+
+
+class HealthNode(msgspec.Struct, kw_only=True, frozen=True):
+    """The fleet or one location: its status and the count of clusters per status."""
+
+    name: Annotated[str, Meta(description="'fleet' or the location (the value of the location label).")]
+    status: Annotated[HealthStatus, Meta(description="Aggregated status.")]
+    counts: Annotated[dict[str, int], Meta(description="Clusters per status.")] = msgspec.field(default_factory=dict)
+    clusters: Annotated[list[ClusterHealthSummary], Meta(description="The clusters (locations only).")] = msgspec.field(
+        default_factory=list
+    )
+
+
+class HealthReport(Message, frozen=True):
+    """The health tree: fleet, locations (by a cluster label), clusters."""
+
+    KIND: ClassVar[str] = "health_report"
+
+    timestamp: Timestamp
+    fleet: HealthNode
+    location_label: Annotated[str, Meta(description="The cluster label that groups locations.")] = "region"
+    locations: Annotated[list[HealthNode], Meta(description="One node per location, sorted by name.")] = msgspec.field(
+        default_factory=list
+    )
+
+
 ALL_MESSAGES: tuple[type[Message], ...] = (
     SyncerHeartbeat,
     SyncEvent,
@@ -344,5 +390,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     SyncControl,
     CanaryControl,
     ControlReply,
+    HealthQuery,
+    HealthReport,
 )
 """Every message type, in the order the AsyncAPI document lists them."""

@@ -196,6 +196,15 @@ CTL_CANARY = Channel(
     bind={"namespace": "namespace", "name": "name", "action": "action"},
 )
 
+API_HEALTH = Channel(
+    "api.health",
+    "tmc.api.get.health",
+    m.HealthQuery,
+    "Request/reply: the health tree (cluster -> location -> fleet), answered by the health agent.",
+    reply=m.HealthReport,
+    publisher="tmcd HTTP API, kubectl tmc, dashboard",
+)
+
 CHANNELS: tuple[Channel, ...] = (
     SYNCER_HEARTBEAT,
     SYNCER_SYNC,
@@ -209,6 +218,7 @@ CHANNELS: tuple[Channel, ...] = (
     TRAFFIC_WEIGHTS,
     CTL_SYNC,
     CTL_CANARY,
+    API_HEALTH,
 )
 """Every channel of the contract."""
 
@@ -338,3 +348,8 @@ def ctl_sync(cluster: str, action: str) -> str:
 def ctl_canary(namespace: str, name: str, action: str) -> str:
     """``tmc.ctl.canary.<namespace>.<name>.<action>``"""
     return CTL_CANARY.build(namespace=namespace, name=name, action=action)
+
+
+def api_health() -> str:
+    """``tmc.api.get.health``"""
+    return API_HEALTH.build()
