@@ -8,7 +8,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from tmcd.bus import Bus, BusError
 from tmcd.config import parse_listen
+from tmcd.contracts import subjects
+from tmcd.contracts.codec import encode
+from tmcd.contracts.messages import HealthQuery, HealthReport
 from tmcd.metrics.exposition import FastExposition
 from tmcd.probes import CheckRegistry
 
@@ -16,6 +20,8 @@ log = logging.getLogger("tmcd.http")
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 EXPOSITION_KEY = web.AppKey("exposition", FastExposition)
+BusGetter = Callable[[], "Bus | None"]
+BUS_KEY: web.AppKey[BusGetter] = web.AppKey("bus")
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 CHECKS_KEY = web.AppKey("checks", CheckRegistry)
@@ -49,13 +55,44 @@ def _probe(probe: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     return handler
 
 
-def build_app(registry: CollectorRegistry, checks: CheckRegistry) -> web.Application:
-    """The aiohttp application (later issues add the API routes)."""
+async def health_tree(request: web.Request) -> web.Response:
+    """GET /api/v1/health: the health tree (cluster -> location -> fleet) from the health agent."""
+    bus = request.app[BUS_KEY]()
+    query = HealthQuery(
+        location=request.query.get("location", ""),
+        include_clusters=request.query.get("clusters", "true").lower() not in ("0", "false", "no"),
+    )
+    if bus is None or not bus.connected:
+        return _status(503, "ServiceUnavailable", "not connected to NATS")
+    try:
+        rep = await bus.request(subjects.api_health(), query, HealthReport, timeout=5.0)
+    except BusError as exc:
+        return _status(503, "ServiceUnavailable", f"no health agent answered: {exc}")
+    return web.Response(body=encode(rep), content_type="application/json")
+
+
+def _status(code: int, reason: str, message: str) -> web.Response:
+    """A Kubernetes-style Status object."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+    return web.json_response(body, status=code)
+
+
+def build_app(registry: CollectorRegistry, checks: CheckRegistry, bus: BusGetter = lambda: None) -> web.Application:
+    """The aiohttp application (later issues add the resource API routes)."""
     app = web.Application()
     app[REGISTRY_KEY] = registry
+    app[BUS_KEY] = bus
     app[EXPOSITION_KEY] = FastExposition(registry)
     app[CHECKS_KEY] = checks
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/health", health_tree)
     for probe in ("livez", "readyz", "healthz"):
         app.router.add_get(f"/{probe}", _probe(probe))
         app.router.add_get(f"/{probe}/{{check}}", _probe(probe))

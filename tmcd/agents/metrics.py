@@ -16,12 +16,19 @@ from tmcd.agents.consumers import consume_streams
 from tmcd.bus import Delivery
 from tmcd.contracts.messages import (
     ConnectionEvent,
+    HealthChange,
     PlacementDecision,
     SyncerHeartbeat,
     SyncEvent,
     SyncEventBatch,
 )
-from tmcd.contracts.subjects import STREAM_PLACEMENT, STREAM_SYNCER, STREAM_WORKLOAD
+from tmcd.contracts.subjects import (
+    HEALTH_CHANGE,
+    STREAM_PLACEMENT,
+    STREAM_SYNCER,
+    STREAM_WORKLOAD,
+    health_changes,
+)
 from tmcd.metrics.fleet import FleetMetrics
 from tmcd.telemetry import batch_span, placement_span
 
@@ -72,6 +79,12 @@ class MetricsAgent:
         def on_workload(d: Delivery[Any]) -> None:
             """Workload stats feed canary analysis (the canary agent); counted here only."""
 
+        async def on_health(d: Delivery[Any]) -> None:
+            # the health agent forgot a silent cluster: drop its series here too
+            if isinstance(d.msg, HealthChange) and d.msg.reason == "Forgotten" and fm.forget(d.msg.name):
+                log.info("forgot cluster %s (the health agent forgot it)", d.msg.name)
+
+        health_sub = await ctx.bus.subscribe(health_changes("cluster"), on_health, channel=HEALTH_CHANGE)
         sweeper = asyncio.create_task(self._sweep(ctx, fm), name="metrics-sweep")
         try:
             await consume_streams(
@@ -80,6 +93,8 @@ class MetricsAgent:
                 {STREAM_SYNCER: on_syncer, STREAM_PLACEMENT: on_placement, STREAM_WORKLOAD: on_workload},
             )
         finally:
+            with contextlib.suppress(Exception):
+                await health_sub.unsubscribe()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from tmcd.agents.base import Agent
 from tmcd.agents.idle import IdleAgent
 from tmcd.agents.metrics import MetricsAgent
+from tmcd.health.agent import HealthAgent
 
 AGENTS: dict[str, Callable[[], Agent]] = {
     "metrics": MetricsAgent,
-    "health": lambda: IdleAgent("health"),
+    "health": HealthAgent,
     "canary": lambda: IdleAgent("canary"),
     "rollback": lambda: IdleAgent("rollback"),
 }

@@ -325,6 +325,12 @@ def health_change(kind: str, name: str) -> str:
     return HEALTH_CHANGE.build(kind=kind, name=name)
 
 
+def health_changes(kind: str) -> str:
+    """``tmc.health.<kind>.*``: every health change of one kind (a subscription subject)."""
+    HEALTH_CHANGE._check("kind", kind)
+    return f"tmc.health.{kind}.*"
+
+
 def canary_event(namespace: str, name: str) -> str:
     """``tmc.canary.<namespace>.<name>``"""
     return CANARY_EVENT.build(namespace=namespace, name=name)
