@@ -56,6 +56,7 @@ async def test_probes_and_metrics(nats_url: str, tmp_path: Path) -> None:
 
         # a failing check turns readiness red with the kube-apiserver style reason
         d.provisioned = False
+        d.checks.invalidate()  # results are cached for health.check_cache seconds
         status, text, _ = await get(f"{base}/readyz")
         assert status == 503 and "[-]jetstream failed: streams and KV buckets not provisioned yet" in text
         assert (await get(f"{base}/livez"))[0] == 200

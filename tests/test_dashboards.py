@@ -30,7 +30,6 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Move each into tmcd/metrics/catalog.py SPECS when its feature lands, and drop it here.
 PLANNED_METRICS: dict[str, str] = {
     # health
-    "tmc_health_check_status": "gauge",  # {check}: 1 ok, 0 failing
     # canary
     "tmc_canary_phase": "gauge",  # {namespace,name,phase} state set
     "tmc_canary_weight": "gauge",  # {namespace,name}: percent of traffic to the canary

@@ -144,13 +144,13 @@ async def test_faults_show_up_and_clear(nats_server: EmbeddedNats, tmp_path: Pat
 
 async def test_registry_in_kv_survives_a_restart(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     cfg = daemon_config(nats_server.url, tmp_path, **FAST)
-    async with running_daemon(cfg) as d:
-        async with simulating(nats_server.url, SimOptions(clusters=3, rate=50.0, seed=5, heartbeat_interval=0.2)):
+    sim = SimOptions(clusters=3, rate=50.0, seed=5, heartbeat_interval=0.2)
+    async with running_daemon(cfg) as d, simulating(nats_server.url, sim):
 
-            async def three() -> bool:
-                return len([s for s in statuses(await health(d.http.base_url)).values() if s == "Healthy"]) == 3
+        async def three() -> bool:
+            return len([s for s in statuses(await health(d.http.base_url)).values() if s == "Healthy"]) == 3
 
-            await wait_for(three, timeout=15, what="three healthy clusters")
+        await wait_for(three, timeout=15, what="three healthy clusters")
     # the SyncTargets are in KV ...
     bus = Bus(NatsConfig(), SelfMetrics(), url=nats_server.url)
     await bus.connect(retry=False)

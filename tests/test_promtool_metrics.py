@@ -124,7 +124,12 @@ def samples(families: Iterable[Metric]) -> dict[tuple[str, tuple[tuple[str, str]
 
 async def test_metrics_pass_promtool_and_cover_the_catalog(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     tool = promtool()
-    async with running_daemon(daemon_config(nats_server.url, tmp_path)) as d, aiohttp.ClientSession() as session:
+    async with (
+        running_daemon(
+            daemon_config(nats_server.url, tmp_path, **{"health.interval": 0.2, "health.startup_grace": 0.0})
+        ) as d,
+        aiohttp.ClientSession() as session,
+    ):
         stats = await feed(nats_server.url)
         assert stats.sync > 0 and stats.sync_failed > 0 and stats.heartbeats >= 6, stats
         base = d.http.base_url

@@ -15,6 +15,7 @@ from tmcd import __version__, gctune
 from tmcd.agents.base import AgentContext
 from tmcd.agents.registry import build_agents
 from tmcd.bus import Bus
+from tmcd.checks import DaemonChecks, agent_check
 from tmcd.config import Config
 from tmcd.embedded import EmbeddedNats, find_binary
 from tmcd.httpserver import HttpServer, build_app
@@ -46,7 +47,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.embedded: EmbeddedNats | None = None
         self.bus: Bus | None = None
-        self.http = HttpServer(build_app(self.metrics.registry, self.checks), cfg.http.listen)
+        self.http = HttpServer(build_app(self.metrics.registry, self.checks, lambda: self.bus), cfg.http.listen)
         self.supervisor: Supervisor | None = None
         self.provisioned = False
         self._gc_task: asyncio.Task[None] | None = None
@@ -58,31 +59,23 @@ class Daemon:
         return Path(self.cfg.data_dir)
 
     def _register_checks(self) -> None:
-        self.checks.register("ping", lambda: None, ("livez", "readyz", "healthz"))
-        self.checks.register("nats", lambda: None if self.bus and self.bus.connected else "not connected to NATS")
-        self.checks.register(
-            "jetstream", lambda: None if self.provisioned else "streams and KV buckets not provisioned yet"
+        """livez: ping, eventloop; readyz: ping, nats, jetstream, agent-*; healthz: all (see tmcd/checks.py)."""
+        self.checks.cache_ttl = self.cfg.health.check_cache
+        self.component_checks = DaemonChecks(
+            self.checks, self.cfg.health, self.metrics, bus=lambda: self.bus, provisioned=lambda: self.provisioned
         )
+        self.component_checks.register()
         for name in self.cfg.agents:
             self.checks.register(f"agent-{name}", self._agent_check(name))
 
     def _agent_check(self, name: str) -> Callable[[], str | None]:
-        def check() -> str | None:
-            if self.supervisor is None:
-                return "not started"
-            state = self.supervisor.states[name]
-            if state.status == "backoff":
-                return f"restarting after crash ({state.last_error})"
-            if not state.started:
-                return "starting"
-            return None
-
-        return check
+        return agent_check(name, lambda: self.supervisor)
 
     async def start(self) -> None:
         """Bring everything up; returns once agents are started (not necessarily ready)."""
         self.telemetry.start(install_global=self._install_global_tracer)
         self.telemetry.start_metrics_push(self.metrics.registry)
+        self.component_checks.start()
         await self.http.start()
         url = self.cfg.nats.url
         if not url:
@@ -142,6 +135,7 @@ class Daemon:
                 clean = False
                 log.warning("NATS drain did not finish in time")
         await self.http.stop()
+        await self.component_checks.stop()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop, max(0.5, deadline - loop.time()))
             (self.data_dir / "nats.url").unlink(missing_ok=True)

@@ -11,11 +11,17 @@ from tmcd.bus.core import Delivery, Handler
 
 
 async def consume_streams(
-    ctx: AgentContext, agent: str, handlers: dict[str, Handler | Callable[[Delivery[Any]], None]]
+    ctx: AgentContext,
+    agent: str,
+    handlers: dict[str, Handler | Callable[[Delivery[Any]], None]],
+    *,
+    primary: bool = True,
 ) -> None:
     """Run one durable pull consumer per stream (durable ``tmcd-<agent>-<stream>``) until stop.
 
-    ``ctx.started`` is set once every consumer is bound.
+    ``ctx.started`` is set once every consumer is bound.  ``primary`` consumers count
+    processed messages and dead-letter malformed ones; an agent that reads a stream
+    another agent already accounts for passes ``primary=False``.
     """
     c = ctx.config.consumer
     bound = 0
@@ -41,6 +47,7 @@ async def consume_streams(
                     max_ack_pending=c.max_ack_pending,
                     drain_timeout=ctx.config.runtime.shutdown_timeout * 0.4,
                     on_ready=ready,
+                    primary=primary,
                 ),
                 name=f"consume-{durable}",
             )

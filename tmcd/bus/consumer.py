@@ -51,6 +51,7 @@ class PullConsumer:
         drain_timeout: float = 5.0,
         on_ready: Callable[[], None] | None = None,
         on_pending: Callable[[int], None] | None = None,
+        label: str | None = None,
     ) -> None:
         self._bus = bus
         self.stream = stream
@@ -66,6 +67,7 @@ class PullConsumer:
         self._drain_timeout = drain_timeout
         self._on_ready = on_ready
         self._on_pending = on_pending
+        self._label = stream if label is None else label
         self._done = asyncio.Event()
         self._received = 0
         self._last: Msg | None = None
@@ -104,9 +106,9 @@ class PullConsumer:
                 log.debug("%s/%s: status %s %s", self.stream, self.durable, status, msg.headers.get("Description"))
             return
         if self._is_async:
-            await self._bus.handle_delivery(msg, cast(AsyncHandler, self._handler), self.stream)
+            await self._bus.handle_delivery(msg, cast(AsyncHandler, self._handler), self._label)
         else:
-            self._bus.handle_delivery_sync(msg, cast(SyncHandler, self._handler), self.stream)
+            self._bus.handle_delivery_sync(msg, cast(SyncHandler, self._handler), self._label)
         self._last = msg
         self._received += 1
         if self._received >= self._batch:

@@ -229,21 +229,33 @@ class Bus:
             log.warning("could not dead-letter message to %s: %s", subject, exc)
 
     def _processed(self, label: str, msg: Message) -> None:
+        if not label:  # a secondary consumer of the stream: the primary one accounts for it
+            return
         child = self._processed_children.get(label)
         if child is None:
             child = self._processed_children[label] = self._metrics.events_processed.labels(label)
         child.inc(len(msg.events) if isinstance(msg, SyncEventBatch) else 1)
 
-    def _decode_or_dead_letter(self, msg: Msg, channel: Channel | None) -> Message | None:
+    def _decode_or_dead_letter(self, msg: Msg, channel: Channel | None, label: str = "core") -> Message | None:
         try:
             return decode(msg.subject, msg.data, channel)
         except InvalidMessage as err:
-            self._dead_letter_soon(msg.subject, msg.data, err)
+            if label:
+                self._dead_letter_soon(msg.subject, msg.data, err)
+            else:
+                log.debug(
+                    "skipping invalid message on %s (%s); the stream's primary consumer reports it", msg.subject, err
+                )
             return None
 
     def handle_delivery_sync(self, msg: Msg, handler: Callable[[Delivery[Any]], None], label: str) -> None:
-        """Hot path: decode and run a synchronous handler; bad input is dead-lettered."""
-        decoded = self._decode_or_dead_letter(msg, None)
+        """Hot path: decode and run a synchronous handler; bad input is dead-lettered.
+
+        ``label`` is the stream name counted in ``tmc_events_processed_total``; an empty
+        label marks a secondary consumer, which neither counts nor dead-letters (the
+        stream's primary consumer does, once).
+        """
+        decoded = self._decode_or_dead_letter(msg, None, label)
         if decoded is None:
             return
         ctx = tracing.extract(msg.headers) if msg.headers else None
@@ -263,7 +275,7 @@ class Bus:
         self, msg: Msg, handler: Handler, label: str, _is_async: bool = True, channel: Channel | None = None
     ) -> Message | None:
         """Decode and run an async handler; bad input is dead-lettered. Returns the decoded message."""
-        decoded = self._decode_or_dead_letter(msg, channel)
+        decoded = self._decode_or_dead_letter(msg, channel, label)
         if decoded is None:
             return None
         ctx = tracing.extract(msg.headers)
@@ -366,6 +378,7 @@ class Bus:
         max_ack_pending: int = 20000,
         drain_timeout: float = 5.0,
         on_ready: Callable[[], None] | None = None,
+        primary: bool = True,
     ) -> None:
         """Run a durable pull consumer (ack-all per batch) until ``stop`` is set.
 
@@ -374,7 +387,8 @@ class Bus:
         with the batch.  When ``stop`` is set the consumer keeps going until it has
         processed everything the stream held at that moment (for at most
         ``drain_timeout`` seconds; what is left stays in the durable consumer), and takes
-        nothing newer.
+        nothing newer.  Only a ``primary`` consumer of a stream counts processed messages
+        and dead-letters malformed ones (several agents may consume the same stream).
         """
         pending = self._metrics.consumer_pending.labels(stream)
         consumer = PullConsumer(
@@ -390,7 +404,8 @@ class Bus:
             max_ack_pending=max_ack_pending,
             drain_timeout=drain_timeout,
             on_ready=on_ready,
-            on_pending=pending.set,
+            on_pending=pending.set if primary else None,
+            label=stream if primary else "",
         )
         await consumer.run()
 

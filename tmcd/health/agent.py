@@ -69,7 +69,9 @@ class HealthAgent:
         )
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(consume_streams(ctx, self.name, {subjects.STREAM_SYNCER: self._on_syncer(ctx)}))
+                tg.create_task(
+                    consume_streams(ctx, self.name, {subjects.STREAM_SYNCER: self._on_syncer(ctx)}, primary=False)
+                )
                 tg.create_task(self._evaluate_loop(ctx, store, started_at))
         finally:
             with contextlib.suppress(Exception):
@@ -159,7 +161,7 @@ class HealthAgent:
         assert hm is not None
         for name, st in self.clusters.items():
             conditions = tuple((c.type, c.status) for c in st.conditions)
-            last = (st.status, conditions, st.last_heartbeat_received)
+            last = (st.status, conditions, st.last_heartbeat_received or 0.0)
             prev = self._exported.get(name)
             if prev == last:
                 continue

@@ -251,6 +251,14 @@ SPECS: tuple[MetricSpec, ...] = (
         example="min(tmc_nats_connected)",
     ),
     MetricSpec(
+        "tmc_health_check_status",
+        "gauge",
+        "1 while the named health check passes, 0 while it fails.",
+        ("check",),
+        example="tmc_health_check_status == 0",
+        group="tmcd",
+    ),
+    MetricSpec(
         "tmc_agent_restarts_total",
         "counter",
         "Times an agent crashed and was restarted.",

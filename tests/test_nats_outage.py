@@ -1,0 +1,64 @@
+"""A NATS outage under a running daemon: /readyz turns red naming `nats` while /livez stays green,
+and readiness comes back on its own once the server is back on the same port."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from tests.helpers import daemon_config, running_daemon, sample, scrape, wait_for
+from tmcd.embedded import EmbeddedNats
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    async with session.get(url) as r:
+        return r.status, await r.text()
+
+
+async def test_readiness_follows_a_nats_outage(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    cfg = daemon_config(
+        nats_server.url,
+        tmp_path,
+        agents="metrics,health",
+        **{"nats.reconnect_wait_min": 0.05, "nats.reconnect_wait_max": 0.5},
+    )
+    port = int(nats_server.url.rsplit(":", 1)[1])
+    async with running_daemon(cfg) as d, aiohttp.ClientSession() as s:
+        base = d.http.base_url
+        await wait_for(lambda: _status(s, f"{base}/readyz", 200), timeout=5, what="ready")
+
+        await asyncio.to_thread(nats_server.stop)  # off the loop: the daemon keeps serving meanwhile
+        failed = await wait_for(
+            lambda: _status(s, f"{base}/readyz?verbose", 503), timeout=5, what="/readyz to fail", step=0.1
+        )
+        assert failed is not None
+        text = failed[1]
+        assert "[-]nats failed: not connected to NATS" in text
+        assert "[-]jetstream failed: JetStream unreachable: not connected to NATS" in text
+        assert await get(s, f"{base}/livez") == (200, "ok")
+        assert (await get(s, f"{base}/readyz/nats"))[0] == 503
+        await wait_for(
+            lambda: _gauge(base, "nats", 0), timeout=5, what="tmc_health_check_status{check=nats} 0", step=0.1
+        )
+
+        nats_server.port = port  # the same address: the client reconnects to it
+        await asyncio.to_thread(nats_server.start)
+        await wait_for(lambda: _status(s, f"{base}/readyz", 200), timeout=20, what="/readyz to recover", step=0.1)
+        assert d.bus is not None and d.bus.connected and d.bus.reconnects >= 1
+        assert await get(s, f"{base}/livez") == (200, "ok")
+        status, text = await get(s, f"{base}/readyz?verbose")
+        assert status == 200 and "[+]nats ok" in text and "[+]jetstream ok" in text
+        await wait_for(
+            lambda: _gauge(base, "nats", 1), timeout=5, what="tmc_health_check_status{check=nats} 1", step=0.1
+        )
+
+
+async def _status(session: aiohttp.ClientSession, url: str, want: int) -> tuple[int, str] | None:
+    got = await get(session, url)
+    return got if got[0] == want else None
+
+
+async def _gauge(base: str, check: str, want: float) -> bool:
+    return sample(await scrape(base), "tmc_health_check_status", check=check) == want
