@@ -1,0 +1,1 @@
+"""The resource API: store (KV), HTTP routes, NATS service, errors, auth."""

@@ -1,0 +1,119 @@
+"""Kubernetes-style API errors (``Status`` objects), shared by the HTTP and NATS APIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class StatusCause(msgspec.Struct, kw_only=True, frozen=True):
+    """One reason a request was invalid: the field path and what is wrong with it."""
+
+    field: str
+    message: str
+    reason: str = "FieldValueInvalid"
+
+
+class StatusDetails(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Which object the error is about, and field causes for Invalid."""
+
+    name: str = ""
+    kind: str = ""
+    causes: list[StatusCause] = msgspec.field(default_factory=list)
+
+
+class Status(msgspec.Struct, kw_only=True, frozen=True, rename="camel", omit_defaults=True):
+    """A Kubernetes ``Status`` (what every failed request returns)."""
+
+    kind: str = "Status"
+    api_version: str = "v1"
+    status: str = "Failure"
+    message: str = ""
+    reason: str = ""
+    code: int = 500
+    details: StatusDetails | None = None
+
+
+class ApiError(Exception):
+    """An error the API returns as a Status object with an HTTP code."""
+
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        *,
+        kind: str = "",
+        name: str = "",
+        causes: list[StatusCause] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.kind = kind
+        self.name = name
+        self.causes = causes or []
+
+    def status(self) -> Status:
+        """As a Status object."""
+        details = (
+            StatusDetails(name=self.name, kind=self.kind, causes=self.causes)
+            if (self.name or self.kind or self.causes)
+            else None
+        )
+        return Status(message=self.message, reason=self.reason, code=self.code, details=details)
+
+
+def not_found(kind: str, name: str) -> ApiError:
+    """404 NotFound."""
+    return ApiError(404, "NotFound", f'{kind} "{name}" not found', kind=kind, name=name)
+
+
+def already_exists(kind: str, name: str) -> ApiError:
+    """409 AlreadyExists."""
+    return ApiError(409, "AlreadyExists", f'{kind} "{name}" already exists', kind=kind, name=name)
+
+
+def conflict(kind: str, name: str, detail: str = "") -> ApiError:
+    """409 Conflict (stale resourceVersion)."""
+    msg = (
+        f'Operation cannot be fulfilled on {kind} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again"
+    )
+    return ApiError(409, "Conflict", msg + (f" ({detail})" if detail else ""), kind=kind, name=name)
+
+
+def invalid(kind: str, name: str, causes: list[StatusCause]) -> ApiError:
+    """422 Invalid with one cause per bad field."""
+    summary = "; ".join(f"{c.field}: {c.message}" for c in causes)
+    return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', kind=kind, name=name, causes=causes)
+
+
+def bad_request(message: str) -> ApiError:
+    """400 BadRequest."""
+    return ApiError(400, "BadRequest", message)
+
+
+def unauthorized(message: str = "a bearer token is required") -> ApiError:
+    """401 Unauthorized."""
+    return ApiError(401, "Unauthorized", message)
+
+
+def forbidden(message: str) -> ApiError:
+    """403 Forbidden."""
+    return ApiError(403, "Forbidden", message)
+
+
+def from_validation(kind: str, name: str, exc: msgspec.ValidationError) -> ApiError:
+    """A msgspec validation error (``... - at `$.spec.policy```) as 422 Invalid naming the field path."""
+    text = str(exc)
+    message, _, path = text.rpartition(" - at `")
+    field = path.rstrip("`").lstrip("$").lstrip(".") if path else ""
+    return invalid(kind, name, [StatusCause(field=field or "<body>", message=message or text)])
+
+
+def status_body(err: ApiError) -> dict[str, Any]:
+    """The Status as plain JSON-able data."""
+    return msgspec.to_builtins(err.status())  # type: ignore[no-any-return]
