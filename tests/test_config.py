@@ -442,7 +442,7 @@ def test_render_layout() -> None:
     headers = [line for line in lines if line.startswith("[")]
     assert headers[:3] == ["[nats]", "[http]", "[streams.syncer]"]
     assert "[streams]" not in headers
-    assert headers[-1] == "[otel]"
+    assert headers[-1] == "[api]"
     assert flat_keys(tomllib.loads(text)) == set(leaf_paths())
 
 

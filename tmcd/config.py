@@ -143,6 +143,26 @@ class RollbackConfig(_Section):
     revision_history_limit: Annotated[int, Meta(ge=1)] = 10
 
 
+class ApiToken(_Section):
+    """A bearer token for the API."""
+
+    name: str
+    """Who holds it (shown in logs instead of the token)."""
+    token: str
+    access: str = "read-only"
+    """read-only or read-write."""
+
+
+class ApiConfig(_Section):
+    """The resource API (HTTP under /api/v1 and the NATS service tmc.api.>)."""
+
+    tokens: list[ApiToken] = msgspec.field(default_factory=list)
+    """With none configured, writes are allowed only from loopback clients."""
+    require_auth_for_reads: bool = False
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins allowed by CORS; empty (the default) turns CORS off."""
+
+
 class RuntimeConfig(_Section):
     """Agent supervision and shutdown."""
 
@@ -170,6 +190,7 @@ class Config(_Section):
     canary: CanaryConfig = msgspec.field(default_factory=CanaryConfig)
     rollback: RollbackConfig = msgspec.field(default_factory=RollbackConfig)
     otel: OtelConfig = msgspec.field(default_factory=OtelConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -414,6 +435,15 @@ def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str
             fail(lo, f"a number <= {hi} ({_num(_get(cfg, hi))})", hi)
     for key, _value, expected in validate_otel(cfg.otel):
         fail(key, expected)
+    for i, tok in enumerate(cfg.api.tokens):
+        if tok.access not in ("read-only", "read-write"):
+            raise ConfigError(
+                f"api.tokens[{i}].access", tok.access, "read-only or read-write", source=origin.get("api.tokens")
+            )
+        if len(tok.token) < 16:
+            raise ConfigError(
+                f"api.tokens[{i}].token", "****", "a secret of at least 16 characters", source=origin.get("api.tokens")
+            )
 
 
 def render_config(cfg: Config, *, show_secrets: bool = False) -> str:
@@ -427,4 +457,6 @@ def render_config(cfg: Config, *, show_secrets: bool = False) -> str:
                 node = node[part]
             if node[last]:
                 node[last] = "****"
+        for tok in data["api"]["tokens"]:
+            tok["token"] = "****"
     return dump_toml(data)

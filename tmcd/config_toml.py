@@ -86,4 +86,6 @@ def _value(v: object) -> str:
         return _string(v)
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table, e.g. one of api.tokens
+        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot render {type(v).__name__} as TOML: {v!r}")

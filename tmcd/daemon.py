@@ -47,7 +47,9 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.embedded: EmbeddedNats | None = None
         self.bus: Bus | None = None
-        self.http = HttpServer(build_app(self.metrics.registry, self.checks, lambda: self.bus), cfg.http.listen)
+        self.http = HttpServer(
+            build_app(self.metrics.registry, self.checks, lambda: self.bus, cfg.api), cfg.http.listen
+        )
         self.supervisor: Supervisor | None = None
         self.provisioned = False
         self._gc_task: asyncio.Task[None] | None = None

@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from tmcd.api.http import ApiContext, Route, add_api, api_errors
 from tmcd.bus import Bus, BusError
-from tmcd.config import parse_listen
+from tmcd.config import ApiConfig, parse_listen
 from tmcd.contracts import subjects
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import HealthQuery, HealthReport
@@ -22,6 +23,8 @@ REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 EXPOSITION_KEY = web.AppKey("exposition", FastExposition)
 BusGetter = Callable[[], "Bus | None"]
 BUS_KEY: web.AppKey[BusGetter] = web.AppKey("bus")
+API_KEY = web.AppKey("api", ApiContext)
+ROUTES_KEY: web.AppKey[list[Route]] = web.AppKey("routes")
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 CHECKS_KEY = web.AppKey("checks", CheckRegistry)
@@ -84,15 +87,22 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return web.json_response(body, status=code)
 
 
-def build_app(registry: CollectorRegistry, checks: CheckRegistry, bus: BusGetter = lambda: None) -> web.Application:
-    """The aiohttp application (later issues add the resource API routes)."""
-    app = web.Application()
+def build_app(
+    registry: CollectorRegistry,
+    checks: CheckRegistry,
+    bus: BusGetter = lambda: None,
+    api: ApiConfig | None = None,
+) -> web.Application:
+    """The aiohttp application: metrics, probes, the health tree and the resource API."""
+    app = web.Application(middlewares=[api_errors])
     app[REGISTRY_KEY] = registry
     app[BUS_KEY] = bus
     app[EXPOSITION_KEY] = FastExposition(registry)
     app[CHECKS_KEY] = checks
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/health", health_tree)
+    app[API_KEY] = ApiContext(api or ApiConfig(), bus)
+    app[ROUTES_KEY] = add_api(app, app[API_KEY])
     for probe in ("livez", "readyz", "healthz"):
         app.router.add_get(f"/{probe}", _probe(probe))
         app.router.add_get(f"/{probe}/{{check}}", _probe(probe))

@@ -358,7 +358,7 @@ class Bus:
     async def kv(self, logical: str, value_type: type[T]) -> KvStore[T]:
         """A typed KV store for one of tmcd's buckets (clusters, canaries, revisions, leases)."""
         bucket = KV_BUCKETS.get(logical, logical)
-        return KvStore(await self.js.key_value(bucket), value_type)
+        return KvStore(await self.js.key_value(bucket), value_type, self.js, bucket)
 
     async def consumer_info(self, stream: str, durable: str) -> Any:
         """Raw consumer info (pending, ack floor, redeliveries)."""

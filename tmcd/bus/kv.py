@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
+from nats.js import api
 from nats.js import errors as js_errors
 
 T = TypeVar("T")
@@ -24,11 +28,22 @@ class KvEntry(Generic[T]):
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class KvChange(Generic[T]):
+    """One change of a key: a new value, or a deletion (``value`` None)."""
+
+    key: str
+    value: T | None
+    revision: int
+
+
 class KvStore(Generic[T]):
     """One KV bucket holding values of one msgspec type."""
 
-    def __init__(self, kv: Any, value_type: type[T]) -> None:
+    def __init__(self, kv: Any, value_type: type[T], js: Any = None, bucket: str = "") -> None:
         self._kv = kv
+        self._js = js
+        self._bucket = bucket
         self._type = value_type
         self._decoder = msgspec.json.Decoder(value_type)
         self._encoder = msgspec.json.Encoder()
@@ -78,3 +93,64 @@ class KvStore(Generic[T]):
         except js_errors.NoKeysError:
             return []
         return keys
+
+    async def revision(self) -> int:
+        """The bucket's latest revision (its stream's last sequence)."""
+        info = await self._js.stream_info(f"KV_{self._bucket}")
+        last: int = info.state.last_seq
+        return last
+
+    async def snapshot(self) -> tuple[list[KvEntry[T]], int]:
+        """Every live entry and the bucket revision they are consistent with (one stream pass)."""
+        revision = await self.revision()
+        watcher = await self._kv.watch(">", ignore_deletes=True)
+        entries: list[KvEntry[T]] = []
+        try:
+            while True:
+                e = await watcher.updates(timeout=10)
+                if e is None:
+                    break
+                if e.value:
+                    entries.append(KvEntry(e.key, self._decoder.decode(e.value), e.revision))
+                    revision = max(revision, e.revision)
+        finally:
+            await watcher.stop()
+        return entries, revision
+
+    async def changes(self, after_revision: int, stop: asyncio.Event) -> AsyncIterator[KvChange[T]]:
+        """Every change after ``after_revision``, in order, until ``stop`` is set."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def cb(msg: Any) -> None:
+            await queue.put(msg)
+
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, after_revision + 1)
+        )
+        sub = await self._js.subscribe(
+            f"$KV.{self._bucket}.>", stream=f"KV_{self._bucket}", cb=cb, ordered_consumer=True, config=config
+        )
+        prefix = len(f"$KV.{self._bucket}.")
+        try:
+            while not stop.is_set():
+                getter = asyncio.ensure_future(queue.get())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for f in (getter, stopper):
+                    if f not in done:
+                        f.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await f
+                if getter not in done:
+                    break
+                msg = getter.result()
+                seq: int = msg.metadata.sequence.stream
+                op = (msg.headers or {}).get("KV-Operation")
+                key = msg.subject[prefix:]
+                if op in ("DEL", "PURGE") or not msg.data:
+                    yield KvChange(key, None, seq)
+                else:
+                    yield KvChange(key, self._decoder.decode(msg.data), seq)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

@@ -20,7 +20,9 @@ log = logging.getLogger("tmcd.bus")
 
 KV_BUCKETS: dict[str, str] = {
     "clusters": "tmc-clusters",
+    "placements": "tmc-placements",
     "canaries": "tmc-canaries",
+    "analysistemplates": "tmc-analysistemplates",
     "revisions": "tmc-revisions",
     "leases": "tmc-leases",
 }

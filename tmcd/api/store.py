@@ -1,0 +1,285 @@
+"""Resources in JetStream KV with compare-and-set on ``resourceVersion`` (the KV revision).
+
+Shared by the HTTP API and the NATS API: list (label selector, name, limit/continue),
+get, create, replace, JSON merge patch, delete, and watch (resumable from a
+resourceVersion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tmcd.api import errors
+from tmcd.bus import Bus, CasConflictError, KvStore
+from tmcd.resources.kinds import Kind, kv_key, parse_kv_key
+from tmcd.resources.meta import rfc3339
+from tmcd.resources.selectors import Selector
+from tmcd.resources.validate import validate
+
+
+@dataclass
+class ListResult:
+    """One page of a list."""
+
+    items: list[Any]
+    resource_version: str
+    continue_token: str = ""
+
+
+@dataclass
+class WatchEvent:
+    """ADDED, MODIFIED or DELETED, with the object."""
+
+    type: str
+    object: Any
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+class ResourceStore:
+    """CRUD and watch over the kinds table."""
+
+    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time) -> None:
+        self._bus = bus
+        self._clock = clock
+        self._stores: dict[str, KvStore[Any]] = {}
+
+    async def _kv(self, kind: Kind) -> KvStore[Any]:
+        store = self._stores.get(kind.plural)
+        if store is None:
+            store = self._stores[kind.plural] = await self._bus.kv(kind.bucket, kind.type)
+        return store
+
+    @staticmethod
+    def _with_version(obj: Any, revision: int) -> Any:
+        obj.metadata.resource_version = str(revision)
+        return obj
+
+    # -- decoding and validation -------------------------------------------------------
+
+    def decode(self, kind: Kind, body: bytes | Mapping[str, Any], *, name: str = "") -> Any:
+        """Decode and validate a request body as ``kind``; raises 400/422 ApiErrors."""
+        try:
+            if isinstance(body, bytes | bytearray):
+                obj = msgspec.json.decode(body, type=kind.type)
+            else:
+                obj = msgspec.convert(body, kind.type)
+        except msgspec.ValidationError as exc:
+            raise errors.from_validation(kind.kind, name, exc) from None
+        except msgspec.DecodeError as exc:
+            raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
+        self._check(kind, obj)
+        return obj
+
+    def _check(self, kind: Kind, obj: Any) -> None:
+        name = obj.metadata.name
+        causes = []
+        if obj.api_version != kind.api_version:
+            causes.append(errors.StatusCause(field="apiVersion", message=f"must be {kind.api_version}"))
+        if obj.kind != kind.kind:
+            causes.append(errors.StatusCause(field="kind", message=f"must be {kind.kind}"))
+        causes.extend(validate(obj))
+        if causes:
+            raise errors.invalid(kind.kind, name, causes)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> Any:
+        """One object; 404 when absent."""
+        entry = await (await self._kv(kind)).get(kv_key(kind, namespace, name))
+        if entry is None:
+            raise errors.not_found(kind.plural, name)
+        return self._with_version(entry.value, entry.revision)
+
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str = "",
+        *,
+        selector: Selector | None = None,
+        name: str = "",
+        limit: int = 0,
+        continue_token: str = "",
+    ) -> ListResult:
+        """Objects sorted by (namespace, name), filtered, one page at a time."""
+        entries, revision = await (await self._kv(kind)).snapshot()
+        start = _decode_continue(continue_token) if continue_token else ""
+        items = []
+        for entry in sorted(entries, key=lambda e: e.key):
+            ns, obj_name = parse_kv_key(kind, entry.key)
+            if namespace and ns != namespace:
+                continue
+            if name and obj_name != name:
+                continue
+            if start and entry.key <= start:
+                continue
+            obj = entry.value
+            if selector is not None and not selector.matches(obj.metadata.labels):
+                continue
+            items.append(self._with_version(obj, entry.revision))
+        token = ""
+        if limit and len(items) > limit:
+            items = items[:limit]
+            last = items[-1].metadata
+            token = _encode_continue(kv_key(kind, last.namespace, last.name))
+        return ListResult(items, str(revision), token)
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create(self, kind: Kind, obj: Any, namespace: str = "") -> Any:
+        """Store a new object; 409 AlreadyExists if the name is taken."""
+        meta = obj.metadata
+        if kind.namespaced:
+            meta.namespace = meta.namespace or namespace
+            if namespace and meta.namespace != namespace:
+                raise errors.bad_request(
+                    f"metadata.namespace {meta.namespace!r} does not match the URL ({namespace!r})"
+                )
+        else:
+            meta.namespace = ""
+        meta.uid = str(uuid.uuid4())
+        meta.creation_timestamp = rfc3339(self._clock())
+        meta.generation = 1
+        meta.resource_version = ""
+        try:
+            rev = await (await self._kv(kind)).create(kv_key(kind, meta.namespace, meta.name), obj)
+        except CasConflictError:
+            raise errors.already_exists(kind.plural, meta.name) from None
+        return self._with_version(obj, rev)
+
+    async def replace(self, kind: Kind, namespace: str, name: str, obj: Any) -> Any:
+        """Replace an object; the body's resourceVersion must be current (409 Conflict otherwise)."""
+        if obj.metadata.name != name:
+            raise errors.bad_request(f"metadata.name {obj.metadata.name!r} does not match the URL ({name!r})")
+        current = await self.get(kind, namespace, name)
+        wanted = obj.metadata.resource_version
+        if wanted and wanted != current.metadata.resource_version:
+            raise errors.conflict(kind.plural, name)
+        return await self._write(kind, current, obj)
+
+    async def _write(self, kind: Kind, current: Any, obj: Any) -> Any:
+        meta, old = obj.metadata, current.metadata
+        meta.namespace, meta.uid, meta.creation_timestamp = old.namespace, old.uid, old.creation_timestamp
+        spec_changed = msgspec.to_builtins(getattr(obj, "spec", None)) != msgspec.to_builtins(
+            getattr(current, "spec", None)
+        )
+        meta.generation = old.generation + (1 if spec_changed else 0)
+        try:
+            rev = await (await self._kv(kind)).update(
+                kv_key(kind, meta.namespace, meta.name), obj, int(old.resource_version)
+            )
+        except CasConflictError:
+            raise errors.conflict(kind.plural, meta.name) from None
+        return self._with_version(obj, rev)
+
+    async def patch(self, kind: Kind, namespace: str, name: str, patch: Any) -> Any:
+        """Apply a JSON merge patch (retried on concurrent writes unless it pins a resourceVersion)."""
+        if not isinstance(patch, dict):
+            raise errors.bad_request("a merge patch must be a JSON object")
+        pinned = bool(
+            ((patch.get("metadata") or {}) if isinstance(patch.get("metadata"), dict) else {}).get("resourceVersion")
+        )
+        for _ in range(5):
+            current = await self.get(kind, namespace, name)
+            data = merge_patch(msgspec.to_builtins(current), patch)
+            obj = self.decode(kind, data, name=name)
+            if obj.metadata.name != name:
+                raise errors.bad_request("a patch cannot rename an object")
+            if pinned and obj.metadata.resource_version != current.metadata.resource_version:
+                raise errors.conflict(kind.plural, name)
+            try:
+                return await self._write(kind, current, obj)
+            except errors.ApiError as exc:
+                if exc.reason != "Conflict" or pinned:
+                    raise
+                await asyncio.sleep(0)
+        raise errors.conflict(kind.plural, name, "too many concurrent writers")
+
+    async def delete(self, kind: Kind, namespace: str, name: str) -> Any:
+        """Delete and return the object; 404 when absent."""
+        current = await self.get(kind, namespace, name)
+        try:
+            await (await self._kv(kind)).delete(kv_key(kind, namespace, name), int(current.metadata.resource_version))
+        except CasConflictError:
+            raise errors.conflict(kind.plural, name) from None
+        return current
+
+    # -- watch ---------------------------------------------------------------------------
+
+    async def watch(
+        self, kind: Kind, namespace: str, resource_version: str, stop: asyncio.Event
+    ) -> AsyncIterator[WatchEvent]:
+        """Changes as ADDED/MODIFIED/DELETED events.
+
+        Without ``resource_version`` the current objects come first as ADDED; with one,
+        only changes after it.  An object first seen in this stream is ADDED, later
+        changes MODIFIED (a stream resumed from a resourceVersion cannot tell whether an
+        object it has not seen yet was created or changed; clients treat ADDED as upsert).
+        """
+        kv = await self._kv(kind)
+        seen: dict[str, Any] = {}
+        if resource_version:
+            try:
+                after = int(resource_version)
+            except ValueError:
+                raise errors.bad_request(f"resourceVersion {resource_version!r} is not a number") from None
+        else:
+            entries, after = await kv.snapshot()
+            for entry in sorted(entries, key=lambda e: e.key):
+                if _in_namespace(kind, entry.key, namespace):
+                    seen[entry.key] = entry.value
+                    yield WatchEvent("ADDED", self._with_version(entry.value, entry.revision))
+        async for change in kv.changes(after, stop):
+            if not _in_namespace(kind, change.key, namespace):
+                continue
+            if change.value is None:
+                gone = seen.pop(change.key, None)
+                if gone is None:
+                    ns, name = parse_kv_key(kind, change.key)
+                    gone = _stub(kind, ns, name)
+                yield WatchEvent("DELETED", self._with_version(gone, change.revision))
+            else:
+                event = "MODIFIED" if change.key in seen else "ADDED"
+                seen[change.key] = change.value
+                yield WatchEvent(event, self._with_version(change.value, change.revision))
+
+
+def _in_namespace(kind: Kind, key: str, namespace: str) -> bool:
+    return not namespace or parse_kv_key(kind, key)[0] == namespace
+
+
+def _stub(kind: Kind, namespace: str, name: str) -> Any:
+    return msgspec.convert(
+        {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": name, "namespace": namespace}},
+        kind.type,
+    )
+
+
+def _encode_continue(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise errors.bad_request("invalid continue token") from None
