@@ -1,0 +1,267 @@
+"""Progressive delivery resources (tmc.kcp.io/v1alpha1): CanaryRollout, AnalysisTemplate, RolloutRevision."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from tmcd.resources.meta import Condition, ObjectMeta
+from tmcd.resources.placement import LabelSelector
+
+API_VERSION = "tmc.kcp.io/v1alpha1"
+CANARY_ROLLOUT = "CanaryRollout"
+ANALYSIS_TEMPLATE = "AnalysisTemplate"
+ROLLOUT_REVISION = "RolloutRevision"
+
+RolloutPhase = Literal[
+    "Pending", "Progressing", "Paused", "Promoting", "Succeeded", "RollingBack", "RolledBack", "Degraded"
+]
+RouterName = Literal["nats", "gateway-api", "smi"]
+AnalysisPhase = Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"]
+NatsMetricName = Literal["error_ratio", "latency_p99", "request_rate"]
+ComparisonTest = Literal["mann-whitney", "t-test", "ratio"]
+NoDataPolicy = Literal["inconclusive", "fail", "pass"]
+RevisionPhase = Literal["Active", "Superseded", "RolledBackTo"]
+
+Percent = Annotated[int, Meta(ge=0, le=100)]
+Seconds = Annotated[float, Meta(gt=0)]
+
+# --- CanaryRollout -------------------------------------------------------------------------------
+
+
+class WorkloadRef(msgspec.Struct, kw_only=True, rename="camel"):
+    """The workload the rollout changes."""
+
+    api_version: str = "apps/v1"
+    kind: str = "Deployment"
+    name: Annotated[str, Meta(min_length=1)]
+
+
+class TrafficRouting(msgspec.Struct, kw_only=True, rename="camel"):
+    """How traffic weights reach the data plane."""
+
+    router: Annotated[RouterName, Meta(description="nats, gateway-api or smi.")] = "nats"
+    route: Annotated[str, Meta(min_length=1, description="Route name (NATS route, HTTPRoute or TrafficSplit).")]
+
+
+class SetClusters(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Run the canary on a number or percent of eligible clusters (exactly one)."""
+
+    count: Annotated[int, Meta(ge=1)] | None = None
+    percent: Annotated[int, Meta(ge=1, le=100)] | None = None
+
+
+class PauseStep(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Wait a while, or until promoted."""
+
+    duration: Annotated[float, Meta(ge=0, description="Seconds; null pauses until promoted.")] | None = None
+
+
+class StepAnalysis(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Run analysis templates for a number of intervals before moving on."""
+
+    templates: Annotated[list[str], Meta(min_length=1, description="AnalysisTemplate names.")]
+    intervals: Annotated[int, Meta(ge=1)] = 1
+    interval: Annotated[float, Meta(gt=0, description="Seconds between measurements.")] = 60.0
+    args: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class CanaryStep(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """One step; exactly one action is set."""
+
+    set_clusters: SetClusters | None = None
+    set_weight: Annotated[int, Meta(ge=0, le=100, description="Percent of traffic to the canary.")] | None = None
+    pause: PauseStep | None = None
+    analysis: StepAnalysis | None = None
+
+
+class BackgroundAnalysis(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Analysis that runs for the whole rollout."""
+
+    templates: Annotated[list[str], Meta(min_length=1)]
+    args: dict[str, str] = msgspec.field(default_factory=dict)
+    start_step: Annotated[int, Meta(ge=0)] = 0
+    """Step index at which background analysis starts."""
+
+
+class CanaryRolloutSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """What to roll out, where, and how."""
+
+    workload_ref: WorkloadRef
+    stable_version: Annotated[str, Meta(min_length=1, description="The stable version, e.g. an image tag.")]
+    canary_version: Annotated[str, Meta(min_length=1, description="The canary version, e.g. an image tag.")]
+    placement_ref: str = ""
+    """Name of a Placement; exclusive with clusterSelector."""
+    cluster_selector: LabelSelector | None = None
+    """Inline cluster selector; exclusive with placementRef."""
+    traffic_routing: TrafficRouting
+    steps: list[CanaryStep] = msgspec.field(default_factory=list)
+    analysis: BackgroundAnalysis | None = None
+    revision_history_limit: Annotated[int, Meta(ge=0)] = 10
+    progress_deadline_seconds: Annotated[float, Meta(gt=0)] = 600.0
+
+
+class MetricResult(msgspec.Struct, kw_only=True, rename="camel"):
+    """The outcome of one metric, with the evidence behind it."""
+
+    name: str
+    phase: AnalysisPhase = "Pending"
+    value: float | None = None
+    evidence: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Samples, statistic, p-value, thresholds: whatever the decision rested on."""
+    count: int = 0
+    successful: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    error: int = 0
+    consecutive_error: int = 0
+    message: str = ""
+
+
+class AnalysisRunSummary(msgspec.Struct, kw_only=True, rename="camel"):
+    """One run of one AnalysisTemplate."""
+
+    template: str
+    phase: AnalysisPhase = "Pending"
+    step_index: int | None = None
+    """The step that started it; null for background analysis."""
+    metrics: list[MetricResult] = msgspec.field(default_factory=list)
+    start_time: str = ""
+    end_time: str = ""
+    message: str = ""
+
+
+class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
+    """Where the rollout is, and why."""
+
+    phase: RolloutPhase = "Pending"
+    current_step_index: int = 0
+    current_weight: int = 0
+    canary_clusters: list[str] = msgspec.field(default_factory=list)
+    stable_revision: int = 0
+    canary_revision: int = 0
+    message: str = ""
+    conditions: list[Condition] = msgspec.field(default_factory=list)
+    analysis_runs: list[AnalysisRunSummary] = msgspec.field(default_factory=list)
+    observed_generation: int = 0
+    pause_start_time: str = ""
+
+
+class CanaryRollout(msgspec.Struct, kw_only=True, rename="camel"):
+    """A progressive rollout of one workload across clusters (namespaced)."""
+
+    api_version: str = API_VERSION
+    kind: str = CANARY_ROLLOUT
+    metadata: ObjectMeta
+    spec: CanaryRolloutSpec
+    status: CanaryRolloutStatus = msgspec.field(default_factory=CanaryRolloutStatus)
+
+
+# --- AnalysisTemplate ----------------------------------------------------------------------------
+
+
+class NatsProvider(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A statistic from the WorkloadStats the mesh publishes on NATS."""
+
+    metric: Annotated[NatsMetricName, Meta(description="error_ratio, latency_p99 or request_rate.")]
+    track: Literal["stable", "canary"] | None = None
+    """Only one track; null measures canary (and stable as the baseline for comparisons)."""
+
+
+class PrometheusProvider(msgspec.Struct, kw_only=True, rename="camel"):
+    """A PromQL query returning one number."""
+
+    address: Annotated[str, Meta(min_length=1)]
+    query: Annotated[str, Meta(min_length=1)]
+
+
+class MetricProvider(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Where the measurements come from (exactly one)."""
+
+    nats: NatsProvider | None = None
+    prometheus: PrometheusProvider | None = None
+
+
+class Threshold(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Pass when min <= value <= max (either bound may be omitted, not both)."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class Comparison(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """Baseline (stable) vs canary statistical test."""
+
+    test: ComparisonTest = "mann-whitney"
+    max_increase: Annotated[float, Meta(ge=0, description="Largest relative increase allowed (0.1 = 10%).")]
+    confidence: Annotated[float, Meta(ge=0.5, le=0.999)] = 0.95
+
+
+class MetricCondition(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """When a measurement passes (exactly one)."""
+
+    threshold: Threshold | None = None
+    comparison: Comparison | None = None
+
+
+class AnalysisMetric(msgspec.Struct, kw_only=True, rename="camel"):
+    """One metric to measure and judge."""
+
+    name: Annotated[str, Meta(min_length=1)]
+    interval: Seconds = 60.0
+    count: Annotated[int, Meta(ge=1)] = 1
+    provider: MetricProvider
+    condition: MetricCondition
+    no_data: NoDataPolicy = "inconclusive"
+    failure_limit: Annotated[int, Meta(ge=0)] = 0
+    inconclusive_limit: Annotated[int, Meta(ge=0)] = 1
+    consecutive_error_limit: Annotated[int, Meta(ge=0)] = 4
+
+
+class AnalysisTemplateSpec(msgspec.Struct, kw_only=True, rename="camel"):
+    """The metrics of a template."""
+
+    metrics: Annotated[list[AnalysisMetric], Meta(min_length=1)]
+
+
+class AnalysisTemplate(msgspec.Struct, kw_only=True, rename="camel"):
+    """Reusable analysis: metrics, providers and pass conditions (namespaced)."""
+
+    api_version: str = API_VERSION
+    kind: str = ANALYSIS_TEMPLATE
+    metadata: ObjectMeta
+    spec: AnalysisTemplateSpec
+
+
+# --- RolloutRevision -----------------------------------------------------------------------------
+
+
+class RolloutRevisionSpec(msgspec.Struct, kw_only=True, rename="camel"):
+    """A snapshot to roll back to."""
+
+    rollout: Annotated[str, Meta(min_length=1, description="The CanaryRollout name.")]
+    revision: Annotated[int, Meta(ge=1)]
+    rollout_spec: CanaryRolloutSpec
+    placement: list[str] = msgspec.field(default_factory=list)
+    """Clusters running the workload at the time."""
+    weights: dict[str, Percent] = msgspec.field(default_factory=dict)
+    """Traffic percent per track at the time."""
+    created_by: str = ""
+
+
+class RolloutRevisionStatus(msgspec.Struct, kw_only=True, rename="camel"):
+    """Whether this revision is current."""
+
+    phase: RevisionPhase = "Active"
+
+
+class RolloutRevision(msgspec.Struct, kw_only=True, rename="camel"):
+    """One entry of a rollout's revision history (namespaced)."""
+
+    api_version: str = API_VERSION
+    kind: str = ROLLOUT_REVISION
+    metadata: ObjectMeta
+    spec: RolloutRevisionSpec
+    status: RolloutRevisionStatus = msgspec.field(default_factory=RolloutRevisionStatus)
