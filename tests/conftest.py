@@ -47,4 +47,5 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     for t in leaked:
         t.cancel()
     if leaked:
-        pytest.fail(f"test left {len(leaked)} asyncio task(s) running: {[t.get_name() for t in leaked]}")
+        names = [f"{t.get_name()} ({t.get_coro()!r:.80})" for t in leaked]
+        pytest.fail(f"test left {len(leaked)} asyncio task(s) running: {names}")

@@ -18,7 +18,7 @@ from tmcd.bus import Bus
 from tmcd.checks import DaemonChecks, agent_check
 from tmcd.config import Config
 from tmcd.embedded import EmbeddedNats, find_binary
-from tmcd.httpserver import HttpServer, build_app
+from tmcd.httpserver import API_KEY, HttpServer, build_app
 from tmcd.probes import CheckRegistry
 from tmcd.selfmetrics import SelfMetrics
 from tmcd.supervisor import Supervisor
@@ -123,6 +123,7 @@ class Daemon:
     async def stop(self) -> bool:
         """Ordered shutdown within ``runtime.shutdown_timeout``; True when everything stopped cleanly."""
         self.stop_event.set()
+        self.http.app[API_KEY].stopping.set()  # end watch streams while NATS is still there
         if self._gc_task is not None:
             await self._gc_task
         loop = asyncio.get_running_loop()

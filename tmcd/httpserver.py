@@ -113,6 +113,7 @@ class HttpServer:
     """Runs the app on ``HOST:PORT`` (port 0 picks a free port; see :attr:`port`)."""
 
     def __init__(self, app: web.Application, listen: str) -> None:
+        self.app = app
         self._app = app
         self._host, self._port = parse_listen(listen)
         self._runner: web.AppRunner | None = None

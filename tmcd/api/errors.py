@@ -23,7 +23,7 @@ class StatusDetails(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
     causes: list[StatusCause] = msgspec.field(default_factory=list)
 
 
-class Status(msgspec.Struct, kw_only=True, frozen=True, rename="camel", omit_defaults=True):
+class Status(msgspec.Struct, kw_only=True, frozen=True, rename="camel"):
     """A Kubernetes ``Status`` (what every failed request returns)."""
 
     kind: str = "Status"

@@ -23,7 +23,8 @@ from tmcd.api.auth import authorize
 from tmcd.api.store import ResourceStore
 from tmcd.bus import Bus
 from tmcd.config import ApiConfig
-from tmcd.resources.kinds import KINDS, Kind
+from tmcd.placement.service import decide_and_record, simulate
+from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
 from tmcd.resources.selectors import SelectorError, parse_selector
 
 log = logging.getLogger("tmcd.api")
@@ -58,8 +59,10 @@ class ApiContext:
         self._store: ResourceStore | None = None
         self._store_bus: Bus | None = None
         self.stopping = asyncio.Event()
-        self.on_saved: list[Callable[[Kind, Any], Awaitable[Any]]] = []
-        """Hooks run after a write, e.g. the placement engine deciding a saved Placement."""
+
+    def bus(self) -> Bus | None:
+        """The bus, once connected."""
+        return self._bus()
 
     def store(self) -> ResourceStore:
         bus = self._bus()
@@ -92,6 +95,7 @@ def build_routes(ctx: ApiContext) -> list[Route]:
     out: list[Route] = []
     for kind in KINDS:
         out.extend(_kind_routes(ctx, kind))
+    out.append(_simulation_route(ctx))
     return out
 
 
@@ -179,9 +183,22 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
 
 
 async def _after_save(ctx: ApiContext, kind: Kind, obj: Any) -> Any:
-    for hook in ctx.on_saved:
-        obj = await hook(kind, obj)
+    if kind is PLACEMENT:
+        bus = ctx.bus()
+        assert bus is not None
+        return await decide_and_record(ctx.store(), bus, obj)
     return obj
+
+
+def _simulation_route(ctx: ApiContext) -> Route:
+    async def simulate_(request: web.Request) -> web.StreamResponse:
+        auth(ctx, request, write=False)  # nothing is saved
+        store = ctx.store()
+        placement = store.decode(PLACEMENT, await request.read())
+        return respond(await simulate(store, placement))
+
+    summary = "Decide a Placement (body) against the current clusters without saving anything"
+    return Route("POST", "/api/v1/placement-simulations", "simulate", PLACEMENT, summary, simulate_)
 
 
 def auth(ctx: ApiContext, request: web.Request, *, write: bool) -> None:

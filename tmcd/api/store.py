@@ -191,6 +191,17 @@ class ResourceStore:
             raise errors.conflict(kind.plural, meta.name) from None
         return self._with_version(obj, rev)
 
+    async def write_status(self, kind: Kind, obj: Any) -> Any:
+        """Write an object read at ``obj.metadata.resourceVersion`` back (status updates; 409 if it moved)."""
+        meta = obj.metadata
+        try:
+            rev = await (await self._kv(kind)).update(
+                kv_key(kind, meta.namespace, meta.name), obj, int(meta.resource_version)
+            )
+        except CasConflictError:
+            raise errors.conflict(kind.plural, meta.name) from None
+        return self._with_version(obj, rev)
+
     async def patch(self, kind: Kind, namespace: str, name: str, patch: Any) -> Any:
         """Apply a JSON merge patch (retried on concurrent writes unless it pins a resourceVersion)."""
         if not isinstance(patch, dict):

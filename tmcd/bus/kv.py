@@ -152,5 +152,10 @@ class KvStore(Generic[T]):
                 else:
                     yield KvChange(key, self._decoder.decode(msg.data), seq)
         finally:
-            with contextlib.suppress(Exception):
+            try:
                 await sub.unsubscribe()
+            except Exception:  # closed connection: nats-py then leaves its consumer tasks running
+                jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+                for task in (getattr(jsi, "_hbtask", None), getattr(jsi, "_fctask", None)):
+                    if task is not None:
+                        task.cancel()

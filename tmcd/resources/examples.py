@@ -61,8 +61,8 @@ SYNC_TARGET = SyncTarget(
         last_syncer_heartbeat_time=_T1,
         synced_resources=["deployments.apps", "services", "configmaps", "secrets"],
         conditions=[
-            Condition(type="HeartbeatHealthy", status="True", reason="HeartbeatOK", last_transition_time=_T0),
-            Condition(type="SyncerReady", status="True", reason="Connected", last_transition_time=_T0),
+            Condition(type="HeartbeatHealthy", status="True", last_transition_time=_T0),
+            Condition(type="SyncerReady", status="True", last_transition_time=_T0),
             Condition(type="Ready", status="True", reason="Healthy", last_transition_time=_T0),
         ],
         health="Healthy",
