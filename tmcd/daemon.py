@@ -10,10 +10,12 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tmcd import __version__, gctune
 from tmcd.agents.base import AgentContext
 from tmcd.agents.registry import build_agents
+from tmcd.api import nats_api
 from tmcd.bus import Bus
 from tmcd.checks import DaemonChecks, agent_check
 from tmcd.config import Config
@@ -53,6 +55,7 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.provisioned = False
         self._gc_task: asyncio.Task[None] | None = None
+        self.api_service: Any = None
         self._register_checks()
 
     @property
@@ -90,6 +93,8 @@ class Daemon:
         await self.bus.connect(retry=True, stop=self.stop_event)
         await self.bus.provision(self.cfg)
         self.provisioned = True
+        api_ctx = self.http.app[API_KEY]
+        self.api_service = await nats_api.start(self.bus, api_ctx.store)
         bus = self.bus
 
         tracer = self.telemetry.tracer("tmcd.agents")
@@ -129,6 +134,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.runtime.shutdown_timeout
         clean = True
+        if self.api_service is not None:
+            with contextlib.suppress(Exception):
+                await self.api_service.stop()
+            self.api_service = None
         if self.supervisor is not None:
             clean = await self.supervisor.wait_stopped(max(0.1, (deadline - loop.time()) * 0.6))
         if self.bus is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +23,7 @@ from tmcd.bus.deadletter import InvalidMessages
 from tmcd.bus.kv import KvStore
 from tmcd.bus.options import backoff_delay, credential_options, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
+from tmcd.bus.service import Endpoint, start_service
 from tmcd.config import Config, NatsConfig
 from tmcd.contracts.codec import InvalidMessage, decode, decode_as, encode
 from tmcd.contracts.messages import ControlReply, Message, SyncEventBatch
@@ -359,6 +360,12 @@ class Bus:
         """A typed KV store for one of tmcd's buckets (clusters, canaries, revisions, leases)."""
         bucket = KV_BUCKETS.get(logical, logical)
         return KvStore(await self.js.key_value(bucket), value_type, self.js, bucket)
+
+    async def service(
+        self, name: str, version: str, description: str, endpoints: Sequence[Endpoint], queue_group: str = "tmcd"
+    ) -> Any:
+        """Start a NATS micro service (answers $SRV.PING|INFO|STATS); ``await svc.stop()`` to stop."""
+        return await start_service(self.nc, name, version, description, endpoints, queue_group)
 
     async def consumer_info(self, stream: str, durable: str) -> Any:
         """Raw consumer info (pending, ack floor, redeliveries)."""

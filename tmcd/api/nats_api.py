@@ -1,0 +1,133 @@
+"""The resource API over NATS: the micro service ``tmc`` with endpoints ``tmc.api.<verb>.<plural>``.
+
+Requests and replies are JSON; the same types and errors as the HTTP API (a failed
+request gets the ``Status`` object as the body and the micro-service error headers with
+the HTTP-like code).  Access is governed by NATS permissions on ``tmc.api.>``.
+
+==========  ======================================================  =====================
+verb        request body                                             reply
+==========  ======================================================  =====================
+list        {namespace?, labelSelector?, fieldSelector?, limit?,     a ``<Kind>List``
+            continue?}
+get         {namespace?, name}                                       the object
+create      {namespace?, object}                                     the object
+replace     {namespace?, name, object}                               the object
+patch       {namespace?, name, patch}  (JSON merge patch)            the object
+delete      {namespace?, name}                                       the deleted object
+simulate    {object: Placement}  (``tmc.api.simulate.placements``)   the decision
+==========  ======================================================  =====================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from tmcd import __version__
+from tmcd.api import errors
+from tmcd.api.store import ResourceStore
+from tmcd.bus import Bus
+from tmcd.bus.service import Endpoint, Reply
+from tmcd.placement.service import decide_and_record, simulate
+from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
+from tmcd.resources.selectors import SelectorError, parse_selector
+
+VERBS = ("list", "get", "create", "replace", "patch", "delete")
+_encoder = msgspec.json.Encoder()
+
+
+class ApiRequest(msgspec.Struct, kw_only=True, rename="camel"):
+    """The body of a ``tmc.api.<verb>.<plural>`` request."""
+
+    namespace: str = ""
+    name: str = ""
+    object: dict[str, Any] | None = None
+    patch: dict[str, Any] | None = None
+    label_selector: str = ""
+    field_selector: str = ""
+    limit: int = 0
+    continue_: str = msgspec.field(default="", name="continue")
+
+
+def endpoints(bus: Bus, store: Callable[[], ResourceStore]) -> list[Endpoint]:
+    """Every endpoint of the ``tmc`` service."""
+    out = [Endpoint(f"{verb}-{kind.plural}", f"tmc.api.{verb}.{kind.plural}", _handler(bus, store, verb, kind))
+           for kind in KINDS for verb in VERBS]  # fmt: skip
+    out.append(
+        Endpoint("simulate-placements", "tmc.api.simulate.placements", _handler(bus, store, "simulate", PLACEMENT))
+    )
+    return out
+
+
+def _error(err: errors.ApiError) -> Reply:
+    return Reply(_encoder.encode(err.status()), str(err.code), err.message)
+
+
+def _handler(bus: Bus, store_of: Callable[[], ResourceStore], verb: str, kind: Kind) -> Any:
+    async def handle(_subject: str, data: bytes) -> Reply:
+        try:
+            req = msgspec.json.decode(data or b"{}", type=ApiRequest)
+        except msgspec.DecodeError as exc:
+            return _error(errors.bad_request(f"request is not a valid {verb} request: {exc}"))
+        try:
+            return Reply(_encoder.encode(await _run(bus, store_of(), verb, kind, req)))
+        except errors.ApiError as err:
+            return _error(err)
+
+    return handle
+
+
+async def _run(bus: Bus, store: ResourceStore, verb: str, kind: Kind, req: ApiRequest) -> Any:
+    ns = req.namespace
+    if kind.namespaced and not ns and verb not in ("list", "create", "simulate"):
+        raise errors.bad_request(f"{kind.plural} are namespaced: give a namespace")
+    if verb in ("get", "replace", "patch", "delete") and not req.name:
+        raise errors.bad_request("name is required")
+    if verb == "list":
+        selector = None
+        if req.label_selector:
+            try:
+                selector = parse_selector(req.label_selector)
+            except SelectorError as exc:
+                raise errors.bad_request(f"labelSelector: {exc}") from None
+        name = ""
+        if req.field_selector:
+            field, _, value = req.field_selector.partition("=")
+            if field != "metadata.name" or not value:
+                raise errors.bad_request("fieldSelector: only metadata.name=NAME is supported")
+            name = value.lstrip("=")
+        page = await store.list(
+            kind, ns, selector=selector, name=name, limit=max(0, req.limit), continue_token=req.continue_
+        )
+        meta: dict[str, Any] = {"resourceVersion": page.resource_version}
+        if page.continue_token:
+            meta["continue"] = page.continue_token
+        return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List", "metadata": meta, "items": page.items}
+    if verb == "get":
+        return await store.get(kind, ns, req.name)
+    if verb == "delete":
+        return await store.delete(kind, ns, req.name)
+    if verb == "patch":
+        if req.patch is None:
+            raise errors.bad_request("patch is required")
+        saved = await store.patch(kind, ns, req.name, req.patch)
+        return await decide_and_record(store, bus, saved) if kind is PLACEMENT else saved
+    if req.object is None:
+        raise errors.bad_request("object is required")
+    obj = store.decode(kind, req.object, name=req.name)
+    if verb == "simulate":
+        return await simulate(store, obj)
+    if verb == "create":
+        saved = await store.create(kind, obj, ns)
+    else:
+        saved = await store.replace(kind, ns, req.name, obj)
+    return await decide_and_record(store, bus, saved) if kind is PLACEMENT else saved
+
+
+async def start(bus: Bus, store: Callable[[], ResourceStore]) -> Any:
+    """Start the ``tmc`` micro service."""
+    return await bus.service(
+        "tmc", __version__, "tmcd resource API: list/get/create/replace/patch/delete per kind", endpoints(bus, store)
+    )
