@@ -240,3 +240,15 @@ async def test_saved_placement_is_decided_and_published(
     finally:
         await sub.unsubscribe()
         await nc.close()
+
+
+async def test_cors_is_off_by_default_and_on_for_listed_origins(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    origin = "https://console.example"
+    for origins, expect in (([], None), ([origin], origin)):
+        cfg = daemon_config(nats_server.url, tmp_path, agents="metrics", **{"api.cors_origins": origins})
+        async with running_daemon(cfg) as d, aiohttp.ClientSession(base_url=d.http.base_url) as s:
+            async with s.get("/api/v1/placements", headers={"Origin": origin}) as r:
+                assert r.status == 200 and r.headers.get("Access-Control-Allow-Origin") == expect
+            preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+            async with s.options("/api/v1/placements", headers=preflight) as r:
+                assert (r.headers.get("Access-Control-Allow-Origin") == origin) == bool(origins)

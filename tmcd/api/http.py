@@ -258,6 +258,28 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(errors.ApiError(500, "InternalError", "internal error; see the tmcd log"))
 
 
+def cors(origins: list[str]) -> Any:
+    """CORS for the listed origins only (none by default: browsers then refuse cross-origin calls)."""
+    allowed = frozenset(origins)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        if not allowed or origin not in allowed or not request.path.startswith("/api/"):
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            resp: web.StreamResponse = web.Response(status=204)
+        else:
+            resp = await handler(request)
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Vary"] = "Origin"
+        resp.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE"
+        resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        return resp
+
+    return middleware
+
+
 def add_api(app: web.Application, ctx: ApiContext) -> list[Route]:
     """Register the resource API on an app; returns the routes (for OpenAPI)."""
     routes = build_routes(ctx)
