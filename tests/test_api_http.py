@@ -220,6 +220,7 @@ async def test_saved_placement_is_decided_and_published(
         got.append(decode_as(PlacementDecision, msg.data))
 
     sub = await nc.subscribe("tmc.placement.*.decision", cb=on_decision)
+    await nc.flush()  # the server knows the subscription before the decision is published
     try:
         for st in (example("SyncTarget"),):
             obj = msgspec.to_builtins(st)

@@ -50,6 +50,7 @@ async def test_garbage_on_every_consumed_subject(
         dead.append((msg.subject, msg.data, (msg.headers or {}).get("Tmc-Reason", "")))
 
     sub = await nc.subscribe("tmc.dead.>", cb=on_dead)
+    await nc.flush()
     try:
         async with running_daemon(cfg) as daemon:
             base = daemon.http.base_url
@@ -124,6 +125,7 @@ async def test_bad_request_on_served_subject_gets_400_and_dead_letter(nats_url: 
         got.append(msg.subject)
 
     dsub = await nc.subscribe("tmc.dead.>", cb=on_dead)
+    await nc.flush()
 
     async def handler(d: object) -> ControlReply:
         return ControlReply(ok=True)

@@ -71,6 +71,7 @@ async def test_faults_show_up_and_clear(nats_server: EmbeddedNats, tmp_path: Pat
         events.append(decode_as(HealthChange, msg.data))
 
     sub = await nc.subscribe("tmc.health.>", cb=on_event)
+    await nc.flush()
     faults = SimOptions(
         clusters=4,
         rate=400.0,

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from tmcd.api.http import ApiContext, Route, add_api, api_errors
+from tmcd.api.docs_page import add_docs
+from tmcd.api.http import ApiContext, Route, add_api, api_errors, cors
 from tmcd.bus import Bus, BusError
 from tmcd.config import ApiConfig, parse_listen
 from tmcd.contracts import subjects
@@ -94,7 +95,7 @@ def build_app(
     api: ApiConfig | None = None,
 ) -> web.Application:
     """The aiohttp application: metrics, probes, the health tree and the resource API."""
-    app = web.Application(middlewares=[api_errors])
+    app = web.Application(middlewares=[cors((api or ApiConfig()).cors_origins), api_errors])
     app[REGISTRY_KEY] = registry
     app[BUS_KEY] = bus
     app[EXPOSITION_KEY] = FastExposition(registry)
@@ -103,6 +104,7 @@ def build_app(
     app.router.add_get("/api/v1/health", health_tree)
     app[API_KEY] = ApiContext(api or ApiConfig(), bus)
     app[ROUTES_KEY] = add_api(app, app[API_KEY])
+    add_docs(app, app[ROUTES_KEY])
     for probe in ("livez", "readyz", "healthz"):
         app.router.add_get(f"/{probe}", _probe(probe))
         app.router.add_get(f"/{probe}/{{check}}", _probe(probe))

@@ -19,6 +19,7 @@ import msgspec
 
 from tmcd.api import errors
 from tmcd.bus import Bus, CasConflictError, KvStore
+from tmcd.contracts.names import is_valid_name
 from tmcd.resources.kinds import Kind, kv_key, parse_kv_key
 from tmcd.resources.meta import rfc3339
 from tmcd.resources.selectors import Selector
@@ -104,7 +105,9 @@ class ResourceStore:
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, kind: Kind, namespace: str, name: str) -> Any:
-        """One object; 404 when absent."""
+        """One object; 404 when absent (including names no object can have)."""
+        if not is_valid_name(name) or (kind.namespaced and not is_valid_name(namespace)):
+            raise errors.not_found(kind.plural, name)
         entry = await (await self._kv(kind)).get(kv_key(kind, namespace, name))
         if entry is None:
             raise errors.not_found(kind.plural, name)
@@ -150,6 +153,9 @@ class ResourceStore:
         meta = obj.metadata
         if kind.namespaced:
             meta.namespace = meta.namespace or namespace
+            if not is_valid_name(meta.namespace):
+                cause = errors.StatusCause(field="metadata.namespace", message="must be a DNS-1123 label")
+                raise errors.invalid(kind.kind, meta.name, [cause])
             if namespace and meta.namespace != namespace:
                 raise errors.bad_request(
                     f"metadata.namespace {meta.namespace!r} does not match the URL ({namespace!r})"

@@ -85,11 +85,14 @@ def docs_group() -> None:
 @docs_group.command("generate")
 @click.option("--dir", "directory", default="docs", show_default=True, type=click.Path(file_okay=False, path_type=Path))
 def docs_generate(directory: Path) -> None:
-    """Write the generated reference docs (metrics.md) under DIR."""
+    """Write the generated reference docs (metrics.md, api/*.md) under DIR."""
+    from tmcd.api.reference import default_routes, write_reference
     from tmcd.metrics import docs as metrics_docs
 
     path = directory / "metrics.md"
     click.echo(f"{'wrote' if metrics_docs.write(path) else 'unchanged'} {path}")
+    for path, changed in write_reference(directory / "api", default_routes(), __version__):
+        click.echo(f"{'wrote' if changed else 'unchanged'} {path}")
 
 
 @cli.group("config")

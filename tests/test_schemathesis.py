@@ -1,0 +1,139 @@
+"""Property-based tests of the live HTTP API against its OpenAPI document (schemathesis).
+
+A daemon with an API token runs in-process on a fresh nats-server; schemathesis generates
+requests for every documented operation, valid (positive) and invalid (negative) ones, and
+checks that tmcd never answers 5xx and that every answer (status code, content type, body)
+is the one the document promises.  Before the random requests, every path parameter is also
+tried with a fixed set of impossible names (deterministic, so a regression fails every run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core import NOT_SET
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.helpers import daemon_config, running_daemon
+from tmcd import __version__
+from tmcd.api.openapi import build_openapi
+from tmcd.embedded import EmbeddedNats
+from tmcd.httpserver import ROUTES_KEY
+
+TOKEN = "x" * 24
+MAX_EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}
+"""Generated requests per operation: 20 in all."""
+BUDGET = 80.0
+"""Seconds for the whole run; operations not reached by then are reported as not tested."""
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+EDGE_NAMES = ("a:b", "a b", ".x", "x.", "a.b", "*", ">", "\u00e9", "a" * 300)
+"""Not DNS-1123 labels, so no object has them; most are not valid in a NATS KV key either."""
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def _property(operation: Any, mode: GenerationMode, base_url: str) -> Any:
+    """The Hypothesis test of one operation in one generation mode."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=MAX_EXAMPLES[mode],
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
+    def run(case: Any) -> None:
+        if case.query:
+            case.query.pop("watch", None)  # a watch streams until the client goes away
+        case.call_and_validate(base_url=base_url, headers=HEADERS, checks=CHECKS, timeout=10)
+
+    return run
+
+
+def _edge_names(operation: Any, doc: dict[str, Any], base_url: str) -> list[str]:
+    """Every path parameter set to names no object can have (nor a NATS KV key): 4xx, as documented."""
+    names = re.findall(r"\{(\w+)\}", operation.path)
+    content = doc["paths"][operation.path][operation.method.lower()].get("requestBody", {}).get("content", {})
+    media = next(iter(content), None)
+    body: Any = next(iter(content[media]["examples"].values()))["value"] if media else NOT_SET
+    bad: list[str] = []
+    for value in EDGE_NAMES if names else ():
+        for param in names:
+            params = {n: ("shop" if n == "namespace" else "x") for n in names} | {param: value}
+            sent = body
+            if isinstance(body, dict) and "name" in body.get("metadata", {}) and "name" in params:
+                # a full object (PUT) names itself as the URL does, so the request gets past the name check
+                sent = {**body, "metadata": {**body["metadata"], "name": params["name"]}}
+            case = operation.Case(path_parameters=params, body=sent, media_type=media)
+            response = case.call(base_url=base_url, headers=HEADERS, timeout=10)
+            try:
+                case.validate_response(response, checks=CHECKS, headers=HEADERS)
+            except (Exception, BaseExceptionGroup) as exc:
+                problems = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
+                what = ", ".join(sorted({type(e).__name__ for e in problems}))
+                bad.append(f"{param}={value!r} -> {response.status_code} ({what})")
+    return [f"{operation.label} with bad names:\n  " + "\n  ".join(bad)] if bad else []
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        text += "".join(f"\n  - {type(e).__name__}: {e}" for e in exc.exceptions)
+    return text
+
+
+def _fuzz(doc: dict[str, Any], base_url: str) -> tuple[list[str], int]:
+    """Run every operation (positive, then negative data); the failures, and how many runs happened."""
+    schema = schemathesis.openapi.from_dict(doc)
+    failures: list[str] = []
+    ran = 0
+    deadline = time.monotonic() + BUDGET
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        failures += _edge_names(operation, doc, base_url)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if time.monotonic() > deadline:
+                failures.append(f"{operation.label} ({mode}): not tested within {BUDGET:.0f} s")
+                continue
+            try:
+                _property(operation, mode, base_url)()
+            except Unsatisfiable:
+                assert mode == GenerationMode.NEGATIVE, operation.label  # nothing to make invalid: no inputs
+            except (Exception, BaseExceptionGroup) as exc:  # check failures (AssertionError, FailureGroup)
+                failures.append(f"{operation.label} ({mode}):\n{_describe(exc)}")
+            ran += 1
+    return failures, ran
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(110)
+async def test_the_api_conforms_to_its_openapi_document(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    tokens = [{"name": "t", "token": TOKEN, "access": "read-write"}]
+    cfg = daemon_config(nats_server.url, tmp_path, **{"api.tokens": tokens})
+    async with running_daemon(cfg) as d:
+        doc = build_openapi(d.http.app[ROUTES_KEY], __version__)
+        failures, ran = await asyncio.to_thread(_fuzz, doc, d.http.base_url)
+    assert ran > 0
+    assert not failures, f"{len(failures)} operation(s) failed:\n\n" + "\n\n".join(failures)

@@ -1,0 +1,175 @@
+"""JSON Schemas and wire examples for the OpenAPI document (see :mod:`tmcd.api.openapi`).
+
+Schemas are msgspec's JSON Schema (2020-12, the OpenAPI 3.1 dialect) of the wire types, with
+field docstrings added as descriptions; ``<Kind>List`` types are made from the kind table.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+import inspect
+import itertools
+import textwrap
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from msgspec import inspect as mi
+
+from tmcd.api import errors
+from tmcd.resources import examples as resource_examples
+from tmcd.resources.kinds import Kind
+
+REF = "#/components/schemas/{name}"
+JSON = "application/json"
+
+
+def schema_hook(tp: type) -> dict[str, Any]:
+    """``object`` (any JSON value) needs a non-empty schema for msgspec."""
+    if tp is object:
+        return {"description": "Any JSON value."}
+    raise NotImplementedError
+
+
+def content(schema: dict[str, Any], examples: dict[str, Any], media: str = JSON) -> dict[str, Any]:
+    """An OpenAPI ``content`` map with one media type and named examples."""
+    return {media: {"schema": schema, "examples": {k: {"value": v} for k, v in examples.items()}}}
+
+
+class ListMeta(
+    msgspec.Struct,
+    kw_only=True,
+    omit_defaults=True,
+    rename={"resource_version": "resourceVersion", "continue_": "continue"},
+):
+    """List metadata."""
+
+    resource_version: str
+    """The KV revision the list was read at (start a watch from it)."""
+    continue_: str = ""
+    """Opaque token of the next page (pass it as `continue`); absent on the last page."""
+
+
+@functools.cache
+def list_type(kind: Kind) -> type[msgspec.Struct]:
+    """``<Kind>List``: the type of a list answer, made from the kind's type."""
+    fields: list[tuple[str, Any, Any] | tuple[str, Any]] = [
+        ("api_version", str, kind.api_version),
+        ("kind", str, f"{kind.kind}List"),
+        ("metadata", ListMeta),
+        ("items", list[kind.type]),  # type: ignore[name-defined]
+    ]
+    cls = msgspec.defstruct(f"{kind.kind}List", fields, kw_only=True, rename="camel", module=__name__)
+    cls.__doc__ = f"A page of {kind.plural}, sorted by namespace and name."
+    return cls
+
+
+def components(types: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``(one $ref schema per type, components.schemas)``, with field docstrings as descriptions."""
+    refs, schemas = msgspec.json.schema_components(types, ref_template=REF, schema_hook=schema_hook)
+    for st in _struct_types(types):
+        schema = schemas.get(st.cls.__name__) or schemas.get(f"{st.cls.__module__}.{st.cls.__qualname__}") or {}
+        props = schema.get("properties", {})
+        docs = _field_docs(st.cls)
+        for f in st.fields:
+            if f.name in docs and f.encode_name in props and "description" not in props[f.encode_name]:
+                props[f.encode_name]["description"] = docs[f.name]
+    return list(refs), schemas
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a class (the string right after a field), by field name."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    out: dict[str, str] = {}
+    for prev, node in itertools.pairwise(body):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            out[prev.target.id] = " ".join(node.value.value.split())
+    return out
+
+
+def _struct_types(types: Sequence[Any]) -> list[mi.StructType]:
+    found: dict[type, mi.StructType] = {}
+    stack: list[mi.Type] = list(mi.multi_type_info(types))
+    while stack:
+        t = stack.pop()
+        if isinstance(t, mi.StructType):
+            if t.cls not in found:
+                found[t.cls] = t
+                stack.extend(f.type for f in t.fields)
+        elif isinstance(t, mi.Metadata):
+            stack.append(t.type)
+        elif isinstance(t, mi.UnionType):
+            stack.extend(t.types)
+        elif isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+            stack.append(t.item_type)
+        elif isinstance(t, mi.DictType):
+            stack.extend((t.key_type, t.value_type))
+        elif isinstance(t, mi.TupleType):
+            stack.extend(t.item_types)
+    return list(found.values())
+
+
+# --- examples ------------------------------------------------------------------------------------
+
+
+def kind_examples(kind: Kind) -> dict[str, Any]:
+    """Wire-form examples of a kind: name, new (a create body), full, patch, patched, list, events (a copy)."""
+    return copy.deepcopy(_kind_examples(kind))
+
+
+@functools.cache
+def _kind_examples(kind: Kind) -> dict[str, Any]:
+    obj: Any = resource_examples.example(kind.kind)
+    meta = obj.metadata
+    meta.uid = meta.uid or "6f1c2d9e-4b7a-4c1e-9a53-2f8e7d6c5b4a"
+    meta.resource_version = meta.resource_version or "42"
+    meta.creation_timestamp = meta.creation_timestamp or "2025-01-15T10:00:00Z"
+    meta.generation = meta.generation or 1
+    full = msgspec.to_builtins(obj)
+    new = {k: v for k, v in full.items() if k != "status"}
+    new["metadata"] = {k: v for k, v in full["metadata"].items() if k in ("name", "namespace", "labels")}
+    patch = {"metadata": {"labels": {"tier": "gold"}}}
+    patched = copy.deepcopy(full)
+    patched["metadata"]["labels"] = {**patched["metadata"].get("labels", {}), "tier": "gold"}
+    patched["metadata"]["resourceVersion"] = "43"
+    listing = list_type(kind)(metadata=ListMeta(resource_version="42"), items=[obj])
+    data = msgspec.json.encode({"type": "ADDED", "object": obj}).decode()
+    events = f"event: ADDED\nid: 42\ndata: {data}\n\n: ping\n\n"
+    out = {"name": meta.name, "new": new, "full": full, "patch": patch, "patched": patched, "events": events}
+    return {**out, "list": msgspec.to_builtins(listing)}
+
+
+_ERRORS = (
+    (400, "Bad request", errors.bad_request("labelSelector: unexpected character '!' at 3")),
+    (401, "Missing or invalid bearer token", errors.unauthorized()),
+    (403, "A read-only token, or a remote write with no tokens", errors.forbidden("token 'ci' is read-only")),
+    (404, "No such object", errors.not_found("placements", "checkout-eu")),
+    (409, "Already exists, or a stale resourceVersion", errors.already_exists("placements", "checkout-eu")),
+    (409, "", errors.conflict("placements", "checkout-eu")),
+    (422, "The object is invalid", errors.invalid("placements", "checkout-eu", [errors.StatusCause(
+        field="spec.numberOfClusters", message="Expected `int` >= 1")])),
+    (503, "Not connected to NATS (or no agent answered)", errors.ApiError(503, "ServiceUnavailable", "not connected")),
+)  # fmt: skip
+
+
+def error_responses() -> dict[str, Any]:
+    """``components.responses``: one Status response per error code, with examples."""
+    out: dict[str, Any] = {}
+    for code, desc, err in _ERRORS:
+        resp = out.setdefault(
+            str(code), {"description": desc, "content": content({"$ref": REF.format(name="Status")}, {})}
+        )
+        resp["content"][JSON]["examples"][err.reason] = {"value": msgspec.to_builtins(err.status())}
+    return out
