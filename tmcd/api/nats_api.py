@@ -16,6 +16,11 @@ patch       {namespace?, name, patch}  (JSON merge patch)            the object
 delete      {namespace?, name}                                       the deleted object
 simulate    {object: Placement}  (``tmc.api.simulate.placements``)   the decision
 ==========  ======================================================  =====================
+
+Watching over NATS needs no endpoint: each kind lives in a JetStream KV bucket, so a
+NATS-only client runs a KV watcher on it (keys ``NAME``, or ``NAMESPACE.NAME`` for
+namespaced kinds; the revision is the object's resourceVersion).  Each list endpoint
+names its bucket and watch subject in its ``$SRV.INFO`` metadata.
 """
 
 from __future__ import annotations
@@ -52,12 +57,16 @@ class ApiRequest(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 def endpoints(bus: Bus, store: Callable[[], ResourceStore]) -> list[Endpoint]:
-    """Every endpoint of the ``tmc`` service."""
-    out = [Endpoint(f"{verb}-{kind.plural}", f"tmc.api.{verb}.{kind.plural}", _handler(bus, store, verb, kind))
-           for kind in KINDS for verb in VERBS]  # fmt: skip
-    out.append(
-        Endpoint("simulate-placements", "tmc.api.simulate.placements", _handler(bus, store, "simulate", PLACEMENT))
-    )
+    """Every endpoint of the ``tmc`` service; list endpoints name their KV bucket for watchers."""
+    out = []
+    for kind in KINDS:
+        watch = {"kind": kind.kind, "watch": f"$KV.{kind.bucket}.>", "bucket": kind.bucket}
+        for verb in VERBS:
+            handler = _handler(bus, store, verb, kind)
+            meta = watch if verb == "list" else None
+            out.append(Endpoint(f"{verb}-{kind.plural}", f"tmc.api.{verb}.{kind.plural}", handler, meta))
+    simulate_ = _handler(bus, store, "simulate", PLACEMENT)
+    out.append(Endpoint("simulate-placements", "tmc.api.simulate.placements", simulate_))
     return out
 
 

@@ -32,6 +32,8 @@ class Endpoint:
     name: str
     subject: str
     handler: ServiceHandler
+    metadata: dict[str, str] | None = None
+    """Shown in ``$SRV.INFO`` (e.g. the KV bucket a list endpoint reads, for watchers)."""
 
 
 async def start_service(
@@ -40,7 +42,7 @@ async def start_service(
     """Start a micro service; returns it (``await svc.stop()`` to stop)."""
     svc = await micro.add_service(nc, name=name, version=version, description=description, queue_group=queue_group)
     for ep in endpoints:
-        await svc.add_endpoint(name=ep.name, subject=ep.subject, handler=_adapt(ep.handler))
+        await svc.add_endpoint(name=ep.name, subject=ep.subject, handler=_adapt(ep.handler), metadata=ep.metadata)
     return svc
 
 
