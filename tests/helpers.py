@@ -90,3 +90,36 @@ def sample(text: str, name: str, **labels: str) -> float:
 def _labels_match(series: str, labels: dict[str, str]) -> bool:
     inside = series[series.index("{") + 1 : -1]
     return all(f'{k}="{v}"' in inside for k, v in labels.items())
+
+
+class CrashingAgent:
+    """An agent that raises on its first ``crashes`` runs, then runs until stopped."""
+
+    name = "crashy"
+
+    def __init__(self, crashes: int) -> None:
+        self.crashes = crashes
+        self.runs = 0
+
+    async def run(self, ctx: Any) -> None:
+        self.runs += 1
+        if self.runs <= self.crashes:
+            raise RuntimeError(f"boom {self.runs}")
+        ctx.started.set()
+        await ctx.stop.wait()
+
+
+def new_object(kind: str, **meta: Any) -> dict[str, Any]:
+    """The example object of a kind as a create request body: no status or server-set metadata."""
+    import copy
+
+    import msgspec
+
+    from tmcd.resources.examples import example
+
+    obj: dict[str, Any] = copy.deepcopy(msgspec.to_builtins(example(kind)))
+    obj.pop("status", None)
+    for k in ("resourceVersion", "uid", "creationTimestamp", "generation"):
+        obj["metadata"].pop(k, None)
+    obj["metadata"].update(meta)
+    return obj

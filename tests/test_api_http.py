@@ -15,7 +15,7 @@ import msgspec
 import nats
 import pytest
 
-from tests.helpers import daemon_config, running_daemon, wait_for
+from tests.helpers import daemon_config, new_object, running_daemon, wait_for
 from tmcd.api.auth import authorize
 from tmcd.api.errors import ApiError
 from tmcd.config import ApiConfig, ApiToken
@@ -30,13 +30,7 @@ RO = "ro-token-0123456789abcdef"
 TOKENS = [{"name": "ci", "token": RW, "access": "read-write"}, {"name": "viewer", "token": RO, "access": "read-only"}]
 
 
-def body(kind: str, **meta: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = copy.deepcopy(msgspec.to_builtins(example(kind)))
-    obj.pop("status", None)
-    for k in ("resourceVersion", "uid", "creationTimestamp", "generation"):
-        obj["metadata"].pop(k, None)
-    obj["metadata"].update(meta)
-    return obj
+body = new_object
 
 
 @pytest.fixture

@@ -13,18 +13,11 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from tests.helpers import daemon_config, running_daemon
+from tests.helpers import daemon_config, new_object, running_daemon
 from tmcd.embedded import EmbeddedNats
 from tmcd.resources.examples import example
 
-
-def obj(kind: str, **meta: Any) -> dict[str, Any]:
-    o: dict[str, Any] = copy.deepcopy(msgspec.to_builtins(example(kind)))
-    o.pop("status", None)
-    for k in ("resourceVersion", "uid", "creationTimestamp", "generation"):
-        o["metadata"].pop(k, None)
-    o["metadata"].update(meta)
-    return o
+obj = new_object
 
 
 @pytest.fixture

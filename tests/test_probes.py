@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import daemon_config, running_daemon, sample, scrape, wait_for
+from tests.helpers import CrashingAgent, daemon_config, running_daemon, sample, scrape, wait_for
 from tmcd.agents.base import AgentContext
 from tmcd.checks import (
     DaemonChecks,
@@ -344,21 +344,6 @@ def test_restart_tracker_window() -> None:
     assert tracker.observe(3, 200.0) == 3
     assert tracker.observe(3, 310.0) == 1
     assert tracker.observe(3, 500.0) == 0
-
-
-class CrashingAgent:
-    name = "crashy"
-
-    def __init__(self, crashes: int) -> None:
-        self.crashes = crashes
-        self.runs = 0
-
-    async def run(self, ctx: AgentContext) -> None:
-        self.runs += 1
-        if self.runs <= self.crashes:
-            raise RuntimeError(f"boom {self.runs}")
-        ctx.started.set()
-        await ctx.stop.wait()
 
 
 async def test_a_real_supervised_agent_that_crash_loops() -> None:

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.helpers import CrashingAgent
 from tmcd.agents.base import AgentContext
 from tmcd.config import Config
 from tmcd.selfmetrics import SelfMetrics
 from tmcd.supervisor import Supervisor, restart_delay
-
-
-class CrashingAgent:
-    name = "crashy"
-
-    def __init__(self, crashes: int) -> None:
-        self.crashes = crashes
-        self.runs = 0
-
-    async def run(self, ctx: AgentContext) -> None:
-        self.runs += 1
-        if self.runs <= self.crashes:
-            raise RuntimeError(f"boom {self.runs}")
-        ctx.started.set()
-        await ctx.stop.wait()
 
 
 class ReturningAgent:

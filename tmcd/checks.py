@@ -30,6 +30,7 @@ from typing import cast
 
 from prometheus_client import Gauge
 
+from tmcd.aio import cancel_and_wait
 from tmcd.bus import Bus
 from tmcd.bus.provision import KV_BUCKETS
 from tmcd.config import HealthConfig
@@ -266,10 +267,7 @@ class DaemonChecks:
     async def stop(self) -> None:
         """Stop the refresh task and the watchdog."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.watchdog.stop()
         if self._hooked is not None:
             with contextlib.suppress(ValueError):

@@ -10,10 +10,11 @@ stopped ticking.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+
+from tmcd.aio import cancel_and_wait
 
 
 class LoopWatchdog:
@@ -46,10 +47,7 @@ class LoopWatchdog:
     async def stop(self) -> None:
         """Stop ticking."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     @property
     def running(self) -> bool:
