@@ -1,0 +1,165 @@
+"""``kubectl tmc describe``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from tmcd.kubectl.columns import memory
+from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg
+from tmcd.kubectl.output import NONE, age, cell, table
+
+
+def _field(label: str, value: Any, width: int = 20) -> str:
+    return f"{label + ':':<{width}}{cell(value)}"
+
+
+def _when(ts: str, now: float) -> str:
+    return f"{ts} ({age(ts, now)} ago)" if ts else NONE
+
+
+def _mapping(label: str, data: dict[str, Any], width: int = 20) -> list[str]:
+    if not data:
+        return [_field(label, None, width)]
+    lines = []
+    for i, (k, v) in enumerate(sorted(data.items())):
+        lines.append(f"{(label + ':') if i == 0 else '':<{width}}{k}={v}")
+    return lines
+
+
+def _quantities(label: str, data: dict[str, Any]) -> list[str]:
+    if not data:
+        return [f"{label}:  {NONE}"]
+    width = max(len(k) for k in data) + 2
+    lines = [f"{label}:"]
+    for k, v in data.items():
+        text = memory(str(v)) if k == "memory" else str(v)
+        lines.append(f"  {k + ':':<{width}}{text}")
+    return lines
+
+
+def _indent(text: str) -> list[str]:
+    return ["  " + line for line in text.splitlines()]
+
+
+def _conditions(conds: list[dict[str, Any]], now: float) -> list[str]:
+    if not conds:
+        return [f"Conditions:  {NONE}"]
+    rows = [
+        [
+            cell(c.get("type")),
+            cell(c.get("status")),
+            cell(c.get("reason")),
+            cell(c.get("message")),
+            age(str(c.get("lastTransitionTime") or ""), now),
+        ]
+        for c in conds
+    ]
+    return ["Conditions:", *_indent(table(["TYPE", "STATUS", "REASON", "MESSAGE", "AGE"], rows))]
+
+
+def _header(obj: dict[str, Any], now: float) -> list[str]:
+    meta = obj.get("metadata") or {}
+    return [
+        _field("Name", meta.get("name")),
+        *_mapping("Labels", meta.get("labels") or {}),
+        *_mapping("Annotations", meta.get("annotations") or {}),
+        _field("API Version", obj.get("apiVersion")),
+        _field("Kind", obj.get("kind")),
+        _field("Created", _when(str(meta.get("creationTimestamp") or ""), now)),
+        _field("Resource Version", meta.get("resourceVersion")),
+    ]
+
+
+def describe_cluster(obj: dict[str, Any], now: float) -> str:
+    """A SyncTarget: health, syncer, capacity/allocatable/used and conditions."""
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    health = str(st.get("health") or "Unknown")
+    reason = str(st.get("healthReason") or "")
+    lines = [
+        *_header(obj, now),
+        _field("Health", f"{health} ({reason})" if reason else health),
+        _field("Unschedulable", bool(spec.get("unschedulable", False))),
+        _field("Connected", bool(st.get("connected", True))),
+        _field("Sync Paused", bool(st.get("syncPaused", False))),
+        _field("Queue Depth", int(st.get("queueDepth") or 0)),
+        _field("Error Ratio", f"{float(st.get('errorRatio') or 0.0):.2%}"),
+        _field("Syncer Version", st.get("syncerVersion")),
+        _field("Last Heartbeat", _when(str(st.get("lastSyncerHeartbeatTime") or ""), now)),
+        _field("Synced Resources", st.get("syncedResources") or []),
+        *_quantities("Capacity", st.get("capacity") or {}),
+        *_quantities("Allocatable", st.get("allocatable") or {}),
+        *_quantities("Used", st.get("used") or {}),
+        *_conditions(st.get("conditions") or [], now),
+    ]
+    return "\n".join(lines)
+
+
+def _selector(sel: dict[str, Any]) -> str:
+    terms = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op, vals = e.get("operator", ""), ",".join(e.get("values") or [])
+        if op in ("In", "NotIn"):
+            terms.append(f"{e.get('key')} {op.lower().replace('notin', 'notin')} ({vals})")
+        elif op == "Exists":
+            terms.append(str(e.get("key")))
+        else:
+            terms.append(f"!{e.get('key')}")
+    return ",".join(terms) or "(everything)"
+
+
+def describe_placement(obj: dict[str, Any], now: float) -> str:
+    """A Placement: policy, selectors, decision and every candidate with score and reason."""
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    sels = spec.get("locationSelectors") or []
+    n = spec.get("numberOfClusters")
+    lines = [
+        *_header(obj, now),
+        _field("Policy", spec.get("policy") or "Spread"),
+        _field("Clusters Wanted", n if n is not None else "all eligible"),
+        _field("Tolerate Unhealthy", bool(spec.get("tolerateUnhealthy", False))),
+        "Location Selectors:" + ("" if sels else f"  {NONE} (every cluster)"),
+        *[f"  {_selector(s)}" for s in sels],
+        _field("Phase", st.get("phase") or "Pending"),
+        _field("Last Decision", _when(str(st.get("lastDecisionTime") or ""), now)),
+        _field("Selected", [s.get("cluster") for s in st.get("selectedClusters") or []]),
+    ]
+    cands = st.get("candidates") or []
+    if cands:
+        rows = [
+            [
+                cell(c.get("cluster")),
+                "yes" if c.get("selected") else "no",
+                f"{float(c.get('score') or 0.0):.3f}",
+                cell(c.get("reason")),
+            ]
+            for c in cands
+        ]
+        lines += ["Candidates:", *_indent(table(["CLUSTER", "SELECTED", "SCORE", "REASON"], rows))]
+    else:
+        lines.append(f"Candidates:  {NONE}")
+    lines += _conditions(st.get("conditions") or [], now)
+    return "\n".join(lines)
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("kind", metavar="cluster|placement")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@global_options
+@click.pass_context
+def describe(ctx: click.Context, kind: str, names: tuple[str, ...]) -> None:
+    """Show a cluster's health, capacity and conditions, or a placement's decision and candidates.
+
+    \b
+    Examples:
+      kubectl tmc describe cluster sim-001
+      kubectl tmc describe placement web
+    """
+    k = kind_arg(kind, ("SyncTarget", "Placement"))
+    c = client(ctx)
+    now = time.time()
+    show = describe_cluster if k.kind == "SyncTarget" else describe_placement
+    out = [show(c.call("get", k, name=name), now) for name in names]
+    click.echo("\n\n".join(out))

@@ -1,0 +1,48 @@
+"""``kubectl tmc get``."""
+
+from __future__ import annotations
+
+import click
+
+from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg, namespace_for, settings
+from tmcd.kubectl.getcore import get as run_get
+from tmcd.kubectl.output import FORMATS
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("kind", metavar="KIND")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("-o", "--output", type=click.Choice(FORMATS), default="table", help="Output format.")
+@click.option("-l", "--selector", default="", metavar="SELECTOR", help="Label selector, e.g. region=eu-west-1.")
+@global_options
+@click.pass_context
+def get(ctx: click.Context, kind: str, names: tuple[str, ...], output: str, selector: str) -> None:
+    """Display clusters, placements, canaries or revisions.
+
+    KIND is clusters (cl), placements (pl), canaries (cr), revisions (rev) or
+    analysistemplates (at); kind, plural and singular names work too.
+
+    \b
+    Examples:
+      kubectl tmc get clusters
+      kubectl tmc get cl -l region=eu-west-1 -o wide
+      kubectl tmc get placement web -o yaml
+      kubectl tmc get canaries -A
+      kubectl tmc get rev -n shop -o name
+    """
+    k = kind_arg(kind)
+    c = client(ctx)
+    s = settings(ctx)
+    result = run_get(
+        c,
+        k,
+        list(names),
+        namespace=namespace_for(ctx, k, c.endpoint),
+        all_namespaces=s.all_namespaces,
+        selector=selector,
+        output=output,
+    )
+    if result.out:
+        click.echo(result.out)
+    if result.note:
+        click.echo(result.note, err=True)
