@@ -53,6 +53,7 @@ class HealthAgent:
         self._persisted: dict[str, float] = {}
         self._exported: dict[str, tuple[str, tuple[tuple[str, str], ...], float]] = {}
         self._dirty: set[str] = set()
+        self._urgent: set[str] = set()
         self._groups: dict[tuple[str, str], str] = {}
 
     # -- lifecycle ----------------------------------------------------------------
@@ -113,7 +114,10 @@ class HealthAgent:
             elif isinstance(msg, SyncEvent):
                 model.observe_sync(self._cluster(msg.cluster, now), 1, 0 if msg.ok else 1, now, window, bucket)
             elif isinstance(msg, SyncerHeartbeat):
-                model.observe_heartbeat(self._cluster(msg.cluster, now), msg, now)
+                st = self._cluster(msg.cluster, now)
+                if st.paused != msg.paused or st.last_heartbeat is None:
+                    self._urgent.add(msg.cluster)  # `sync status` should see a pause at once
+                model.observe_heartbeat(st, msg, now)
                 self._dirty.add(msg.cluster)
             elif isinstance(msg, ConnectionEvent):
                 model.observe_connection(self._cluster(msg.cluster, now), msg, now)
@@ -223,7 +227,8 @@ class HealthAgent:
     async def _persist(self, store: KvStore[SyncTarget], changed: set[str], now: float, cfg: HealthConfig) -> None:
         every = max(30.0, cfg.heartbeat_threshold / 2)
         due = [n for n in self._dirty if now - self._persisted.get(n, 0.0) >= every]
-        names = [n for n in {*changed, *due} if n in self.clusters]
+        names = [n for n in {*changed, *due, *self._urgent} if n in self.clusters]
+        self._urgent.clear()
         sem = asyncio.Semaphore(WRITE_CONCURRENCY)
 
         async def write(name: str) -> None:

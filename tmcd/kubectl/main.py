@@ -20,6 +20,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "apply": "tmcd.kubectl.apply:apply",
     "version": "tmcd.kubectl.version:version",
     "completion": "tmcd.kubectl.completion:completion",
+    "sync": "tmcd.kubectl.sync:sync",
 }
 """Command name -> ``module:attribute``; later commands (canary, rollback, history, dashboard) add entries."""
 
