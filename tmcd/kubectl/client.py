@@ -336,6 +336,8 @@ class Client:
 
         ns, name = body.get("namespace", ""), body.get("name", "")
         path = f"/api/v1/namespaces/{ns}/{kind.plural}" if kind.namespaced and ns else f"/api/v1/{kind.plural}"
+        if verb == "simulate":  # POST /api/v1/placement-simulations with the Placement as the body
+            path, verb, body = "/api/v1/placement-simulations", "create", {"object": body.get("object")}
         if name:
             path += "/" + urllib.parse.quote(name)
         method = {"list": "GET", "get": "GET", "create": "POST", "replace": "PUT", "patch": "PATCH"}.get(verb, "DELETE")

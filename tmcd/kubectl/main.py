@@ -21,6 +21,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "version": "tmcd.kubectl.version:version",
     "completion": "tmcd.kubectl.completion:completion",
     "sync": "tmcd.kubectl.sync:sync",
+    "placement": "tmcd.kubectl.placement:placement",
 }
 """Command name -> ``module:attribute``; later commands (canary, rollback, history, dashboard) add entries."""
 
