@@ -64,3 +64,33 @@ async def test_explain_a_saved_placement(daemon: Daemon, nats_server: EmbeddedNa
     assert "sim-001" in out
     code, out = await kubectl_tmc("placement", "explain", "nope", "--nats-url", nats_server.url)
     assert code == 1 and "NotFound" in out
+
+
+async def test_get_watch_prints_a_row_per_change(daemon: Daemon, nats_server: EmbeddedNats) -> None:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from tmcd.kubectl.main import main; main()",
+        "get", "placements", "-w", "--output-watch-events", "--nats-url", nats_server.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert "No resources found" in (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
+        nc = await nats.connect(nats_server.url)
+        try:
+            body = json.dumps({"object": new_object("Placement", name="watched")}).encode()
+            await nc.request("tmc.api.create.placements", body, timeout=5)
+            seen = []
+            while not any(line.startswith("MODIFIED") for line in seen):  # created, then decided
+                seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+            assert seen[0].startswith("ADDED") and "watched" in seen[0]
+            await nc.request("tmc.api.delete.placements", json.dumps({"name": "watched"}).encode(), timeout=5)
+            while not seen[-1].startswith("DELETED"):
+                seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+            assert "watched" in seen[-1]
+        finally:
+            await nc.close()
+    finally:
+        proc.kill()
+        await proc.wait()

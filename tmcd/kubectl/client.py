@@ -258,6 +258,35 @@ class NatsConnection:
                 if parts[2].decode() == sid:
                     return _headers(raw[:hlen]), raw[hlen:]
 
+    def subscribe(self, subject: str) -> str:
+        """Subscribe (for watching); returns the subscription id.  Reads then block without a timeout."""
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        self._sid += 1
+        sid = str(self._sid)
+        self._send(f"SUB {subject} {sid}\r\n".encode())
+        self._sock.settimeout(None)
+        return sid
+
+    def next_message(self, sid: str) -> tuple[str, dict[str, str], bytes]:
+        """The next message of a subscription: (subject, headers, data); blocks."""
+        while True:
+            line = self._readline()
+            if line == b"PING":
+                self._send(b"PONG\r\n")
+                continue
+            parts = line.split(b" ")
+            if parts[0] == b"MSG":
+                data = self._read(int(parts[-1]))
+                if parts[2].decode() == sid:
+                    return parts[1].decode(), {}, data
+            elif parts[0] == b"HMSG":
+                hlen, total = int(parts[-2]), int(parts[-1])
+                raw = self._read(total)
+                if parts[2].decode() == sid:
+                    return parts[1].decode(), _headers(raw[:hlen]), raw[hlen:]
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

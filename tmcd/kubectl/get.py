@@ -14,9 +14,21 @@ from tmcd.kubectl.output import FORMATS
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("-o", "--output", type=click.Choice(FORMATS), default="table", help="Output format.")
 @click.option("-l", "--selector", default="", metavar="SELECTOR", help="Label selector, e.g. region=eu-west-1.")
+@click.option("-w", "--watch", is_flag=True, help="After listing, print a row for every change (until Ctrl-C).")
+@click.option(
+    "--output-watch-events", is_flag=True, help="With --watch, add an EVENT column (ADDED, MODIFIED, DELETED)."
+)
 @global_options
 @click.pass_context
-def get(ctx: click.Context, kind: str, names: tuple[str, ...], output: str, selector: str) -> None:
+def get(
+    ctx: click.Context,
+    kind: str,
+    names: tuple[str, ...],
+    output: str,
+    selector: str,
+    watch: bool,
+    output_watch_events: bool,
+) -> None:
     """Display clusters, placements, canaries or revisions.
 
     KIND is clusters (cl), placements (pl), canaries (cr), revisions (rev) or
@@ -29,6 +41,7 @@ def get(ctx: click.Context, kind: str, names: tuple[str, ...], output: str, sele
       kubectl tmc get placement web -o yaml
       kubectl tmc get canaries -A
       kubectl tmc get rev -n shop -o name
+      kubectl tmc get cl -w --output-watch-events
     """
     k = kind_arg(kind)
     c = client(ctx)
@@ -46,3 +59,9 @@ def get(ctx: click.Context, kind: str, names: tuple[str, ...], output: str, sele
         click.echo(result.out)
     if result.note:
         click.echo(result.note, err=True)
+    if watch:
+        from tmcd.kubectl.watch import watch_rows
+
+        ns = "" if (s.all_namespaces or not k.namespaced) else namespace_for(ctx, k, c.endpoint)
+        for line in watch_rows(c, k, set(names), ns, output, output_watch_events, s.all_namespaces):
+            click.echo(line)
