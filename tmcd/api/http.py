@@ -20,12 +20,11 @@ from aiohttp import web
 
 from tmcd.api import errors
 from tmcd.api.auth import authorize
-from tmcd.api.store import ResourceStore
+from tmcd.api.store import ResourceStore, list_filters, list_object
 from tmcd.bus import Bus
 from tmcd.config import ApiConfig
 from tmcd.placement.service import decide_and_record, simulate
 from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
-from tmcd.resources.selectors import SelectorError, parse_selector
 
 log = logging.getLogger("tmcd.api")
 
@@ -83,13 +82,6 @@ def error_response(err: errors.ApiError) -> web.Response:
     return respond(err.status(), err.code)
 
 
-def _listing(kind: Kind, items: list[Any], resource_version: str, token: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"resourceVersion": resource_version}
-    if token:
-        meta["continue"] = token
-    return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List", "metadata": meta, "items": items}
-
-
 def build_routes(ctx: ApiContext) -> list[Route]:
     """Every route of the resource API."""
     out: list[Route] = []
@@ -109,18 +101,7 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
         q = request.query
         if q.get("watch", "") in ("1", "true"):
             return await watch(ctx, request, kind, ns)
-        selector = None
-        if q.get("labelSelector"):
-            try:
-                selector = parse_selector(q["labelSelector"])
-            except SelectorError as exc:
-                raise errors.bad_request(f"labelSelector: {exc}") from None
-        name = ""
-        if q.get("fieldSelector"):
-            field, _, value = q["fieldSelector"].partition("=")
-            if field != "metadata.name" or not value:
-                raise errors.bad_request("fieldSelector: only metadata.name=NAME is supported")
-            name = value.lstrip("=")
+        selector, name = list_filters(q.get("labelSelector", ""), q.get("fieldSelector", ""))
         try:
             limit = int(q.get("limit", "0") or 0)
         except ValueError:
@@ -130,7 +111,7 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
         page = await ctx.store().list(
             kind, ns, selector=selector, name=name, limit=limit, continue_token=q.get("continue", "")
         )
-        return respond(_listing(kind, page.items, page.resource_version, page.continue_token))
+        return respond(list_object(kind, page))
 
     async def get(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=False)

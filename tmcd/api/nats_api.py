@@ -32,12 +32,11 @@ import msgspec
 
 from tmcd import __version__
 from tmcd.api import errors
-from tmcd.api.store import ResourceStore
+from tmcd.api.store import ResourceStore, list_filters, list_object
 from tmcd.bus import Bus
 from tmcd.bus.service import Endpoint, Reply
 from tmcd.placement.service import decide_and_record, simulate
 from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
-from tmcd.resources.selectors import SelectorError, parse_selector
 
 VERBS = ("list", "get", "create", "replace", "patch", "delete")
 _encoder = msgspec.json.Encoder()
@@ -95,25 +94,11 @@ async def _run(bus: Bus, store: ResourceStore, verb: str, kind: Kind, req: ApiRe
     if verb in ("get", "replace", "patch", "delete") and not req.name:
         raise errors.bad_request("name is required")
     if verb == "list":
-        selector = None
-        if req.label_selector:
-            try:
-                selector = parse_selector(req.label_selector)
-            except SelectorError as exc:
-                raise errors.bad_request(f"labelSelector: {exc}") from None
-        name = ""
-        if req.field_selector:
-            field, _, value = req.field_selector.partition("=")
-            if field != "metadata.name" or not value:
-                raise errors.bad_request("fieldSelector: only metadata.name=NAME is supported")
-            name = value.lstrip("=")
+        selector, name = list_filters(req.label_selector, req.field_selector)
         page = await store.list(
             kind, ns, selector=selector, name=name, limit=max(0, req.limit), continue_token=req.continue_
         )
-        meta: dict[str, Any] = {"resourceVersion": page.resource_version}
-        if page.continue_token:
-            meta["continue"] = page.continue_token
-        return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List", "metadata": meta, "items": page.items}
+        return list_object(kind, page)
     if verb == "get":
         return await store.get(kind, ns, req.name)
     if verb == "delete":

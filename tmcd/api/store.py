@@ -22,7 +22,7 @@ from tmcd.bus import Bus, CasConflictError, KvStore
 from tmcd.contracts.names import is_valid_name
 from tmcd.resources.kinds import Kind, kv_key, parse_kv_key
 from tmcd.resources.meta import rfc3339
-from tmcd.resources.selectors import Selector
+from tmcd.resources.selectors import Selector, SelectorError, parse_selector
 from tmcd.resources.validate import validate
 
 
@@ -41,6 +41,31 @@ class WatchEvent:
 
     type: str
     object: Any
+
+
+def list_filters(label_selector: str, field_selector: str) -> tuple[Selector | None, str]:
+    """Parse ``labelSelector`` and ``fieldSelector`` (only ``metadata.name=NAME``); 400 when bad."""
+    selector = None
+    if label_selector:
+        try:
+            selector = parse_selector(label_selector)
+        except SelectorError as exc:
+            raise errors.bad_request(f"labelSelector: {exc}") from None
+    name = ""
+    if field_selector:
+        field, _, value = field_selector.partition("=")
+        if field != "metadata.name" or not value:
+            raise errors.bad_request("fieldSelector: only metadata.name=NAME is supported")
+        name = value.lstrip("=")
+    return selector, name
+
+
+def list_object(kind: Kind, page: ListResult) -> dict[str, Any]:
+    """A page as a Kubernetes ``<Kind>List``."""
+    meta: dict[str, Any] = {"resourceVersion": page.resource_version}
+    if page.continue_token:
+        meta["continue"] = page.continue_token
+    return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List", "metadata": meta, "items": page.items}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
