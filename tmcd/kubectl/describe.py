@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from tmcd.kubectl.columns import memory
-from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg
+from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg, namespace_for
 from tmcd.kubectl.output import NONE, age, cell, table
 
 
@@ -62,8 +62,10 @@ def _conditions(conds: list[dict[str, Any]], now: float) -> list[str]:
 
 def _header(obj: dict[str, Any], now: float) -> list[str]:
     meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
     return [
         _field("Name", meta.get("name")),
+        *([_field("Namespace", ns)] if ns else []),
         *_mapping("Labels", meta.get("labels") or {}),
         *_mapping("Annotations", meta.get("annotations") or {}),
         _field("API Version", obj.get("apiVersion")),
@@ -144,22 +146,50 @@ def describe_placement(obj: dict[str, Any], now: float) -> str:
     return "\n".join(lines)
 
 
+KINDS = ("SyncTarget", "Placement", "CanaryRollout")
+_KIND_WORDS = ("cluster", "placement", "canary")
+
+
+def _complete_kind(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    return [w for w in _KIND_WORDS if w.startswith(incomplete)]
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("kind", metavar="cluster|placement")
+@click.argument("kind", metavar="cluster|placement|canary", shell_complete=_complete_kind)
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @global_options
 @click.pass_context
 def describe(ctx: click.Context, kind: str, names: tuple[str, ...]) -> None:
-    """Show a cluster's health, capacity and conditions, or a placement's decision and candidates.
+    """Show details of a cluster, placement or canary rollout.
+
+    A cluster's health, capacity and conditions; a placement's decision and candidates; a
+    canary's spec, status, steps (the current one marked), analysis evidence and events.
 
     \b
     Examples:
       kubectl tmc describe cluster sim-001
       kubectl tmc describe placement web
+      kubectl tmc describe canary checkout -n shop
     """
-    k = kind_arg(kind, ("SyncTarget", "Placement"))
+    k = kind_arg(kind, KINDS)
     c = client(ctx)
     now = time.time()
-    show = describe_cluster if k.kind == "SyncTarget" else describe_placement
-    out = [show(c.call("get", k, name=name), now) for name in names]
+    ns = namespace_for(ctx, k, c.endpoint)
+    objs = [c.call("get", k, namespace=ns, name=name) for name in names]
+    if k.kind == "CanaryRollout":
+        from tmcd.kubectl.describe_canary import describe_canary, recent_events
+
+        out = []
+        for obj in objs:
+            meta = obj.get("metadata") or {}
+            events = recent_events(
+                c,
+                str(meta.get("namespace") or ns),
+                str(meta.get("name") or ""),
+                str(meta.get("creationTimestamp") or ""),
+            )
+            out.append(describe_canary(obj, events, now))
+    else:
+        show = describe_cluster if k.kind == "SyncTarget" else describe_placement
+        out = [show(obj, now) for obj in objs]
     click.echo("\n\n".join(out))

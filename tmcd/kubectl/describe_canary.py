@@ -1,0 +1,328 @@
+"""``kubectl tmc describe canary``: spec, status, steps, analysis evidence and recent events.
+
+Imported by :mod:`tmcd.kubectl.describe` only when a canary is described.  Rendering is a
+pure function of the object, its events and ``now``; :func:`recent_events` reads the
+events from the TMC_EVENTS stream with JetStream's message-get API over the plugin's
+small NATS client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import deque
+from typing import Any
+
+from tmcd.kubectl.client import Client, NatsConnection
+from tmcd.kubectl.describe import _conditions, _field, _header, _indent, _selector, _when
+from tmcd.kubectl.errors import CliError
+from tmcd.kubectl.output import NONE, cell, human_duration, parse_time, table
+
+STREAM = "TMC_EVENTS"
+EVENT_LIMIT = 20
+"""The newest events shown; older ones are counted."""
+EVENT_WINDOW = 3600.0
+"""Events up to an hour before the newest one (kubectl's default event TTL), never before creation."""
+MAX_SCAN = 1000
+"""At most this many stream reads per describe, however busy the rollout has been."""
+_SUB = 22
+_WARNING_PHASES = ("Degraded", "RollingBack", "RolledBack")
+_REASONS = {"phase": "PhaseChanged", "step": "StepChanged", "analysis": "AnalysisResult", "decision": "Decision"}
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _sub(label: str, value: Any) -> str:
+    return "  " + _field(label, value, _SUB)
+
+
+def seconds(value: Any) -> str:
+    """A duration in seconds as kubectl prints ages (``30s``, ``5m``); fractions as ``0.5s``."""
+    v = float(value)
+    return human_duration(v) if v >= 1 and v == int(v) else f"{v:g}s"
+
+
+def _args(args: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(args.items()))
+
+
+def step_text(step: dict[str, Any]) -> str:
+    """One step as a line: ``setWeight: 10%``, ``pause: until promoted``, ..."""
+    parts = []
+    if "setClusters" in step:
+        sc = _dict(step["setClusters"])
+        if sc.get("count") is not None:
+            n = int(sc["count"])
+            parts.append(f"setClusters: {n} cluster{'' if n == 1 else 's'}")
+        elif sc.get("percent") is not None:
+            parts.append(f"setClusters: {sc['percent']}% of eligible clusters")
+        else:
+            parts.append(f"setClusters: {NONE}")
+    if step.get("setWeight") is not None:
+        parts.append(f"setWeight: {step['setWeight']}%")
+    if "pause" in step:
+        duration = _dict(step["pause"]).get("duration")
+        parts.append("pause: until promoted" if duration is None else f"pause: {seconds(duration)}")
+    if "analysis" in step:
+        a = _dict(step["analysis"])
+        n = int(a.get("intervals") or 1)
+        text = f"analysis: {cell(a.get('templates'))}, {n} interval{'' if n == 1 else 's'}"
+        text += f" every {seconds(a.get('interval') or 60.0)}"
+        if a.get("args"):
+            text += f", args {_args(_dict(a['args']))}"
+        parts.append(text)
+    return "; ".join(parts) or "(no action)"
+
+
+def _steps(steps: list[Any], current: int | None) -> list[str]:
+    if not steps:
+        return [f"Steps:  {NONE}"]
+    width = len(str(len(steps) - 1))
+    lines = ["Steps:"]
+    for i, step in enumerate(steps):
+        mark, note = ("→", "  (current)") if i == current else (" ", "")
+        lines.append(f"  {mark} {i:>{width}}  {step_text(_dict(step))}{note}")
+    return lines
+
+
+def _background(spec: dict[str, Any]) -> str:
+    bg = _dict(spec.get("analysis"))
+    if not bg:
+        return f"Background Analysis:  {NONE}"
+    text = f"{cell(bg.get('templates'))} from step {int(bg.get('startStep') or 0)}"
+    if bg.get("args"):
+        text += f", args {_args(_dict(bg['args']))}"
+    return f"Background Analysis:  {text}"
+
+
+def _spec(spec: dict[str, Any]) -> list[str]:
+    ref, tr = _dict(spec.get("workloadRef")), _dict(spec.get("trafficRouting"))
+    workload = None
+    if ref.get("name"):
+        workload = f"{ref.get('kind') or 'Deployment'}/{ref['name']} ({ref.get('apiVersion') or 'apps/v1'})"
+    sel = spec.get("clusterSelector")
+    return [
+        "Spec:",
+        _sub("Workload", workload),
+        _sub("Stable Version", spec.get("stableVersion")),
+        _sub("Canary Version", spec.get("canaryVersion")),
+        _sub("Placement Ref", spec.get("placementRef")),
+        _sub("Cluster Selector", _selector(sel) if isinstance(sel, dict) else None),
+        _sub("Traffic Router", tr.get("router")),
+        _sub("Traffic Route", tr.get("route")),
+        # omitted when they are the defaults (CanaryRolloutSpec)
+        _sub("Progress Deadline", seconds(spec.get("progressDeadlineSeconds") or 600.0)),
+        _sub("Revision History", int(spec.get("revisionHistoryLimit", 10) or 0)),
+    ]
+
+
+def _current(st: dict[str, Any], steps: list[Any]) -> int | None:
+    """The step being executed: none before the rollout starts or after it succeeded."""
+    phase = st.get("phase") or "Pending"
+    idx = st.get("currentStepIndex")
+    if phase in ("Pending", "Succeeded") or not isinstance(idx, int) or not 0 <= idx < len(steps):
+        return None
+    return idx
+
+
+def _status(obj: dict[str, Any], steps: list[Any], now: float) -> list[str]:
+    st, meta = _dict(obj.get("status")), _dict(obj.get("metadata"))
+    observed, generation = int(st.get("observedGeneration") or 0), int(meta.get("generation") or 0)
+    paused = str(st.get("pauseStartTime") or "")
+    return [
+        "Status:",
+        _sub("Phase", st.get("phase") or "Pending"),
+        _sub("Message", st.get("message")),
+        _sub("Step", f"{int(st.get('currentStepIndex') or 0)}/{len(steps)}"),
+        _sub("Current Weight", f"{int(st.get('currentWeight') or 0)}%"),
+        _sub("Canary Clusters", _list(st.get("canaryClusters"))),
+        _sub("Stable Revision", st.get("stableRevision") or None),
+        _sub("Canary Revision", st.get("canaryRevision") or None),
+        _sub("Observed Generation", f"{observed} (generation {generation})" if generation else observed or None),
+        _sub("Paused Since", _when(paused, now)),
+    ]
+
+
+def evidence_value(value: Any) -> str:
+    """A plain string as is; anything else (numbers, lists, maps) as compact JSON with sorted keys."""
+    if isinstance(value, str) and value and "\n" not in value:
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _evidence(evidence: dict[str, Any], pad: str) -> list[str]:
+    if not evidence:
+        return [f"{pad}Evidence:  {NONE}"]
+    width = max(len(str(k)) for k in evidence) + 3
+    lines = [f"{pad}Evidence:"]
+    for key in sorted(evidence, key=str):
+        lines.append(f"{pad}  {str(key) + ':':<{width}}{evidence_value(evidence[key])}")
+    return lines
+
+
+def _metric(m: dict[str, Any]) -> list[str]:
+    pad = " " * 8
+    counts = ", ".join(f"{int(m.get(k) or 0)} {k}" for k in ("successful", "failed", "inconclusive", "error"))
+    if m.get("consecutiveError"):
+        counts += f", {int(m['consecutiveError'])} consecutive errors"
+    lines = [
+        f"      {cell(m.get('name'))}:",
+        pad + _field("Phase", m.get("phase") or "Pending", 15),
+        pad + _field("Value", m.get("value"), 15),
+        pad + _field("Measurements", f"{int(m.get('count') or 0)} ({counts})", 15),
+    ]
+    if m.get("message"):
+        lines.append(pad + _field("Message", m["message"], 15))
+    return lines + _evidence(_dict(m.get("evidence")), pad)
+
+
+def _runs(runs: list[Any], now: float) -> list[str]:
+    if not runs:
+        return [f"Analysis Runs:  {NONE}"]
+    lines = ["Analysis Runs:"]
+    for r in map(_dict, runs):
+        step = r.get("stepIndex")
+        where = "background" if step is None else f"step {step}"
+        metrics = _list(r.get("metrics"))
+        lines += [
+            f"  {cell(r.get('template'))} ({where}):",
+            "    " + _field("Phase", r.get("phase") or "Pending", 10),
+            "    " + _field("Started", _when(str(r.get("startTime") or ""), now), 10),
+            "    " + _field("Ended", _when(str(r.get("endTime") or ""), now), 10),
+            "    " + _field("Message", r.get("message"), 10),
+            "    Metrics:" if metrics else "    " + _field("Metrics", None, 10),
+        ]
+        for m in metrics:
+            lines += _metric(_dict(m))
+    return lines
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class RecentEvents:
+    """The newest events of one rollout (``(channel, message)`` pairs, oldest first), how many
+    older ones were left out, or why none could be read."""
+
+    __slots__ = ("items", "older", "problem")
+
+    def __init__(self, items: list[tuple[str, dict[str, Any]]], older: int = 0, problem: str = "") -> None:
+        self.items = items
+        self.older = older
+        self.problem = problem
+
+
+def _event_row(channel: str, ev: dict[str, Any], now: float) -> list[str]:
+    ts = ev.get("timestamp")
+    when = human_duration(now - float(ts)) if isinstance(ts, int | float) else "<unknown>"
+    if channel == "rollback":
+        stage = str(ev.get("stage") or "")
+        message = str(ev.get("reason") or "")
+        if ev.get("to_revision"):
+            message = f"{message} (revision {ev.get('from_revision') or 0} → {ev['to_revision']})".strip()
+        return ["Warning", "Rollback" + stage.capitalize(), when, "rollback-engine", cell(message)]
+    kind, phase = str(ev.get("type") or ""), str(ev.get("phase") or "")
+    message = str(ev.get("message") or "")
+    if not message:
+        step = ev.get("step_index", -1)
+        message = ", ".join(p for p in (f"phase {phase}" if phase else "", f"step {step}" if step != -1 else "") if p)
+    warn = phase in _WARNING_PHASES
+    reason = _REASONS.get(kind, kind.capitalize() or "Canary")
+    return ["Warning" if warn else "Normal", reason, when, "canary-controller", cell(message)]
+
+
+def _events(ev: RecentEvents, now: float) -> list[str]:
+    if ev.problem:
+        return [f"Events:  <unknown> ({ev.problem})"]
+    if not ev.items:
+        return [f"Events:  {NONE}"]
+    rows = [_event_row(ch, e, now) for ch, e in ev.items]
+    lines = ["Events:", *_indent(table(["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], rows))]
+    if ev.older:
+        lines.append(f"  ({ev.older} older event{'' if ev.older == 1 else 's'} not shown)")
+    return lines
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _msg_get(conn: NatsConnection, body: dict[str, Any]) -> dict[str, Any] | None:
+    """One ``$JS.API.STREAM.MSG.GET`` request: the stored message, or None when there is none."""
+    _headers, data = conn.request(f"$JS.API.STREAM.MSG.GET.{STREAM}", json.dumps(body).encode())
+    if not data:
+        raise CliError("JetStream did not answer")
+    reply = json.loads(data)
+    err = _dict(reply.get("error"))
+    if err:
+        if err.get("code") == 404:  # no such message, or no events stream yet
+            return None
+        raise CliError(f"JetStream: {err.get('description') or err}")
+    return _dict(reply.get("message"))
+
+
+def _decode(msg: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    channel = str(msg.get("subject") or "").split(".")[1:2]
+    if channel not in (["canary"], ["rollback"]):
+        return None
+    try:
+        payload = json.loads(base64.b64decode(str(msg.get("data") or "")))
+    except ValueError:
+        return None
+    return (channel[0], payload) if isinstance(payload, dict) else None
+
+
+def recent_events(client: Client, namespace: str, name: str, created: str) -> RecentEvents:
+    """The rollout's canary and rollback events from TMC_EVENTS: up to :data:`EVENT_LIMIT` of
+    those in the hour before the newest one, none from before ``created`` (an earlier
+    rollout of the same name).  Over HTTP there is no event API: the result says so."""
+    if client.endpoint.transport != "nats":
+        return RecentEvents([], problem="events are read over NATS: set --nats-url")
+    conn = client.nats()
+    subject = f"tmc.*.{namespace}.{name}"  # tmc.canary.NS.NAME and tmc.rollback.NS.NAME
+    try:
+        last = _msg_get(conn, {"last_by_subj": subject})
+        if last is None:
+            return RecentEvents([])
+        newest = parse_time(str(last.get("time") or "")) or time.time()
+        start = max(parse_time(created) or 0.0, newest - EVENT_WINDOW)
+        found: deque[tuple[str, dict[str, Any]]] = deque(maxlen=EVENT_LIMIT)
+        total = 0
+        req: dict[str, Any] = {"start_time": _rfc3339(start), "next_by_subj": subject}
+        for _ in range(MAX_SCAN):
+            msg = _msg_get(conn, req)
+            if msg is None:
+                break
+            event = _decode(msg)
+            if event is not None:
+                found.append(event)
+                total += 1
+            req = {"seq": int(msg.get("seq") or 0) + 1, "next_by_subj": subject}
+    except CliError as err:
+        return RecentEvents([], problem=err.message)
+    return RecentEvents(list(found), older=total - len(found))
+
+
+def describe_canary(obj: dict[str, Any], events: RecentEvents, now: float) -> str:
+    """A CanaryRollout: spec summary, status, every step (the current one marked), analysis
+    runs with each metric's evidence, conditions and recent events."""
+    spec, st = _dict(obj.get("spec")), _dict(obj.get("status"))
+    steps = _list(spec.get("steps"))
+    lines = [
+        *_header(obj, now),
+        *_spec(spec),
+        *_status(obj, steps, now),
+        *_steps(steps, _current(st, steps)),
+        _background(spec),
+        *_runs(_list(st.get("analysisRuns")), now),
+        *_conditions(_list(st.get("conditions")), now),
+        *_events(events, now),
+    ]
+    return "\n".join(lines)
