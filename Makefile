@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tmcd-installed
 
-.PHONY: demo test lint pytest schema docs clean
+.PHONY: demo test lint pytest schema docs krew clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,15 +20,20 @@ demo: $(STAMP)
 test: lint pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check tmcd tests bench
-	$(BIN)/ruff format --check tmcd tests bench
+	$(BIN)/ruff check tmcd tests bench config/krew
+	$(BIN)/ruff format --check tmcd tests bench config/krew
 	$(BIN)/mypy tmcd
 
 pytest: $(STAMP)
 	$(BIN)/pytest --cov=tmcd --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
+# dist/kubectl-tmc_v<version>_<os>_<arch>.tar.gz (PyInstaller onedir build) and dist/krew/tmc.yaml;
+# `make krew KREW_ARGS=--write-config` also refreshes config/krew/tmc.yaml
+krew: $(STAMP)
+	$(BIN)/python config/krew/build.py $(KREW_ARGS)
+
 schema: $(STAMP)
 	$(BIN)/tmcd schema export subjects
 
 clean:
-	rm -rf $(VENV) .tmcd .pytest_cache .coverage .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tmcd .pytest_cache .coverage .mypy_cache .ruff_cache build/krew
