@@ -11,6 +11,10 @@ from tmcd.kubectl.columns import memory
 from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg, namespace_for
 from tmcd.kubectl.output import NONE, age, cell, table
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from tmcd.kubectl.events import RecentEvents
+
 
 def _field(label: str, value: Any, width: int = 20) -> str:
     return f"{label + ':':<{width}}{cell(value)}"
@@ -75,8 +79,11 @@ def _header(obj: dict[str, Any], now: float) -> list[str]:
     ]
 
 
-def describe_cluster(obj: dict[str, Any], now: float) -> str:
-    """A SyncTarget: health, syncer, capacity/allocatable/used and conditions."""
+def describe_cluster(obj: dict[str, Any], events: RecentEvents, now: float) -> str:
+    """A SyncTarget: health, syncer, capacity/allocatable/used, conditions and recent events
+    (health changes, syncer connection events)."""
+    from tmcd.kubectl.events import cluster_row, events_section
+
     spec, st = obj.get("spec") or {}, obj.get("status") or {}
     health = str(st.get("health") or "Unknown")
     reason = str(st.get("healthReason") or "")
@@ -95,6 +102,7 @@ def describe_cluster(obj: dict[str, Any], now: float) -> str:
         *_quantities("Allocatable", st.get("allocatable") or {}),
         *_quantities("Used", st.get("used") or {}),
         *_conditions(st.get("conditions") or [], now),
+        *events_section(events, now, cluster_row),
     ]
     return "\n".join(lines)
 
@@ -112,8 +120,11 @@ def _selector(sel: dict[str, Any]) -> str:
     return ",".join(terms) or "(everything)"
 
 
-def describe_placement(obj: dict[str, Any], now: float) -> str:
-    """A Placement: policy, selectors, decision and every candidate with score and reason."""
+def describe_placement(obj: dict[str, Any], events: RecentEvents, now: float) -> str:
+    """A Placement: policy, selectors, decision, every candidate with score and reason,
+    conditions and recent events (decisions, health changes)."""
+    from tmcd.kubectl.events import events_section, placement_row
+
     spec, st = obj.get("spec") or {}, obj.get("status") or {}
     sels = spec.get("locationSelectors") or []
     n = spec.get("numberOfClusters")
@@ -143,6 +154,7 @@ def describe_placement(obj: dict[str, Any], now: float) -> str:
     else:
         lines.append(f"Candidates:  {NONE}")
     lines += _conditions(st.get("conditions") or [], now)
+    lines += events_section(events, now, placement_row)
     return "\n".join(lines)
 
 
@@ -162,8 +174,10 @@ def _complete_kind(_ctx: click.Context, _param: click.Parameter, incomplete: str
 def describe(ctx: click.Context, kind: str, names: tuple[str, ...]) -> None:
     """Show details of a cluster, placement or canary rollout.
 
-    A cluster's health, capacity and conditions; a placement's decision and candidates; a
-    canary's spec, status, steps (the current one marked), analysis evidence and events.
+    A cluster's health, capacity, sync state, conditions and events (health changes, syncer
+    connections); a placement's decision, candidates and events (decisions, health changes);
+    a canary's spec, status, steps (the current one marked), analysis evidence and events.
+    Events are read from the JetStream event streams, so they need NATS.
 
     \b
     Examples:
@@ -176,20 +190,23 @@ def describe(ctx: click.Context, kind: str, names: tuple[str, ...]) -> None:
     now = time.time()
     ns = namespace_for(ctx, k, c.endpoint)
     objs = [c.call("get", k, namespace=ns, name=name) for name in names]
-    if k.kind == "CanaryRollout":
-        from tmcd.kubectl.describe_canary import describe_canary, recent_events
+    out = []
+    for obj in objs:
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        created = str(meta.get("creationTimestamp") or "")
+        if k.kind == "CanaryRollout":
+            from tmcd.kubectl.describe_canary import describe_canary, recent_events
 
-        out = []
-        for obj in objs:
-            meta = obj.get("metadata") or {}
-            events = recent_events(
-                c,
-                str(meta.get("namespace") or ns),
-                str(meta.get("name") or ""),
-                str(meta.get("creationTimestamp") or ""),
-            )
-            out.append(describe_canary(obj, events, now))
-    else:
-        show = describe_cluster if k.kind == "SyncTarget" else describe_placement
-        out = [show(obj, now) for obj in objs]
+            out.append(describe_canary(obj, recent_events(c, str(meta.get("namespace") or ns), name, created), now))
+            continue
+        from tmcd.kubectl import events
+
+        if k.kind == "SyncTarget":
+            # no creation bound: the health agent creates a SyncTarget on its first heartbeat,
+            # after the syncer's first connection event
+            out.append(describe_cluster(obj, events.recent_events(c, events.cluster_sources(name)), now))
+        else:
+            found = events.recent_events(c, events.placement_sources(name), created)
+            out.append(describe_placement(obj, found, now))
     click.echo("\n\n".join(out))

@@ -2,30 +2,23 @@
 
 Imported by :mod:`tmcd.kubectl.describe` only when a canary is described.  Rendering is a
 pure function of the object, its events and ``now``; :func:`recent_events` reads the
-events from the TMC_EVENTS stream with JetStream's message-get API over the plugin's
-small NATS client.
+rollout's canary and rollback events from the TMC_EVENTS stream with
+:func:`tmcd.kubectl.events.recent_events`, which also renders the Events table.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import time
-from collections import deque
 from typing import Any
 
-from tmcd.kubectl.client import Client, NatsConnection
-from tmcd.kubectl.describe import _conditions, _field, _header, _indent, _selector, _when
-from tmcd.kubectl.errors import CliError
-from tmcd.kubectl.output import NONE, cell, human_duration, parse_time, table
+from tmcd.kubectl.client import Client
+from tmcd.kubectl.describe import _conditions, _field, _header, _selector, _when
+from tmcd.kubectl.events import STREAM_EVENTS, RecentEvents, Source, event_age, events_section
+from tmcd.kubectl.events import recent_events as read_events
+from tmcd.kubectl.output import NONE, cell, human_duration
 
-STREAM = "TMC_EVENTS"
-EVENT_LIMIT = 20
-"""The newest events shown; older ones are counted."""
-EVENT_WINDOW = 3600.0
-"""Events up to an hour before the newest one (kubectl's default event TTL), never before creation."""
-MAX_SCAN = 1000
-"""At most this many stream reads per describe, however busy the rollout has been."""
+__all__ = ["RecentEvents", "canary_sources", "describe_canary", "evidence_value", "recent_events", "step_text"]
+
 _SUB = 22
 _WARNING_PHASES = ("Degraded", "RollingBack", "RolledBack")
 _REASONS = {"phase": "PhaseChanged", "step": "StepChanged", "analysis": "AnalysisResult", "decision": "Decision"}
@@ -207,21 +200,8 @@ def _runs(runs: list[Any], now: float) -> list[str]:
 # --- events -----------------------------------------------------------------------------------
 
 
-class RecentEvents:
-    """The newest events of one rollout (``(channel, message)`` pairs, oldest first), how many
-    older ones were left out, or why none could be read."""
-
-    __slots__ = ("items", "older", "problem")
-
-    def __init__(self, items: list[tuple[str, dict[str, Any]]], older: int = 0, problem: str = "") -> None:
-        self.items = items
-        self.older = older
-        self.problem = problem
-
-
 def _event_row(channel: str, ev: dict[str, Any], now: float) -> list[str]:
-    ts = ev.get("timestamp")
-    when = human_duration(now - float(ts)) if isinstance(ts, int | float) else "<unknown>"
+    when = event_age(ev, now)
     if channel == "rollback":
         stage = str(ev.get("stage") or "")
         message = str(ev.get("reason") or "")
@@ -238,76 +218,20 @@ def _event_row(channel: str, ev: dict[str, Any], now: float) -> list[str]:
     return ["Warning" if warn else "Normal", reason, when, "canary-controller", cell(message)]
 
 
-def _events(ev: RecentEvents, now: float) -> list[str]:
-    if ev.problem:
-        return [f"Events:  <unknown> ({ev.problem})"]
-    if not ev.items:
-        return [f"Events:  {NONE}"]
-    rows = [_event_row(ch, e, now) for ch, e in ev.items]
-    lines = ["Events:", *_indent(table(["TYPE", "REASON", "AGE", "FROM", "MESSAGE"], rows))]
-    if ev.older:
-        lines.append(f"  ({ev.older} older event{'' if ev.older == 1 else 's'} not shown)")
-    return lines
-
-
-def _rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def _msg_get(conn: NatsConnection, body: dict[str, Any]) -> dict[str, Any] | None:
-    """One ``$JS.API.STREAM.MSG.GET`` request: the stored message, or None when there is none."""
-    _headers, data = conn.request(f"$JS.API.STREAM.MSG.GET.{STREAM}", json.dumps(body).encode())
-    if not data:
-        raise CliError("JetStream did not answer")
-    reply = json.loads(data)
-    err = _dict(reply.get("error"))
-    if err:
-        if err.get("code") == 404:  # no such message, or no events stream yet
-            return None
-        raise CliError(f"JetStream: {err.get('description') or err}")
-    return _dict(reply.get("message"))
-
-
-def _decode(msg: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    channel = str(msg.get("subject") or "").split(".")[1:2]
-    if channel not in (["canary"], ["rollback"]):
-        return None
-    try:
-        payload = json.loads(base64.b64decode(str(msg.get("data") or "")))
-    except ValueError:
-        return None
-    return (channel[0], payload) if isinstance(payload, dict) else None
+def canary_sources(namespace: str, name: str) -> list[Source]:
+    """``tmc.canary.<namespace>.<name>`` and ``tmc.rollback.<namespace>.<name>`` (TMC_EVENTS)."""
+    return [
+        Source(STREAM_EVENTS, f"tmc.canary.{namespace}.{name}", "canary"),
+        Source(STREAM_EVENTS, f"tmc.rollback.{namespace}.{name}", "rollback"),
+    ]
 
 
 def recent_events(client: Client, namespace: str, name: str, created: str) -> RecentEvents:
-    """The rollout's canary and rollback events from TMC_EVENTS: up to :data:`EVENT_LIMIT` of
-    those in the hour before the newest one, none from before ``created`` (an earlier
-    rollout of the same name).  Over HTTP there is no event API: the result says so."""
-    if client.endpoint.transport != "nats":
-        return RecentEvents([], problem="events are read over NATS: set --nats-url")
-    conn = client.nats()
-    subject = f"tmc.*.{namespace}.{name}"  # tmc.canary.NS.NAME and tmc.rollback.NS.NAME
-    try:
-        last = _msg_get(conn, {"last_by_subj": subject})
-        if last is None:
-            return RecentEvents([])
-        newest = parse_time(str(last.get("time") or "")) or time.time()
-        start = max(parse_time(created) or 0.0, newest - EVENT_WINDOW)
-        found: deque[tuple[str, dict[str, Any]]] = deque(maxlen=EVENT_LIMIT)
-        total = 0
-        req: dict[str, Any] = {"start_time": _rfc3339(start), "next_by_subj": subject}
-        for _ in range(MAX_SCAN):
-            msg = _msg_get(conn, req)
-            if msg is None:
-                break
-            event = _decode(msg)
-            if event is not None:
-                found.append(event)
-                total += 1
-            req = {"seq": int(msg.get("seq") or 0) + 1, "next_by_subj": subject}
-    except CliError as err:
-        return RecentEvents([], problem=err.message)
-    return RecentEvents(list(found), older=total - len(found))
+    """The rollout's canary and rollback events from TMC_EVENTS: up to
+    :data:`~tmcd.kubectl.events.EVENT_LIMIT` of those in the hour before the newest one, none
+    from before ``created`` (an earlier rollout of the same name).  Over HTTP there is no
+    event API: the result says so."""
+    return read_events(client, canary_sources(namespace, name), created)
 
 
 def describe_canary(obj: dict[str, Any], events: RecentEvents, now: float) -> str:
@@ -323,6 +247,6 @@ def describe_canary(obj: dict[str, Any], events: RecentEvents, now: float) -> st
         _background(spec),
         *_runs(_list(st.get("analysisRuns")), now),
         *_conditions(_list(st.get("conditions")), now),
-        *_events(events, now),
+        *events_section(events, now, _event_row),
     ]
     return "\n".join(lines)
