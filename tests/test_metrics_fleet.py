@@ -21,10 +21,12 @@ from tmcd.metrics.labels import free_label, reason_label, resource_label
 from tmcd.selfmetrics import SelfMetrics
 
 
-@pytest.fixture
-def fm() -> tuple[FleetMetrics, CollectorRegistry]:
+@pytest.fixture(params=["c", "python"])
+def fm(request: pytest.FixtureRequest) -> tuple[FleetMetrics, CollectorRegistry]:
+    """Each test runs on both per-event paths: the C extension and pure Python."""
     sm = SelfMetrics()
-    return FleetMetrics(sm.registry, sm.event_lag, max_resources_per_cluster=3), sm.registry
+    m = FleetMetrics(sm.registry, sm.event_lag, max_resources_per_cluster=3, speedups=request.param == "c")
+    return m, sm.registry
 
 
 def text(reg: CollectorRegistry) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import nats
+import nats.aio.client
 from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -31,6 +32,14 @@ from tmcd.contracts.subjects import Channel, dead_letter_subject
 from tmcd.selfmetrics import SelfMetrics
 
 log = logging.getLogger("tmcd.bus")
+
+# nats-py reads the socket in DEFAULT_BUFFER_SIZE chunks and gives its asyncio StreamReader
+# that limit, which pauses the transport above twice the limit.  Syncer batches are ~40 KB,
+# so the stock 32 KB meant a pause/resume (an epoll unregister and register) and several
+# loop iterations per message; 1 MB reads take many messages per iteration.  Set once,
+# process-wide, before any connection: tmcd.bus is the only user of nats-py in tmcd.
+READ_BUFFER_SIZE = 1 << 20
+nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, READ_BUFFER_SIZE)
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)

@@ -3,22 +3,26 @@ from decoded messages.  No I/O; time comes in as arguments.
 
 The hot path (sync events) never calls ``.labels()`` per event: children are cached per
 cluster, counts are aggregated per batch, and histogram observations are binned locally
-and added once per batch.
+and added once per batch.  The per-event pass runs in the optional C extension
+:mod:`tmcd.metrics._fastagg` when it was built (a wheel built with a C compiler), else in
+C-level Python builtins; both give the same counts and buckets.  ``TMCD_NO_SPEEDUPS=1``
+forces the pure-Python path.
 """
 
 from __future__ import annotations
 
 import contextlib
-from bisect import bisect_left
+import os
+from bisect import bisect_left, bisect_right
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse, repeat
 from math import fsum
-from operator import attrgetter, eq, sub
+from operator import attrgetter, eq, ne, sub
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 from tmcd.contracts.messages import (
     ConnectionEvent,
@@ -38,6 +42,15 @@ _DIRECTION = attrgetter("direction")
 _TIMESTAMP = attrgetter("timestamp")
 _OK = attrgetter("ok")
 
+try:
+    from tmcd.metrics import _fastagg
+except ImportError:  # built without a C compiler: the pure-Python path
+    _fastagg = None  # type: ignore[assignment]
+
+SPEEDUPS_AVAILABLE = _fastagg is not None and values.ValueClass is values.MutexValue
+"""Whether the C extension was built and imports (and prometheus-client is not in
+multiprocess mode: the C path adds to the children's values directly, see ``_add``)."""
+
 
 @dataclass
 class ClusterSeries:
@@ -48,6 +61,9 @@ class ClusterSeries:
     resources: dict[str, str] = field(default_factory=dict)
     """Raw resource -> label value (capped; overflow maps to 'other')."""
     synced: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    """Label values (resource label, op, direction) -> Counter child."""
+    synced_fast: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    """Raw (resource, op, direction) -> the child's value, for the hot path."""
     errors: dict[tuple[str, str], Any] = field(default_factory=dict)
     duration: dict[str, Any] = field(default_factory=dict)
     last_heartbeat: float | None = None
@@ -59,7 +75,16 @@ class ClusterSeries:
 class FleetMetrics:
     """Syncer, cluster, connection and placement metrics on one registry."""
 
-    def __init__(self, registry: CollectorRegistry, lag: Histogram, *, max_resources_per_cluster: int = 20) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        lag: Histogram,
+        *,
+        max_resources_per_cluster: int = 20,
+        speedups: bool | None = None,
+    ) -> None:
+        """``speedups``: use the C extension (None: when built, unless TMCD_NO_SPEEDUPS is set)."""
+
         def make(name: str) -> Any:
             return catalog.create(name, registry)
 
@@ -79,8 +104,14 @@ class FleetMetrics:
         self.reconnects = cast(Counter, make("tmc_connection_reconnects_total"))
         self.conn_changed = cast(Gauge, make("tmc_connection_last_change_timestamp_seconds"))
         self.lag = lag
-        self._lag_bounds = catalog.EVENT_LAG_BUCKETS
-        self._sync_bounds = catalog.SYNC_DURATION_BUCKETS
+        if speedups is None:
+            speedups = SPEEDUPS_AVAILABLE and not os.environ.get("TMCD_NO_SPEEDUPS")
+        if speedups and not SPEEDUPS_AVAILABLE:
+            raise RuntimeError("tmcd.metrics._fastagg is not built (install from a wheel built with a C compiler)")
+        self.aggregation = "c" if speedups else "python"
+        """Which per-event path runs: "c" or "python"."""
+        self._sync_bounds = tuple(self.sync_duration._upper_bounds)
+        self._lag_bounds = tuple(lag._upper_bounds)
         self.max_resources = max_resources_per_cluster
         self.clusters: dict[str, ClusterSeries] = {}
 
@@ -109,56 +140,98 @@ class FleetMetrics:
     def on_sync_events(self, cluster: str, events: Sequence[SyncEvent], now: float) -> int:
         """Count a batch of one cluster's sync events; returns how many.
 
-        The per-event work runs in C (attrgetter, map, bisect, Counter); Python code runs
-        once per distinct (resource, operation, direction) and bucket, not per event.
+        The per-event work runs in C (attrgetter, map, Counter, sort); Python code runs
+        once per distinct (resource, operation, direction) and per histogram bucket, not
+        per event.  Histograms are binned by sorting the batch's values and bisecting the
+        bucket bounds into them, which gives the same buckets as ``observe()`` per value.
         """
         n = len(events)
         if not n:
             return 0
         cs = self._cluster(cluster, now)
-        # counts per (resource, op, direction)
-        for (resource, op, direction), c in Tally(map(_KEY, events)).items():
-            res = cs.resources.get(resource) or self._resource(cs, resource)
-            skey = (res, op, direction)
-            child = cs.synced.get(skey)
-            if child is None:
-                child = cs.synced[skey] = self.synced.labels(cluster, *skey)
-            child.inc(c)
-        # sync latency per direction, binned
+        if self.aggregation == "c":
+            self._aggregate_c(cs, events, now)
+        else:
+            self._aggregate_py(cs, events, now, n)
+        return n
+
+    def _aggregate_c(self, cs: ClusterSeries, events: Sequence[SyncEvent], now: float) -> None:
+        counts, down, up, down_sum, up_sum, lag, lag_sum, failed = _fastagg.aggregate(
+            events, now, self._sync_bounds, self._lag_bounds
+        )
+        # The metric children are only written from the event loop's thread, so adding to
+        # their values without taking each one's lock loses nothing (readers still lock).
+        fast = cs.synced_fast
+        for key, c in counts.items():
+            value = fast.get(key)
+            if value is None:
+                value = self._synced_value(cs, key)
+            value._value += c
+        for direction, buckets, total in (("down", down, down_sum), ("up", up, up_sum)):
+            if any(buckets):
+                _add_counts(self._duration(cs, direction), buckets, total)
+        _add_counts(self.lag, lag, lag_sum)
+        if failed:
+            self._count_errors(cs, failed)
+
+    def _aggregate_py(self, cs: ClusterSeries, events: Sequence[SyncEvent], now: float, n: int) -> None:
+        # counts per (resource, op, direction); cached per raw key, incremented once per batch
+        fast = cs.synced_fast
+        up = 0
+        for key, c in Tally(map(_KEY, events)).items():
+            value = fast.get(key)
+            if value is None:
+                value = self._synced_value(cs, key)
+            value.inc(c)
+            if key[2] == "up":
+                up += c
+        # sync latency per direction
         lats = list(map(_LATENCY, events))
-        dirs = list(map(_DIRECTION, events))
-        per_dir = Tally(zip(dirs, map(bisect_left, repeat(self._sync_bounds, n), lats), strict=True))
-        total = fsum(lats)
-        up = fsum(compress(lats, map(eq, dirs, repeat("up", n))))
-        for direction, dsum in (("down", total - up), ("up", up)):
-            hits = [(i, c) for (d, i), c in per_dir.items() if d == direction]
-            if not hits:
-                continue
-            child = cs.duration.get(direction)
-            if child is None:
-                child = cs.duration[direction] = self.sync_duration.labels(cluster, direction)
-            buckets = child._buckets
-            for i, c in hits:
-                buckets[i].inc(c)
-            child._sum.inc(dsum)
-        # event lag (clock time -> processed), binned
-        stamps = list(map(_TIMESTAMP, events))
-        lag_idx = Tally(map(bisect_left, repeat(self._lag_bounds, n), map(sub, repeat(now, n), stamps)))
-        lag_buckets = self.lag._buckets
-        for i, c in lag_idx.items():
-            lag_buckets[i].inc(c)
-        self.lag._sum.inc(max(0.0, now * n - fsum(stamps)))
-        # failures per (resource, reason)
+        if up == 0:
+            self._observe_sorted(cs, "down", lats)
+        elif up == n:
+            self._observe_sorted(cs, "up", lats)
+        else:
+            dirs = list(map(_DIRECTION, events))
+            self._observe_sorted(cs, "down", list(compress(lats, map(ne, dirs, repeat("up", n)))))
+            self._observe_sorted(cs, "up", list(compress(lats, map(eq, dirs, repeat("up", n)))))
+        # event lag (clock time -> processed); events come oldest first, so this sort is O(n)
+        lags = list(map(sub, repeat(now, n), map(_TIMESTAMP, events)))
+        lags.sort()
+        _add_sorted(self.lag, lags, floor=0.0)
         failed = list(filterfalse(_OK, events))
         if failed:
-            for (resource, reason), c in Tally(map(_ERROR_KEY, failed)).items():
-                res = cs.resources.get(resource) or self._resource(cs, resource)
-                ekey = (res, reason_label(reason))
-                child = cs.errors.get(ekey)
-                if child is None:
-                    child = cs.errors[ekey] = self.errors.labels(cluster, *ekey)
-                child.inc(c)
-        return n
+            self._count_errors(cs, failed)
+
+    def _count_errors(self, cs: ClusterSeries, failed: Sequence[SyncEvent]) -> None:
+        """Failures per (resource, reason)."""
+        for (resource, reason), c in Tally(map(_ERROR_KEY, failed)).items():
+            res = cs.resources.get(resource) or self._resource(cs, resource)
+            ekey = (res, reason_label(reason))
+            child = cs.errors.get(ekey)
+            if child is None:
+                child = cs.errors[ekey] = self.errors.labels(cs.name, *ekey)
+            child.inc(c)
+
+    def _duration(self, cs: ClusterSeries, direction: str) -> Any:
+        child = cs.duration.get(direction)
+        if child is None:
+            child = cs.duration[direction] = self.sync_duration.labels(cs.name, direction)
+        return child
+
+    def _synced_value(self, cs: ClusterSeries, key: tuple[str, str, str]) -> Any:
+        resource, op, direction = key
+        res = cs.resources.get(resource) or self._resource(cs, resource)
+        skey = (res, op, direction)
+        child = cs.synced.get(skey)
+        if child is None:
+            child = cs.synced[skey] = self.synced.labels(cs.name, *skey)
+        value = cs.synced_fast[key] = child._value
+        return value
+
+    def _observe_sorted(self, cs: ClusterSeries, direction: str, values: list[float]) -> None:
+        values.sort()
+        _add_sorted(self._duration(cs, direction), values)
 
     # -- heartbeats ---------------------------------------------------------------
 
@@ -244,6 +317,39 @@ class FleetMetrics:
         for name in stale:
             self.forget(name)
         return stale
+
+
+def _add_sorted(histogram: Any, values: list[float], *, floor: float | None = None) -> None:
+    """Add sorted ``values`` to a histogram (or child), as ``observe()`` on each would.
+
+    ``observe(v)`` counts ``v`` in the first bucket whose bound is >= v, so bucket i holds
+    the values in (bounds[i-1], bounds[i]]: differences of ``bisect_right``.  With
+    ``floor``, values below it add ``floor`` to the sum (a clock-skewed negative lag).
+    """
+    bounds = histogram._upper_bounds
+    buckets = histogram._buckets
+    below = 0
+    for i, at in enumerate(map(bisect_right, repeat(values, len(bounds)), bounds)):
+        if at != below:
+            buckets[i].inc(at - below)
+            below = at
+    if floor is not None and values[0] < floor:
+        k = bisect_left(values, floor)
+        histogram._sum.inc(fsum(values[k:]) + floor * k)
+    else:
+        histogram._sum.inc(fsum(values))
+
+
+def _add_counts(histogram: Any, counts: list[int], total: float) -> None:
+    """Add per-bucket (not cumulative) counts and their sum to a histogram (or child).
+
+    Writes the values without their locks: only the event loop's thread writes them.
+    """
+    buckets = histogram._buckets
+    for i, c in enumerate(counts):
+        if c:
+            buckets[i]._value += c
+    histogram._sum._value += total
 
 
 def _amount(q: ResourceQuantities, resource: str) -> float:

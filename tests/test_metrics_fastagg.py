@@ -1,0 +1,133 @@
+"""The C speedups (tmcd.metrics._fastagg) against the pure-Python path: same series."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tmcd.contracts.messages import SyncEvent
+from tmcd.metrics import _fastagg, fleet
+from tmcd.metrics.exposition import FastExposition
+from tmcd.metrics.fleet import FleetMetrics
+from tmcd.selfmetrics import SelfMetrics
+
+INF = float("inf")
+RESOURCES = [f"example.io/v1/kind{i}" for i in range(30)] + ["apps/v1/deployments", "v1/configmaps"]
+
+
+def test_extension_is_built() -> None:
+    """make test / .ci/run install with a C compiler, so the C path is what runs."""
+    assert fleet.SPEEDUPS_AVAILABLE
+    sm = SelfMetrics()
+    assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "c"
+
+
+def test_no_speedups_env_forces_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMCD_NO_SPEEDUPS", "1")
+    sm = SelfMetrics()
+    assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "python"
+
+
+def test_speedups_required_but_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "SPEEDUPS_AVAILABLE", False)
+    sm = SelfMetrics()
+    with pytest.raises(RuntimeError, match="not built"):
+        FleetMetrics(sm.registry, sm.event_lag, speedups=True)
+    sm = SelfMetrics()
+    assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "python"
+
+
+def batch(rng: random.Random, cluster: str, n: int, now: float) -> list[SyncEvent]:
+    out = []
+    t = now - rng.choice([0.05, 0.3, 2.0, 90.0])
+    for _ in range(n):
+        t += rng.random() * 0.002
+        ok = rng.random() > 0.1
+        out.append(
+            SyncEvent(
+                cluster=cluster,
+                # some in the future (clock skew), some exactly on a bucket bound
+                timestamp=rng.choice([t, t, t, now + 0.5, now - 0.1, now - 0.25]),
+                resource=rng.choice(RESOURCES),
+                op=rng.choice(["create", "update", "delete", "status"]),
+                direction=rng.choice(["down", "up", "down"]),
+                latency_seconds=rng.choice([rng.lognormvariate(-3, 1.5), 0.1, 0.005, 0.0, 12.0]),
+                ok=ok,
+                error_reason="" if ok else rng.choice(["Conflict", "NotFound", "weird reason"]),
+            )
+        )
+    return out
+
+
+def render(m: FleetMetrics, reg: CollectorRegistry) -> dict[str, float]:
+    out = {}
+    for line in FastExposition(reg).render().decode().splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        out[key] = float(value)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_c_and_python_paths_give_the_same_series(seed: int) -> None:
+    rng = random.Random(seed)
+    paths = []
+    for speedups in (True, False):
+        sm = SelfMetrics()
+        paths.append((FleetMetrics(sm.registry, sm.event_lag, max_resources_per_cluster=12, speedups=speedups), sm))
+    now = 1000.0
+    for _ in range(40):
+        cluster = f"c-{rng.randrange(5)}"
+        n = rng.choice([1, 2, 7, 180, 500])
+        events = batch(rng, cluster, n, now)
+        for m, _ in paths:
+            assert m.on_sync_events(cluster, events, now) == n
+        now += 0.1
+    c_series, py_series = (render(m, sm.registry) for m, sm in paths)
+    assert c_series.keys() == py_series.keys()
+    for key, value in c_series.items():
+        if "_sum{" in key or key.startswith("tmc_event_lag_seconds_sum"):
+            assert value == pytest.approx(py_series[key], rel=1e-9, abs=1e-9), key
+        elif key.startswith(("process_", "python_")):
+            continue
+        else:
+            assert value == py_series[key], key
+
+
+def test_aggregate_layout_and_buckets() -> None:
+    evs = [
+        SyncEvent(cluster="a", timestamp=1.0, resource="r", op="create", direction="up", latency_seconds=0.3, ok=False),
+        SyncEvent(cluster="a", timestamp=1.5, resource="r", latency_seconds=0.1),
+        SyncEvent(cluster="a", timestamp=3.0, resource="r", latency_seconds=7.0),
+    ]
+    counts, down, up, down_sum, up_sum, lag, lag_sum, failed = _fastagg.aggregate(
+        evs, 2.0, (0.1, 0.5, INF), (0.5, 1.0, INF)
+    )
+    assert counts == {("r", "create", "up"): 1, ("r", "update", "down"): 2}
+    assert list(counts) == [("r", "create", "up"), ("r", "update", "down")]  # first seen first
+    assert down == [1, 0, 1]  # 0.1 is in le=0.1, as observe() puts it
+    assert up == [0, 1, 0]
+    assert (down_sum, up_sum) == (pytest.approx(7.1), pytest.approx(0.3))
+    assert lag == [2, 1, 0]  # lags 1.0, 0.5, -1.0 (future: first bucket, adds 0 to the sum)
+    assert lag_sum == pytest.approx(1.5)
+    assert failed == [evs[0]]
+    assert _fastagg.aggregate([], 2.0, (INF,), (INF,)) == ({}, [0], [0], 0.0, 0.0, [0], 0.0, [])
+
+
+def test_aggregate_rejects_bad_input() -> None:
+    ok = SyncEvent(cluster="a", timestamp=1.0, resource="r")
+    with pytest.raises(AttributeError):
+        _fastagg.aggregate([1], 2.0, (INF,), (INF,))
+    with pytest.raises(TypeError, match="must all be"):
+        _fastagg.aggregate([ok, "x"], 2.0, (INF,), (INF,))
+    with pytest.raises(TypeError):
+        _fastagg.aggregate(5, 2.0, (INF,), (INF,))
+    with pytest.raises(ValueError, match="bounds"):
+        _fastagg.aggregate([ok], 2.0, (), (INF,))
+    with pytest.raises(ValueError, match="bounds"):
+        _fastagg.aggregate([ok], 2.0, (INF,), tuple(range(65)))
+    with pytest.raises(TypeError):
+        _fastagg.aggregate([ok], 2.0, ("x",), (INF,))
