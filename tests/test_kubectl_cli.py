@@ -317,6 +317,24 @@ def test_subprocess_get_and_version(tmcd: Tmcd) -> None:
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
 
 
+HEAVY_MODULES = ("click", "msgspec", "nats", "yaml", "typing", "socket", "urllib.parse", "encodings.idna", "tmcd.bus")
+
+
+def test_fast_path_imports_only_what_it_uses(tmcd: Tmcd) -> None:
+    """`get clusters` and `version --client` start fast: none of the heavy modules load."""
+    probe = (
+        "import sys, atexit\n"
+        "from tmcd.kubectl.main import main\n"
+        f"heavy = {HEAVY_MODULES!r}\n"
+        "atexit.register(lambda: sys.stderr.write('LOADED ' + ' '.join(m for m in heavy if m in sys.modules)))\n"
+        "main(sys.argv[1:])\n"
+    )
+    for args in (["get", "clusters", "--nats-url", tmcd.nats_url], ["version", "--client"]):
+        p = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert p.stderr.strip().splitlines()[-1] == "LOADED", (args, p.stderr)
+
+
 def _kubectl() -> str:
     kubectl = shutil.which("kubectl")
     if kubectl is None:

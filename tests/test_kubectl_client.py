@@ -1,0 +1,91 @@
+"""kubectl-tmc's small NATS client: URL parsing and connection errors (real sockets)."""
+
+from __future__ import annotations
+
+import _socket
+import threading
+import urllib.parse
+
+import pytest
+
+from tmcd.kubectl.client import NatsConnection, _unquote, split_nats_url
+from tmcd.kubectl.errors import CliError, Unreachable, UsageError
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("nats://127.0.0.1:4222", ("nats", "", "", "127.0.0.1", 4222)),
+        ("127.0.0.1:5000", ("nats", "", "", "127.0.0.1", 5000)),
+        ("nats://example.org", ("nats", "", "", "example.org", 4222)),
+        ("NATS://h:1/", ("nats", "", "", "h", 1)),
+        ("nats://alice:s%40cret%3A@h:4222", ("nats", "alice", "s@cret:", "h", 4222)),
+        ("nats://user@h", ("nats", "user", "", "h", 4222)),
+        ("nats://[::1]:4333", ("nats", "", "", "::1", 4333)),
+        ("nats://[::1]", ("nats", "", "", "::1", 4222)),
+        ("tls://h:4222", ("tls", "", "", "h", 4222)),
+        ("nats://", ("nats", "", "", "127.0.0.1", 4222)),
+    ],
+)
+def test_split_nats_url(url: str, expected: tuple[str, str, str, str, int]) -> None:
+    assert split_nats_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["nats://h:x", "nats://h:0", "nats://h:70000", "nats://[::1]:port"])
+def test_split_nats_url_bad_port(url: str) -> None:
+    with pytest.raises(UsageError, match="port"):
+        split_nats_url(url)
+
+
+@pytest.mark.parametrize("text", ["plain", "a%20b", "%E2%9C%93ok", "100%", "%zz", "x%4", "%%41", ""])
+def test_unquote_matches_urllib(text: str) -> None:
+    assert _unquote(text) == urllib.parse.unquote(text)
+
+
+def test_connection_refused_and_unknown_host() -> None:
+    with pytest.raises(Unreachable, match="connection refused"):
+        NatsConnection("nats://127.0.0.1:1", timeout=2).connect()
+    with pytest.raises(Unreachable, match="connection refused"):
+        NatsConnection("nats://[::1]:1", timeout=2).connect()
+    with pytest.raises(Unreachable):
+        NatsConnection("nats://no-such-host.invalid:4222", timeout=2).connect()
+    with pytest.raises(CliError, match="only nats://"):
+        NatsConnection("tls://127.0.0.1:4222", timeout=2).connect()
+
+
+def _serve_once(reply: bytes) -> tuple[int, threading.Thread]:
+    srv = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def run() -> None:
+        conn, _ = srv._accept()  # type: ignore[attr-defined]
+        peer = _socket.socket(fileno=conn)
+        peer.sendall(reply)
+        if reply.endswith(b"\r\n"):
+            peer.recv(1024)  # the client answers a complete line, or gives up
+        peer.close()
+        srv.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return port, t
+
+
+@pytest.mark.parametrize(
+    ("greeting", "error"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", "not a NATS server"),
+        (b'INFO {"tls_required": true}\r\n', "requires TLS"),
+        (b"INFO {}\r\n-ERR 'Authorization Violation'\r\n", "refused the connection: Authorization Violation"),
+        (b"INFO {}", "connection closed"),
+    ],
+)
+def test_handshake_failures(greeting: bytes, error: str) -> None:
+    port, t = _serve_once(greeting)
+    conn = NatsConnection(f"nats://127.0.0.1:{port}", timeout=5)
+    with pytest.raises(CliError, match=error):
+        conn.connect()
+    conn.close()
+    t.join(5)
