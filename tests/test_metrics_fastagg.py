@@ -117,6 +117,22 @@ def test_aggregate_layout_and_buckets() -> None:
     assert _fastagg.aggregate([], 2.0, (INF,), (INF,)) == ({}, [0], [0], 0.0, 0.0, [0], 0.0, [])
 
 
+def test_aggregate_adds_known_keys_to_their_values() -> None:
+    class Value:
+        def __init__(self) -> None:
+            self._value = 1.0
+
+    evs = [SyncEvent(cluster="a", timestamp=1.0, resource="r", op=op) for op in ("create", "create", "update")]
+    known = {("r", "create", "down"): Value()}
+    counts = _fastagg.aggregate(evs, 2.0, (INF,), (INF,), known)[0]
+    assert counts == {("r", "update", "down"): 1}  # only the unknown key comes back
+    assert known["r", "create", "down"]._value == 3.0
+    with pytest.raises(TypeError, match="known"):
+        _fastagg.aggregate(evs, 2.0, (INF,), (INF,), [])
+    with pytest.raises(AttributeError):
+        _fastagg.aggregate(evs, 2.0, (INF,), (INF,), {("r", "create", "down"): object()})
+
+
 def test_aggregate_rejects_bad_input() -> None:
     ok = SyncEvent(cluster="a", timestamp=1.0, resource="r")
     with pytest.raises(AttributeError):

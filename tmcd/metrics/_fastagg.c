@@ -24,6 +24,7 @@ typedef struct {
 
 static Layout layout = {NULL, 0, 0, 0, 0, 0, 0};
 static PyObject *str_up = NULL;
+static PyObject *str_value = NULL;
 
 static int
 field_offset(PyTypeObject *tp, const char *name, Py_ssize_t *out)
@@ -169,21 +170,26 @@ counts_list(const Py_ssize_t *counts, Py_ssize_t n)
 }
 
 PyDoc_STRVAR(aggregate_doc,
-"aggregate(events, now, sync_bounds, lag_bounds) -> tuple\n"
+"aggregate(events, now, sync_bounds, lag_bounds, known=None) -> tuple\n"
 "\n"
 "One pass over a batch of SyncEvents (all of one type).  ``*_bounds`` are a histogram's\n"
-"upper bounds, ascending, ending with +Inf.  Returns ``(counts, down, up, down_sum,\n"
-"up_sum, lag, lag_sum, failed)``: counts per (resource, op, direction) in first-seen\n"
-"order; per-bucket (not cumulative) sync-latency counts for direction down and up and\n"
+"upper bounds, ascending, ending with +Inf.  ``known`` maps (resource, op, direction)\n"
+"to objects whose ``_value`` the count is added to (prometheus-client values).  Returns\n"
+"``(counts, down, up, down_sum, up_sum, lag, lag_sum, failed)``: counts per (resource,\n"
+"op, direction) not in ``known``, in first-seen order; per-bucket (not cumulative) sync-latency counts for direction down and up and\n"
 "their sums; per-bucket counts of ``now - timestamp`` and their sum (negative lags\n"
 "count in the first bucket and add 0 to the sum); and the events whose ``ok`` is false.");
 
 static PyObject *
 aggregate(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *events_obj, *sync_obj, *lag_obj;
+    PyObject *events_obj, *sync_obj, *lag_obj, *known = Py_None;
     double now;
-    if (!PyArg_ParseTuple(args, "OdOO:aggregate", &events_obj, &now, &sync_obj, &lag_obj)) {
+    if (!PyArg_ParseTuple(args, "OdOO|O:aggregate", &events_obj, &now, &sync_obj, &lag_obj, &known)) {
+        return NULL;
+    }
+    if (known != Py_None && !PyDict_Check(known)) {
+        PyErr_SetString(PyExc_TypeError, "known must be a dict or None");
         return NULL;
     }
     double sync_bounds[MAX_BOUNDS], lag_bounds[MAX_BOUNDS];
@@ -330,8 +336,25 @@ aggregate(PyObject *Py_UNUSED(self), PyObject *args)
         }
         for (Py_ssize_t i = 0; i < distinct; i++) {
             PyObject *c = PyLong_FromSsize_t(values[i]);
-            if (c == NULL || PyDict_SetItem(counts, keys[i], c) < 0) {
-                Py_XDECREF(c);
+            if (c == NULL) {
+                goto counts_done;
+            }
+            PyObject *value = known != Py_None ? PyDict_GetItemWithError(known, keys[i]) : NULL;
+            if (value != NULL) {
+                /* a known key: value._value += count (the caller's metric value object) */
+                PyObject *old = PyObject_GetAttr(value, str_value);
+                PyObject *sum = old ? PyNumber_Add(old, c) : NULL;
+                int failed_set = sum ? PyObject_SetAttr(value, str_value, sum) : -1;
+                Py_XDECREF(old);
+                Py_XDECREF(sum);
+                Py_DECREF(c);
+                if (failed_set < 0) {
+                    goto counts_done;
+                }
+                continue;
+            }
+            if (PyErr_Occurred() || PyDict_SetItem(counts, keys[i], c) < 0) {
+                Py_DECREF(c);
                 goto counts_done;
             }
             Py_DECREF(c);
@@ -381,7 +404,8 @@ PyInit__fastagg(void)
 {
     if (str_up == NULL) {
         str_up = PyUnicode_InternFromString("up");
-        if (str_up == NULL) {
+        str_value = PyUnicode_InternFromString("_value");
+        if (str_up == NULL || str_value == NULL) {
             return NULL;
         }
     }

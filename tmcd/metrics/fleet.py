@@ -156,17 +156,15 @@ class FleetMetrics:
         return n
 
     def _aggregate_c(self, cs: ClusterSeries, events: Sequence[SyncEvent], now: float) -> None:
-        counts, down, up, down_sum, up_sum, lag, lag_sum, failed = _fastagg.aggregate(
-            events, now, self._sync_bounds, self._lag_bounds
-        )
-        # The metric children are only written from the event loop's thread, so adding to
-        # their values without taking each one's lock loses nothing (readers still lock).
+        # Known keys are added to their children's values in C; the metric children are
+        # only written from the event loop's thread, so adding without taking each value's
+        # lock loses nothing (readers still lock).
         fast = cs.synced_fast
+        counts, down, up, down_sum, up_sum, lag, lag_sum, failed = _fastagg.aggregate(
+            events, now, self._sync_bounds, self._lag_bounds, fast
+        )
         for key, c in counts.items():
-            value = fast.get(key)
-            if value is None:
-                value = self._synced_value(cs, key)
-            value._value += c
+            self._synced_value(cs, key)._value += c
         for direction, buckets, total in (("down", down, down_sum), ("up", up, up_sum)):
             if any(buckets):
                 _add_counts(self._duration(cs, direction), buckets, total)
