@@ -34,15 +34,19 @@ REASONS = ("Conflict", "NotFound", "Timeout", "WebhookDenied", "Forbidden")
 OPS = (("create", "down"), ("update", "down"), ("delete", "down"), ("status", "up"))
 
 
-def fill(fm: FleetMetrics, clusters: int, resources: int, rng: random.Random) -> None:
-    """Every cluster syncs every resource kind with every op; 10 % of clusters have errors."""
+def fill(fm: FleetMetrics, clusters: int, resources: int, rng: random.Random, t0: float = 0.0) -> None:
+    """Every cluster syncs every resource kind with every op; 10 % of clusters have errors.
+
+    Times are ``t0`` plus a few seconds (pass the current time to keep the fleet from
+    looking silent to the metrics agent's sweeper).
+    """
     kinds = [f"example.io/v1/kind{i:02d}" for i in range(resources)]
     for c in range(clusters):
         name = f"sim-{c + 1:04d}"
         events = [
             SyncEvent(
                 cluster=name,
-                timestamp=1.0,
+                timestamp=t0 + 1.0,
                 resource=kind,
                 op=op,  # type: ignore[arg-type]
                 direction=direction,  # type: ignore[arg-type]
@@ -53,15 +57,18 @@ def fill(fm: FleetMetrics, clusters: int, resources: int, rng: random.Random) ->
         ]
         if c % 10 == 0:
             events += [
-                SyncEvent(cluster=name, timestamp=1.0, resource=kinds[i % resources], ok=False, error_reason=reason)
+                SyncEvent(
+                    cluster=name, timestamp=t0 + 1.0, resource=kinds[i % resources], ok=False, error_reason=reason
+                )
                 for i, reason in enumerate(REASONS)
             ]
-        fm.on_sync_events(name, events, 2.0)
+        fm.on_sync_events(name, events, t0 + 2.0)
         q = ResourceQuantities(cpu=64, memory=256 << 30, pods=250)
         labels = {"region": f"region-{c % 5}", "zone": f"zone-{c % 15}", "provider": ("aws", "gcp", "azure")[c % 3]}
-        fm.on_heartbeat(SyncerHeartbeat(cluster=name, timestamp=1.0, labels=labels, capacity=q, allocatable=q), 1.0)
-        fm.on_heartbeat(SyncerHeartbeat(cluster=name, timestamp=21.0, sequence=1, labels=labels), 21.0)
-        fm.on_connection(ConnectionEvent(cluster=name, timestamp=1.0, state="connected"), 1.0)
+        hb = SyncerHeartbeat(cluster=name, timestamp=t0 + 1.0, labels=labels, capacity=q, allocatable=q)
+        fm.on_heartbeat(hb, t0 + 1.0)
+        fm.on_heartbeat(SyncerHeartbeat(cluster=name, timestamp=t0 + 21.0, sequence=1, labels=labels), t0 + 21.0)
+        fm.on_connection(ConnectionEvent(cluster=name, timestamp=t0 + 1.0, state="connected"), t0 + 1.0)
     for p in range(50):
         fm.on_placement(PlacementDecision(placement=f"app-{p}", timestamp=1.0, selected=["sim-0001"]))
 

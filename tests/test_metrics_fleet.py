@@ -162,7 +162,9 @@ def test_forget_removes_every_series_of_the_cluster(fm: tuple[FleetMetrics, Coll
         m.on_heartbeat(SyncerHeartbeat(cluster=c, timestamp=21.0, sequence=1), 21.0)
         m.on_connection(ConnectionEvent(cluster=c, timestamp=2.0, state="disconnected"), 2.0)
     m.on_heartbeat(SyncerHeartbeat(cluster="c-2", timestamp=5000.0, sequence=9), 5000.0)
+    assert m.stale(now=5000.0, forget_after=3600.0) == ["c-1"]
     assert m.sweep(now=5000.0, forget_after=3600.0) == ["c-1"]
+    assert not m.forget_if_stale("c-1", now=5000.0, forget_after=3600.0)  # already gone
     t = text(reg)
     assert 'cluster="c-1"' not in t
     assert 'cluster="c-2"' in t
@@ -207,3 +209,12 @@ def test_fast_exposition_matches_prometheus_client_byte_for_byte(fm: tuple[Fleet
         assert strip_process(fx.render(openmetrics=True)) == strip_process(om_generate(reg))
     fleet.forget("c-1")
     assert strip_process(fx.render()) == strip_process(generate_latest(reg))
+
+
+def test_forget_if_stale_keeps_a_cluster_heard_from_again(fm: tuple[FleetMetrics, CollectorRegistry]) -> None:
+    m, _ = fm
+    m.on_sync_events("c-1", [ev("c-1")], 1.0)
+    assert m.stale(now=5000.0, forget_after=3600.0) == ["c-1"]
+    m.on_sync_events("c-1", [ev("c-1")], 4999.0)  # arrives between listing and forgetting
+    assert not m.forget_if_stale("c-1", now=5000.0, forget_after=3600.0)
+    assert m.forget_if_stale("c-1", now=9000.0, forget_after=3600.0)

@@ -104,5 +104,9 @@ class MetricsAgent:
         while not ctx.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.stop.wait(), cfg.sweep_interval)
-            for name in fm.sweep(ctx.clock(), cfg.forget_after):
-                log.info("forgot cluster %s: nothing heard for %.0fs", name, cfg.forget_after)
+            # one cluster at a time, yielding in between: forgetting a large fleet at once
+            # (~130 series each) would stall ingestion for as long
+            for name in fm.stale(ctx.clock(), cfg.forget_after):
+                if fm.forget_if_stale(name, ctx.clock(), cfg.forget_after):
+                    log.info("forgot cluster %s: nothing heard for %.0fs", name, cfg.forget_after)
+                await asyncio.sleep(0)

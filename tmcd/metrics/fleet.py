@@ -309,9 +309,18 @@ class FleetMetrics:
             self.info.remove(cluster, *cs.info)
         return True
 
+    def stale(self, now: float, forget_after: float) -> list[str]:
+        """Clusters not heard from for ``forget_after`` seconds."""
+        return [name for name, cs in self.clusters.items() if now - cs.last_seen > forget_after]
+
+    def forget_if_stale(self, cluster: str, now: float, forget_after: float) -> bool:
+        """Forget ``cluster`` if it is (still) not heard from for ``forget_after`` seconds."""
+        cs = self.clusters.get(cluster)
+        return cs is not None and now - cs.last_seen > forget_after and self.forget(cluster)
+
     def sweep(self, now: float, forget_after: float) -> list[str]:
         """Forget clusters not heard from for ``forget_after`` seconds; returns their names."""
-        stale = [name for name, cs in self.clusters.items() if now - cs.last_seen > forget_after]
+        stale = self.stale(now, forget_after)
         for name in stale:
             self.forget(name)
         return stale
