@@ -214,7 +214,7 @@ def _block(text: str, indent: int) -> str:
 DESCRIPTION = """\
 kubectl tmc is the command line of tmcd, the observability and
 progressive-delivery daemon for TMC multi-cluster Kubernetes. It lists and
-describes the fleet's clusters, placements, cluster resources and revisions
+describes the fleet's clusters, placements, canary rollouts and revisions
 (-o table|wide|json|yaml|name, -l selectors, -w to watch), applies and deletes
 placements, simulates and explains placement decisions, and pauses, resumes or
 forces a re-sync of a cluster's syncer.
