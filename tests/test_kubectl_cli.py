@@ -3,13 +3,11 @@ and the real kubectl binary (plugin discovery)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,34 +17,15 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from tests.helpers import daemon_config, free_port, new_object, running_daemon
+from tests.helpers import free_port, new_object
+from tests.tmcd_thread import Tmcd, tmcd_in_thread
 from tmcd import __version__
-from tmcd.embedded import EmbeddedNats
-from tmcd.kubectl.client import NatsConnection
 from tmcd.kubectl.main import main
 from tmcd.kubectl.root import cli
 from tmcd.resources.examples import example
 
 BIN = Path(sys.executable).parent
 KUBECTL_TMC = str(BIN / "kubectl-tmc")
-
-
-class Tmcd:
-    def __init__(self, nats_url: str, http_url: str) -> None:
-        self.nats_url = nats_url
-        self.http_url = http_url
-
-    def create(self, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
-        conn = NatsConnection(self.nats_url)
-        try:
-            headers, data = conn.request(
-                f"tmc.api.create.{plural}", json.dumps({"namespace": namespace, "object": obj}).encode()
-            )
-        finally:
-            conn.close()
-        assert "Nats-Service-Error-Code" not in headers, data
-        out: dict[str, Any] = json.loads(data)
-        return out
 
 
 def _with_status(kind: str, **meta: Any) -> dict[str, Any]:
@@ -60,43 +39,16 @@ def _with_status(kind: str, **meta: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tmcd]:
     """A NATS server and a tmcd (metrics agent only, so seeded statuses stay) in a background thread."""
-    tmp = tmp_path_factory.mktemp("kubectl")
-    server = EmbeddedNats(nats_server_bin, tmp / "nats")
-    url = server.start()
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        state["loop"], state["stop"] = asyncio.get_running_loop(), stop
-        async with running_daemon(daemon_config(url, tmp / "data", agents="metrics")) as daemon:
-            state["http"] = daemon.http.base_url
-            ready.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            state["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    assert ready.wait(60), "tmcd did not start"
-    assert "error" not in state, state.get("error")
-    t = Tmcd(url, state["http"])
-    t.create("synctargets", _with_status("SyncTarget", name="sim-001"))
-    t.create(
-        "synctargets", _with_status("SyncTarget", name="sim-002", labels={"region": "us-east-1", "environment": "prod"})
-    )
-    t.create("placements", new_object("Placement", name="web"))
-    t.create("canaryrollouts", _with_status("CanaryRollout", name="co", namespace="shop"), "shop")
-    t.create("rolloutrevisions", _with_status("RolloutRevision", name="co-1", namespace="shop"), "shop")
-    yield t
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(60)
-    server.stop()
+    with tmcd_in_thread(nats_server_bin, tmp_path_factory.mktemp("kubectl")) as t:
+        t.create("synctargets", _with_status("SyncTarget", name="sim-001"))
+        t.create(
+            "synctargets",
+            _with_status("SyncTarget", name="sim-002", labels={"region": "us-east-1", "environment": "prod"}),
+        )
+        t.create("placements", new_object("Placement", name="web"))
+        t.create("canaryrollouts", _with_status("CanaryRollout", name="co", namespace="shop"), "shop")
+        t.create("rolloutrevisions", _with_status("RolloutRevision", name="co-1", namespace="shop"), "shop")
+        yield t
 
 
 def run(t: Tmcd | None, *args: str, input: str | None = None) -> Result:

@@ -3,12 +3,9 @@ nats-server, in-process with CliRunner and as a real ``kubectl-tmc`` subprocess.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +15,10 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from tests.helpers import daemon_config, new_object, running_daemon
-from tmcd.contracts.codec import encode
-from tmcd.contracts.messages import CanaryEvent, Message, RollbackEvent
+from tests.helpers import new_object
+from tests.tmcd_thread import Tmcd, tmcd_in_thread
+from tmcd.contracts.messages import CanaryEvent, RollbackEvent
 from tmcd.contracts.subjects import canary_event, rollback_event
-from tmcd.embedded import EmbeddedNats
-from tmcd.kubectl.client import NatsConnection
 from tmcd.kubectl.describe_canary import RecentEvents, describe_canary, evidence_value, step_text
 from tmcd.kubectl.output import parse_time
 from tmcd.kubectl.root import cli
@@ -320,63 +315,11 @@ def test_evidence_value() -> None:
 # --- against a real tmcd ----------------------------------------------------------------------
 
 
-class Tmcd:
-    def __init__(self, nats_url: str, http_url: str) -> None:
-        self.nats_url = nats_url
-        self.http_url = http_url
-
-    def request(self, subject: str, payload: bytes) -> dict[str, Any]:
-        conn = NatsConnection(self.nats_url)
-        try:
-            headers, data = conn.request(subject, payload)
-        finally:
-            conn.close()
-        assert "Nats-Service-Error-Code" not in headers, data
-        out: dict[str, Any] = json.loads(data)
-        return out
-
-    def create(self, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
-        body = json.dumps({"namespace": namespace, "object": obj}).encode()
-        return self.request(f"tmc.api.create.{plural}", body)
-
-    def publish(self, subject: str, msg: Message) -> None:
-        """Into the TMC_EVENTS stream (waits for the JetStream ack)."""
-        ack = self.request(subject, encode(msg))
-        assert ack.get("stream") == "TMC_EVENTS", ack
-
-
 @pytest.fixture(scope="module")
 def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tmcd]:
     """A NATS server and a tmcd (metrics agent only, so stored statuses stay) in a background thread."""
-    tmp = tmp_path_factory.mktemp("describe-canary")
-    server = EmbeddedNats(nats_server_bin, tmp / "nats")
-    url = server.start()
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        state["loop"], state["stop"] = asyncio.get_running_loop(), stop
-        async with running_daemon(daemon_config(url, tmp / "data", agents="metrics")) as daemon:
-            state["http"] = daemon.http.base_url
-            ready.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            state["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    assert ready.wait(60), "tmcd did not start"
-    assert "error" not in state, state.get("error")
-    yield Tmcd(url, state["http"])
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(60)
-    server.stop()
+    with tmcd_in_thread(nats_server_bin, tmp_path_factory.mktemp("describe-canary")) as t:
+        yield t
 
 
 def _stored(name: str) -> dict[str, Any]:

@@ -5,12 +5,10 @@ engine's, on apply), other objects' events left out, the bounds, HTTP, a real su
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +18,13 @@ import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.helpers import daemon_config, new_object, running_daemon
+from tests.helpers import new_object
+from tests.tmcd_thread import Tmcd, tmcd_in_thread
 from tmcd.contracts import subjects
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import CandidateScore, ConnectionEvent, HealthChange, Message, PlacementDecision
-from tmcd.embedded import EmbeddedNats
 from tmcd.kubectl import events
-from tmcd.kubectl.client import Client, Endpoint, NatsConnection
+from tmcd.kubectl.client import Client, Endpoint
 from tmcd.kubectl.describe import describe_cluster, describe_placement
 from tmcd.kubectl.describe_canary import canary_sources
 from tmcd.kubectl.events import RecentEvents
@@ -221,37 +219,6 @@ def test_sources_are_the_contract_subjects_and_streams() -> None:
 # --- against a real tmcd ----------------------------------------------------------------------
 
 
-class Tmcd:
-    def __init__(self, nats_url: str, http_url: str) -> None:
-        self.nats_url = nats_url
-        self.http_url = http_url
-
-    def request(self, subject: str, payload: bytes) -> dict[str, Any]:
-        conn = NatsConnection(self.nats_url)
-        try:
-            headers, data = conn.request(subject, payload)
-        finally:
-            conn.close()
-        assert "Nats-Service-Error-Code" not in headers, data
-        out: dict[str, Any] = json.loads(data)
-        return out
-
-    def create(self, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
-        body = json.dumps({"namespace": namespace, "object": obj}).encode()
-        return self.request(f"tmc.api.create.{plural}", body)
-
-    def get(self, plural: str, name: str) -> dict[str, Any]:
-        return self.request(f"tmc.api.get.{plural}", json.dumps({"name": name}).encode())
-
-    def publish(self, subject: str, msg: Message, stream: str) -> None:
-        """Into a stream (waits for the JetStream ack)."""
-        ack = self.request(subject, encode(msg))
-        assert ack.get("stream") == stream, ack
-
-    def client(self) -> Client:
-        return Client(Endpoint("nats", self.nats_url))
-
-
 def _cluster(name: str) -> dict[str, Any]:
     """A healthy prod cluster in eu-west-1 (the example's labels and status)."""
     obj = new_object("SyncTarget", name=name)
@@ -262,38 +229,10 @@ def _cluster(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tmcd]:
     """A NATS server and a tmcd (metrics agent only, so stored statuses stay) in a background thread."""
-    tmp = tmp_path_factory.mktemp("describe-events")
-    server = EmbeddedNats(nats_server_bin, tmp / "nats")
-    url = server.start()
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        state["loop"], state["stop"] = asyncio.get_running_loop(), stop
-        async with running_daemon(daemon_config(url, tmp / "data", agents="metrics")) as daemon:
-            state["http"] = daemon.http.base_url
-            ready.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            state["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    assert ready.wait(60), "tmcd did not start"
-    assert "error" not in state, state.get("error")
-    t = Tmcd(url, state["http"])
-    for name in ("ev-1", "ev-2", "quiet"):
-        t.create("synctargets", _cluster(name))
-    yield t
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(60)
-    server.stop()
+    with tmcd_in_thread(nats_server_bin, tmp_path_factory.mktemp("describe-events")) as t:
+        for name in ("ev-1", "ev-2", "quiet"):
+            t.create("synctargets", _cluster(name))
+        yield t
 
 
 def run(t: Tmcd, *args: str) -> Result:
