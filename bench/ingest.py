@@ -288,8 +288,8 @@ async def freshness(daemon: Daemon, url: str, args: argparse.Namespace, rate: fl
         target = processed._value.get()
     after = lag_buckets(daemon)
     window = [(b, a - c) for (b, a), (_, c) in zip(after, before, strict=True)]
-    if os.environ.get("BENCH_DEBUG"):
-        print("lag window buckets", window)
+    if args.lag_buckets:
+        print("lag buckets over the window (le, cumulative count):", window)
     return lag_quantile(window, 0.99), max(scrapes[:]), int(done.value)
 
 
@@ -366,4 +366,5 @@ if __name__ == "__main__":
     )
     ap.add_argument("--scrape-fleet", type=int, default=1000)
     ap.add_argument("--skip-live", action="store_true")
+    ap.add_argument("--lag-buckets", action="store_true", help="also print the freshness window's lag buckets")
     asyncio.run(main(ap.parse_args()))

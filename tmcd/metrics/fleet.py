@@ -49,7 +49,7 @@ except ImportError:  # built without a C compiler: the pure-Python path
 
 SPEEDUPS_AVAILABLE = _fastagg is not None and values.ValueClass is values.MutexValue
 """Whether the C extension was built and imports (and prometheus-client is not in
-multiprocess mode: the C path adds to the children's values directly, see ``_add``)."""
+multiprocess mode: the C path adds to the children's values directly, see ``_add_counts``)."""
 
 
 @dataclass
