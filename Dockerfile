@@ -5,8 +5,10 @@
 # (tmcd/metrics/_fastagg.c, compiled by hatch_build.py); the runtime image has no compiler.
 FROM python:3.11 AS build
 WORKDIR /src
-COPY pyproject.toml README.md hatch_build.py ./
+COPY pyproject.toml README.md hatch_build.py constraints.txt ./
 COPY tmcd ./tmcd
+# constraints.txt pins every dependency (and hatchling, for the build) as the tests ran them
+ENV PIP_CONSTRAINT=/src/constraints.txt
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/tmcd-*.whl')[0]).namelist(); sys.exit(0 if any('_fastagg' in n and not n.endswith(('.c', '.pyi')) for n in names) else 'wheel lacks the C speedups')"
 
@@ -20,7 +22,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/tmcd tmcd
 
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/tmcd-*.whl && rm -rf /wheels
+COPY constraints.txt /tmp/constraints.txt
+RUN pip install --constraint /tmp/constraints.txt /wheels/tmcd-*.whl && rm -rf /wheels /tmp/constraints.txt
 
 USER 10001:10001
 WORKDIR /var/lib/tmcd

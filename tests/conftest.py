@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import tools
 from tmcd.embedded import EmbeddedNats, find_binary
 
 
@@ -49,3 +50,15 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     if leaked:
         names = [f"{t.get_name()} ({t.get_coro()!r:.80})" for t in leaked]
         pytest.fail(f"test left {len(leaked)} asyncio task(s) running: {names}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line naming the outside tools whose tests skipped, and how to install them."""
+    reasons = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:
+            reasons.append(str(longrepr[2]))
+    line = tools.summary(reasons)
+    if line:
+        terminalreporter.write_line(line, yellow=True, bold=True)

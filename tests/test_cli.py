@@ -137,7 +137,10 @@ def test_dockerfile_runs_tmcd_as_non_root_with_livez_healthcheck() -> None:
     assert "/livez" in by["HEALTHCHECK"][0]
     user = by["USER"][-1]
     assert user.split(":")[0] not in ("root", "0")
-    assert any("pip install /wheels/tmcd-" in a for a in by["RUN"])
+    # the image installs the same pinned versions the tests ran with
+    assert any("pip install --constraint /tmp/constraints.txt /wheels/tmcd-" in a for a in by["RUN"])
+    assert "constraints.txt /tmp/constraints.txt" in by["COPY"]
+    assert "PIP_CONSTRAINT=/src/constraints.txt" in by["ENV"]
 
 
 def _dockerfile_instructions(path: Path) -> list[tuple[str, str]]:

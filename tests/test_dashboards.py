@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
+from tests import tools
 from tmcd.metrics.catalog import SPECS, exported_series_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,14 +231,8 @@ def grafana_to_promql(expr: str) -> str:
 
 
 def require_promtool() -> str:
-    """promtool's path; fails (not skips) the test without it."""
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool not found: install the Debian package `prometheus` "
-            "(apt-get install prometheus; .ci/run installs it)"
-        )
-    return path
+    """promtool's path; skips the test without it (fails it under CI)."""
+    return tools.require("promtool")
 
 
 # -- tests of the extractor ---------------------------------------------------------------------------------

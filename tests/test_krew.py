@@ -14,7 +14,6 @@ import importlib.util
 import os
 import posixpath
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,7 @@ import pytest
 import yaml
 
 import tmcd
+from tests import tools
 from tmcd.kubectl.main import LAZY_COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,9 +271,7 @@ def test_installed_binary_runs(built: SimpleNamespace) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_kubectl_runs_the_installed_plugin(built: SimpleNamespace) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
+    kubectl = tools.require("kubectl")
     kubectl_dir = Path(kubectl).resolve().parent
     assert not (kubectl_dir / "kubectl-tmc").exists()
     env = _env([built.bin_dir, kubectl_dir, Path("/usr/bin"), Path("/bin")])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from tests import tools
 from tests.helpers import free_port, new_object
 from tests.tmcd_thread import Tmcd, tmcd_in_thread
 from tmcd import __version__
@@ -290,12 +290,7 @@ def test_fast_path_imports_only_what_it_uses(tmcd: Tmcd) -> None:
 
 
 def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail(
-            "kubectl not found: install the Debian package `kubernetes-client` (apt-get install kubernetes-client)"
-        )
-    return kubectl
+    return tools.require("kubectl")
 
 
 def test_real_kubectl_runs_the_plugin(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests import tools
 from tmcd.contracts.messages import SyncEvent
-from tmcd.metrics import _fastagg, fleet
+from tmcd.metrics import fleet
 from tmcd.metrics.exposition import FastExposition
 from tmcd.metrics.fleet import FleetMetrics
 from tmcd.selfmetrics import SelfMetrics
@@ -17,8 +19,16 @@ INF = float("inf")
 RESOURCES = [f"example.io/v1/kind{i}" for i in range(30)] + ["apps/v1/deployments", "v1/configmaps"]
 
 
+@pytest.fixture
+def fastagg() -> Any:
+    """The C extension module (the test skips without it, and fails under CI)."""
+    tools.require_c_extension()
+    return fleet._fastagg
+
+
 def test_extension_is_built() -> None:
     """make test / .ci/run install with a C compiler, so the C path is what runs."""
+    tools.require_c_extension()
     assert fleet.SPEEDUPS_AVAILABLE
     sm = SelfMetrics()
     assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "c"
@@ -73,6 +83,7 @@ def render(m: FleetMetrics, reg: CollectorRegistry) -> dict[str, float]:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_c_and_python_paths_give_the_same_series(seed: int) -> None:
+    tools.require_c_extension()
     rng = random.Random(seed)
     paths = []
     for speedups in (True, False):
@@ -97,13 +108,13 @@ def test_c_and_python_paths_give_the_same_series(seed: int) -> None:
             assert value == py_series[key], key
 
 
-def test_aggregate_layout_and_buckets() -> None:
+def test_aggregate_layout_and_buckets(fastagg: Any) -> None:
     evs = [
         SyncEvent(cluster="a", timestamp=1.0, resource="r", op="create", direction="up", latency_seconds=0.3, ok=False),
         SyncEvent(cluster="a", timestamp=1.5, resource="r", latency_seconds=0.1),
         SyncEvent(cluster="a", timestamp=3.0, resource="r", latency_seconds=7.0),
     ]
-    counts, down, up, down_sum, up_sum, lag, lag_sum, failed = _fastagg.aggregate(
+    counts, down, up, down_sum, up_sum, lag, lag_sum, failed = fastagg.aggregate(
         evs, 2.0, (0.1, 0.5, INF), (0.5, 1.0, INF)
     )
     assert counts == {("r", "create", "up"): 1, ("r", "update", "down"): 2}
@@ -114,36 +125,36 @@ def test_aggregate_layout_and_buckets() -> None:
     assert lag == [2, 1, 0]  # lags 1.0, 0.5, -1.0 (future: first bucket, adds 0 to the sum)
     assert lag_sum == pytest.approx(1.5)
     assert failed == [evs[0]]
-    assert _fastagg.aggregate([], 2.0, (INF,), (INF,)) == ({}, [0], [0], 0.0, 0.0, [0], 0.0, [])
+    assert fastagg.aggregate([], 2.0, (INF,), (INF,)) == ({}, [0], [0], 0.0, 0.0, [0], 0.0, [])
 
 
-def test_aggregate_adds_known_keys_to_their_values() -> None:
+def test_aggregate_adds_known_keys_to_their_values(fastagg: Any) -> None:
     class Value:
         def __init__(self) -> None:
             self._value = 1.0
 
     evs = [SyncEvent(cluster="a", timestamp=1.0, resource="r", op=op) for op in ("create", "create", "update")]
     known = {("r", "create", "down"): Value()}
-    counts = _fastagg.aggregate(evs, 2.0, (INF,), (INF,), known)[0]
+    counts = fastagg.aggregate(evs, 2.0, (INF,), (INF,), known)[0]
     assert counts == {("r", "update", "down"): 1}  # only the unknown key comes back
     assert known["r", "create", "down"]._value == 3.0
     with pytest.raises(TypeError, match="known"):
-        _fastagg.aggregate(evs, 2.0, (INF,), (INF,), [])
+        fastagg.aggregate(evs, 2.0, (INF,), (INF,), [])
     with pytest.raises(AttributeError):
-        _fastagg.aggregate(evs, 2.0, (INF,), (INF,), {("r", "create", "down"): object()})
+        fastagg.aggregate(evs, 2.0, (INF,), (INF,), {("r", "create", "down"): object()})
 
 
-def test_aggregate_rejects_bad_input() -> None:
+def test_aggregate_rejects_bad_input(fastagg: Any) -> None:
     ok = SyncEvent(cluster="a", timestamp=1.0, resource="r")
     with pytest.raises(AttributeError):
-        _fastagg.aggregate([1], 2.0, (INF,), (INF,))
+        fastagg.aggregate([1], 2.0, (INF,), (INF,))
     with pytest.raises(TypeError, match="must all be"):
-        _fastagg.aggregate([ok, "x"], 2.0, (INF,), (INF,))
+        fastagg.aggregate([ok, "x"], 2.0, (INF,), (INF,))
     with pytest.raises(TypeError):
-        _fastagg.aggregate(5, 2.0, (INF,), (INF,))
+        fastagg.aggregate(5, 2.0, (INF,), (INF,))
     with pytest.raises(ValueError, match="bounds"):
-        _fastagg.aggregate([ok], 2.0, (), (INF,))
+        fastagg.aggregate([ok], 2.0, (), (INF,))
     with pytest.raises(ValueError, match="bounds"):
-        _fastagg.aggregate([ok], 2.0, (INF,), tuple(range(65)))
+        fastagg.aggregate([ok], 2.0, (INF,), tuple(range(65)))
     with pytest.raises(TypeError):
-        _fastagg.aggregate([ok], 2.0, ("x",), (INF,))
+        fastagg.aggregate([ok], 2.0, ("x",), (INF,))

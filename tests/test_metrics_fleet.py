@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate
 
+from tests import tools
 from tests.helpers import sample
 from tmcd.contracts.messages import (
     ConnectionEvent,
@@ -24,6 +25,8 @@ from tmcd.selfmetrics import SelfMetrics
 @pytest.fixture(params=["c", "python"])
 def fm(request: pytest.FixtureRequest) -> tuple[FleetMetrics, CollectorRegistry]:
     """Each test runs on both per-event paths: the C extension and pure Python."""
+    if request.param == "c":
+        tools.require_c_extension()
     sm = SelfMetrics()
     m = FleetMetrics(sm.registry, sm.event_lag, max_resources_per_cluster=3, speedups=request.param == "c")
     return m, sm.registry

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ctypes
 import json
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 
 import tmcd
+from tests import tools
 from tests.helpers import daemon_config, free_port, running_daemon, sample, scrape
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
@@ -32,20 +32,13 @@ from tmcd.sim.model import SimOptions, cluster_names
 from tmcd.sim.runner import SimStats, run_sim
 
 RULES = Path(__file__).resolve().parents[1] / "config" / "prometheus" / "tmc-alerts.yaml"
-INSTALL_HINT = (
-    "prometheus not found on PATH: install the Debian package `prometheus` "
-    "(apt-get install --no-install-recommends prometheus; .ci/run does this in CI)"
-)
 DEADLINE = 30.0
 """Seconds to wait for Prometheus to start, and for its answers to converge."""
 CLUSTERS = 3
 
 
 def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        pytest.fail(INSTALL_HINT)
-    return path
+    return tools.require("prometheus")
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -13,17 +13,16 @@ prometheus-client's strict OpenMetrics parser instead, and against the text expo
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import aiohttp
-import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from tests import tools
 from tests.helpers import daemon_config, running_daemon, sample, wait_for
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
@@ -35,10 +34,6 @@ from tmcd.selfmetrics import SelfMetrics
 from tmcd.sim.model import SimOptions
 from tmcd.sim.runner import SimStats, run_sim
 
-INSTALL_HINT = (
-    "promtool not found on PATH: install the Debian package `prometheus` "
-    "(apt-get install --no-install-recommends prometheus; .ci/run does this in CI)"
-)
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 ONLY_AFTER: dict[str, str] = {"tmc_agent_restarts_total": "an agent crashed"}
@@ -46,10 +41,7 @@ ONLY_AFTER: dict[str, str] = {"tmc_agent_restarts_total": "an agent crashed"}
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(INSTALL_HINT)
-    return path
+    return tools.require("promtool")
 
 
 def total(text: str, name: str) -> float:

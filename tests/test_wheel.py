@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import tools
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,6 +46,7 @@ def extension_files(wheel: Path) -> list[str]:
 
 
 def test_wheel_carries_the_compiled_extension(source: Path, tmp_path: Path) -> None:
+    tools.require_compiler()
     wheel, _ = build(source, tmp_path / "out")
     assert "py3-none-any" not in wheel.name  # platform-tagged: it holds compiled code
     assert extension_files(wheel) == [f"tmcd/metrics/_fastagg{_suffix()}"]

@@ -16,21 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from msgspec import inspect as mi
 
 from tmcd.api import errors
+from tmcd.contracts import jsonschema
 from tmcd.resources import examples as resource_examples
 from tmcd.resources.kinds import Kind
 
 REF = "#/components/schemas/{name}"
 JSON = "application/json"
-
-
-def schema_hook(tp: type) -> dict[str, Any]:
-    """``object`` (any JSON value) needs a non-empty schema for msgspec."""
-    if tp is object:
-        return {"description": "Any JSON value."}
-    raise NotImplementedError
 
 
 def content(schema: dict[str, Any], examples: dict[str, Any], media: str = JSON) -> dict[str, Any]:
@@ -68,9 +61,9 @@ def list_type(kind: Kind) -> type[msgspec.Struct]:
 
 def components(types: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``(one $ref schema per type, components.schemas)``, with field docstrings as descriptions."""
-    refs, schemas = msgspec.json.schema_components(types, ref_template=REF, schema_hook=schema_hook)
-    for st in _struct_types(types):
-        schema = schemas.get(st.cls.__name__) or schemas.get(f"{st.cls.__module__}.{st.cls.__qualname__}") or {}
+    refs, schemas = jsonschema.schema_components(types, REF)
+    for st in jsonschema.struct_types(types):
+        schema = jsonschema.schema_of(st, schemas) or {}
         props = schema.get("properties", {})
         docs = _field_docs(st.cls)
         for f in st.fields:
@@ -97,28 +90,6 @@ def _field_docs(cls: type) -> dict[str, str]:
         ):
             out[prev.target.id] = " ".join(node.value.value.split())
     return out
-
-
-def _struct_types(types: Sequence[Any]) -> list[mi.StructType]:
-    found: dict[type, mi.StructType] = {}
-    stack: list[mi.Type] = list(mi.multi_type_info(types))
-    while stack:
-        t = stack.pop()
-        if isinstance(t, mi.StructType):
-            if t.cls not in found:
-                found[t.cls] = t
-                stack.extend(f.type for f in t.fields)
-        elif isinstance(t, mi.Metadata):
-            stack.append(t.type)
-        elif isinstance(t, mi.UnionType):
-            stack.extend(t.types)
-        elif isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
-            stack.append(t.item_type)
-        elif isinstance(t, mi.DictType):
-            stack.extend((t.key_type, t.value_type))
-        elif isinstance(t, mi.TupleType):
-            stack.extend(t.item_types)
-    return list(found.values())
 
 
 # --- examples ------------------------------------------------------------------------------------
