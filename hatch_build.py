@@ -1,7 +1,7 @@
 """Hatchling build hook: compile tmcd's optional C speedups (tmcd/metrics/_fastagg.c).
 
 The extension makes the metrics agent's per-batch aggregation a single C loop (see
-tmcd/metrics/fleet.py).  It is optional: without a C compiler, or with
+tmcd/metrics/model.py).  It is optional: without a C compiler, or with
 ``TMCD_NO_EXTENSIONS=1``, the build prints a warning and tmcd uses the pure-Python path.
 Wheels that contain it are tagged for the platform; editable installs build it in place.
 """

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tmcd.embedded import EmbeddedNats, find_binary
+from tmcd.runtime.embedded import EmbeddedNats, find_binary
 
 BIN = Path(sys.executable).parent
 

@@ -35,16 +35,16 @@ from typing import Any
 import nats
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from tmcd import gctune
 from tmcd.bus import Bus
 from tmcd.config import Config, load_config
 from tmcd.contracts import subjects
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import SyncEvent, SyncEventBatch
-from tmcd.daemon import Daemon
-from tmcd.embedded import EmbeddedNats, find_binary
 from tmcd.metrics.catalog import EVENT_LAG_BUCKETS
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime import gctune
+from tmcd.runtime.daemon import Daemon
+from tmcd.runtime.embedded import EmbeddedNats, find_binary
+from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.model import FleetModel, SimOptions
 
 STREAM = "TMC_SYNCER"

@@ -27,8 +27,8 @@ from tmcd.contracts.messages import (
     SyncEvent,
 )
 from tmcd.metrics.exposition import FastExposition
-from tmcd.metrics.fleet import FleetMetrics
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.metrics.model import FleetMetrics
+from tmcd.runtime.selfmetrics import SelfMetrics
 
 REASONS = ("Conflict", "NotFound", "Timeout", "WebhookDenied", "Forbidden")
 OPS = (("create", "down"), ("update", "down"), ("delete", "down"), ("status", "up"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import tools
-from tmcd.embedded import EmbeddedNats, find_binary
+from tmcd.runtime.embedded import EmbeddedNats, find_binary
 
 
 @pytest.fixture(scope="session")

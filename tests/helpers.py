@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from tmcd.config import Config, load_config
-from tmcd.daemon import Daemon
+from tmcd.runtime.daemon import Daemon
 
 T = TypeVar("T")
 

@@ -21,9 +21,9 @@ from tmcd.api.errors import ApiError
 from tmcd.config import ApiConfig, ApiToken
 from tmcd.contracts.codec import decode_as
 from tmcd.contracts.messages import PlacementDecision
-from tmcd.daemon import Daemon
-from tmcd.embedded import EmbeddedNats
 from tmcd.resources.examples import example
+from tmcd.runtime.daemon import Daemon
+from tmcd.runtime.embedded import EmbeddedNats
 
 RW = "rw-token-0123456789abcdef"
 RO = "ro-token-0123456789abcdef"

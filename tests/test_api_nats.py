@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client
 
 from tests.helpers import daemon_config, new_object, running_daemon
-from tmcd.embedded import EmbeddedNats
 from tmcd.resources.examples import example
+from tmcd.runtime.embedded import EmbeddedNats
 
 obj = new_object
 

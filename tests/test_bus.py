@@ -18,8 +18,8 @@ from tmcd.bus.provision import KV_BUCKETS, stream_specs
 from tmcd.config import NatsConfig, load_config
 from tmcd.contracts import subjects as s
 from tmcd.contracts.messages import ControlReply, SyncControl, SyncerHeartbeat, SyncEvent
-from tmcd.embedded import EmbeddedNats
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.embedded import EmbeddedNats
+from tmcd.runtime.selfmetrics import SelfMetrics
 
 
 async def connected_bus(url: str) -> Bus:

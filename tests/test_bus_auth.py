@@ -18,8 +18,8 @@ import pytest
 
 from tmcd.bus import Bus, BusError
 from tmcd.config import NatsConfig
-from tmcd.embedded import EmbeddedNats
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.embedded import EmbeddedNats
+from tmcd.runtime.selfmetrics import SelfMetrics
 
 
 def _server(bin_: str, tmp: Path, conf: str) -> EmbeddedNats:

@@ -113,7 +113,7 @@ async def test_bad_request_on_served_subject_gets_400_and_dead_letter(nats_url: 
     from tmcd.config import NatsConfig
     from tmcd.contracts.codec import decode_as
     from tmcd.contracts.messages import ControlReply
-    from tmcd.selfmetrics import SelfMetrics
+    from tmcd.runtime.selfmetrics import SelfMetrics
 
     metrics = SelfMetrics()
     bus = Bus(NatsConfig(), metrics, url=nats_url)

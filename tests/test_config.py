@@ -10,7 +10,6 @@ import msgspec
 import msgspec.inspect as mi
 import pytest
 
-from tmcd import config as config_mod
 from tmcd.config import (
     AGENT_NAMES,
     Config,
@@ -20,6 +19,7 @@ from tmcd.config import (
     render_config,
     secret_keys,
 )
+from tmcd.config import load as config_mod
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "tmcd.toml"
 

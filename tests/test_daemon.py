@@ -10,8 +10,8 @@ import pytest
 
 from tests.helpers import daemon_config, running_daemon
 from tmcd.config import load_config
-from tmcd.daemon import Daemon
-from tmcd.embedded import EmbeddedNatsError, find_binary
+from tmcd.runtime.daemon import Daemon
+from tmcd.runtime.embedded import EmbeddedNatsError, find_binary
 
 
 async def get(url: str, **kw: object) -> tuple[int, str, dict[str, str]]:

@@ -19,9 +19,9 @@ from tmcd.bus import Bus
 from tmcd.config import NatsConfig
 from tmcd.contracts.codec import decode_as
 from tmcd.contracts.messages import HealthChange
-from tmcd.embedded import EmbeddedNats
 from tmcd.resources.synctarget import SyncTarget
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.embedded import EmbeddedNats
+from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.model import SimOptions
 from tmcd.sim.runner import run_sim
 

@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from tests.helpers import daemon_config, new_object, running_daemon
-from tmcd.daemon import Daemon
-from tmcd.embedded import EmbeddedNats
 from tmcd.kubectl.root import cli
 from tmcd.resources.examples import example
+from tmcd.runtime.daemon import Daemon
+from tmcd.runtime.embedded import EmbeddedNats
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from tests.helpers import daemon_config, running_daemon, wait_for
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
-from tmcd.embedded import EmbeddedNats
 from tmcd.kubectl.root import cli
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.embedded import EmbeddedNats
+from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.model import SimOptions
 from tmcd.sim.runner import run_sim
 

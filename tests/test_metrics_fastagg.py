@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry
 
 from tests import tools
 from tmcd.contracts.messages import SyncEvent
-from tmcd.metrics import fleet
+from tmcd.metrics import model as fleet
 from tmcd.metrics.exposition import FastExposition
-from tmcd.metrics.fleet import FleetMetrics
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.metrics.model import FleetMetrics
+from tmcd.runtime.selfmetrics import SelfMetrics
 
 INF = float("inf")
 RESOURCES = [f"example.io/v1/kind{i}" for i in range(30)] + ["apps/v1/deployments", "v1/configmaps"]

@@ -17,9 +17,9 @@ from tmcd.contracts.messages import (
     SyncEvent,
 )
 from tmcd.metrics.exposition import FastExposition
-from tmcd.metrics.fleet import FleetMetrics
 from tmcd.metrics.labels import free_label, reason_label, resource_label
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.metrics.model import FleetMetrics
+from tmcd.runtime.selfmetrics import SelfMetrics
 
 
 @pytest.fixture(params=["c", "python"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.helpers import daemon_config, running_daemon, sample, scrape, wait_for
-from tmcd.embedded import EmbeddedNats
+from tmcd.runtime.embedded import EmbeddedNats
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:

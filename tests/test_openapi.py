@@ -22,12 +22,12 @@ from tmcd import __version__
 from tmcd.api.http import Route
 from tmcd.api.openapi import OPERATIONS, Operation, build_openapi
 from tmcd.api.reference import default_routes, render_reference
+from tmcd.api.server import ROUTES_KEY, build_app
 from tmcd.cli.main import cli
 from tmcd.contracts.messages import HealthReport
-from tmcd.embedded import EmbeddedNats
-from tmcd.httpserver import ROUTES_KEY, build_app
-from tmcd.probes import CheckRegistry
 from tmcd.resources.kinds import KINDS
+from tmcd.runtime.embedded import EmbeddedNats
+from tmcd.runtime.probes import CheckRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("get", "put", "post", "patch", "delete")

@@ -11,7 +11,7 @@ import pytest
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import PlacementDecision
 from tmcd.placement import CandidateResult, Decision, decide, to_message, to_status
-from tmcd.placement.engine import DEGRADED_PENALTY, STICKY_BONUS, UNHEALTHY_PENALTY, UNKNOWN_UTILISATION, utilisation
+from tmcd.placement.model import DEGRADED_PENALTY, STICKY_BONUS, UNHEALTHY_PENALTY, UNKNOWN_UTILISATION, utilisation
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import (
     LabelSelector,

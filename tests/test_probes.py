@@ -14,8 +14,10 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from tests.helpers import CrashingAgent, daemon_config, running_daemon, sample, scrape, wait_for
-from tmcd.agents.base import AgentContext
-from tmcd.checks import (
+from tmcd.api.server import HttpServer, build_app
+from tmcd.config import Config, HealthConfig
+from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.checks import (
     DaemonChecks,
     JetStreamProbe,
     RestartTracker,
@@ -26,12 +28,10 @@ from tmcd.checks import (
     secs,
     span,
 )
-from tmcd.config import Config, HealthConfig
-from tmcd.httpserver import HttpServer, build_app
-from tmcd.probes import CheckRegistry, Report
-from tmcd.selfmetrics import SelfMetrics
-from tmcd.supervisor import AgentState, Supervisor
-from tmcd.watchdog import LoopWatchdog
+from tmcd.runtime.probes import CheckRegistry, Report
+from tmcd.runtime.selfmetrics import SelfMetrics
+from tmcd.runtime.supervisor import AgentState, Supervisor
+from tmcd.runtime.watchdog import LoopWatchdog
 
 
 class FakeClock:

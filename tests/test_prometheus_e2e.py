@@ -26,8 +26,8 @@ from tests import tools
 from tests.helpers import daemon_config, free_port, running_daemon, sample, scrape
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
-from tmcd.embedded import EmbeddedNats
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.embedded import EmbeddedNats
+from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.model import SimOptions, cluster_names
 from tmcd.sim.runner import SimStats, run_sim
 

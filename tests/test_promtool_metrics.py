@@ -28,9 +28,9 @@ from tmcd.bus import Bus
 from tmcd.config import NatsConfig
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import PlacementDecision
-from tmcd.embedded import EmbeddedNats
 from tmcd.metrics import catalog
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.embedded import EmbeddedNats
+from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.model import SimOptions
 from tmcd.sim.runner import SimStats, run_sim
 

@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 from tests.helpers import daemon_config, running_daemon
 from tmcd import __version__
 from tmcd.api.openapi import build_openapi
-from tmcd.embedded import EmbeddedNats
-from tmcd.httpserver import ROUTES_KEY
+from tmcd.api.server import ROUTES_KEY
+from tmcd.runtime.embedded import EmbeddedNats
 
 TOKEN = "x" * 24
 MAX_EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 8}

@@ -17,7 +17,7 @@ from tests.helpers import free_port
 from tmcd.contracts import subjects as s
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import SyncEvent
-from tmcd.embedded import EmbeddedNats
+from tmcd.runtime.embedded import EmbeddedNats
 
 
 async def _wait_ready(url: str, proc: asyncio.subprocess.Process, timeout: float = 20.0) -> None:

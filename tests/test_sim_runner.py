@@ -32,7 +32,7 @@ from tmcd.contracts.messages import (
     SyncEvent,
     SyncEventBatch,
 )
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.cli import sim
 from tmcd.sim.model import SimOptions, cluster_names
 from tmcd.sim.runner import run_sim

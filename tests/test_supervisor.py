@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from tests.helpers import CrashingAgent
-from tmcd.agents.base import AgentContext
 from tmcd.config import Config
-from tmcd.selfmetrics import SelfMetrics
-from tmcd.supervisor import Supervisor, restart_delay
+from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.selfmetrics import SelfMetrics
+from tmcd.runtime.supervisor import Supervisor, restart_delay
 
 
 class ReturningAgent:

@@ -39,17 +39,10 @@ from prometheus_client import Histogram as PromHistogram
 from prometheus_client import Info as PromInfo
 
 from tmcd.bus import tracing
+from tmcd.config import OtelConfig, validate_otel
 from tmcd.metrics.catalog import EVENT_LAG_BUCKETS
-from tmcd.telemetry import (
-    MAX_LINKS,
-    OtelConfig,
-    PrometheusBridge,
-    Telemetry,
-    TelemetryError,
-    batch_span,
-    placement_span,
-    validate_otel,
-)
+from tmcd.telemetry import PrometheusBridge, Telemetry, TelemetryError, batch_span, placement_span
+from tmcd.telemetry.tracing import MAX_LINKS
 
 SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"

@@ -53,7 +53,7 @@ def test_wheel_carries_the_compiled_extension(source: Path, tmp_path: Path) -> N
     # it imports and works from the wheel's contents
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = "from tmcd.metrics import fleet; print(fleet.SPEEDUPS_AVAILABLE, fleet._fastagg.__file__)"
+    probe = "from tmcd.metrics import model; print(model.SPEEDUPS_AVAILABLE, model._fastagg.__file__)"
     done = subprocess.run(
         [sys.executable, "-c", probe],
         env={**os.environ, "PYTHONPATH": str(site)},

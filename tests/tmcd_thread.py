@@ -14,8 +14,8 @@ from typing import Any
 from tests.helpers import daemon_config, running_daemon
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import Message
-from tmcd.embedded import EmbeddedNats
 from tmcd.kubectl.client import Client, Endpoint, NatsConnection
+from tmcd.runtime.embedded import EmbeddedNats
 
 
 class Tmcd:

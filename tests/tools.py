@@ -51,7 +51,7 @@ def require(tool: str) -> str:
 
 def require_c_extension() -> None:
     """Skip (fail under CI) unless the metrics agent's C extension was built."""
-    from tmcd.metrics import fleet
+    from tmcd.metrics import model as fleet
 
     if not fleet.SPEEDUPS_AVAILABLE:
         missing("C extension")

@@ -20,10 +20,10 @@ from aiohttp import web
 
 from tmcd.api import errors
 from tmcd.api.auth import authorize
+from tmcd.api.placement import decide_and_record, simulate
 from tmcd.api.store import ResourceStore, list_filters, list_object
 from tmcd.bus import Bus
 from tmcd.config import ApiConfig
-from tmcd.placement.service import decide_and_record, simulate
 from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
 
 log = logging.getLogger("tmcd.api")

@@ -32,10 +32,10 @@ import msgspec
 
 from tmcd import __version__
 from tmcd.api import errors
+from tmcd.api.placement import decide_and_record, simulate
 from tmcd.api.store import ResourceStore, list_filters, list_object
 from tmcd.bus import Bus
 from tmcd.bus.service import Endpoint, Reply
-from tmcd.placement.service import decide_and_record, simulate
 from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
 
 VERBS = ("list", "get", "create", "replace", "patch", "delete")

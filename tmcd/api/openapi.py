@@ -21,7 +21,7 @@ from tmcd.api.http import Route
 from tmcd.api.openapi_schemas import REF, components, content, error_responses, kind_examples, list_type
 from tmcd.contracts import examples as contract_examples
 from tmcd.contracts.messages import HealthReport
-from tmcd.placement.engine import Decision, decide
+from tmcd.placement.model import Decision, decide
 from tmcd.resources import examples as resource_examples
 from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
 from tmcd.resources.placement import Placement

@@ -22,6 +22,7 @@ from tmcd.bus import tracing
 from tmcd.bus.consumer import PullConsumer
 from tmcd.bus.deadletter import InvalidMessages
 from tmcd.bus.kv import KvStore
+from tmcd.bus.metrics import BusMetrics
 from tmcd.bus.options import backoff_delay, credential_options, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
 from tmcd.bus.service import Endpoint, start_service
@@ -29,7 +30,6 @@ from tmcd.config import Config, NatsConfig
 from tmcd.contracts.codec import InvalidMessage, decode, decode_as, encode
 from tmcd.contracts.messages import ControlReply, Message, SyncEventBatch
 from tmcd.contracts.subjects import Channel, dead_letter_subject
-from tmcd.selfmetrics import SelfMetrics
 
 log = logging.getLogger("tmcd.bus")
 
@@ -73,7 +73,7 @@ class Bus:
     def __init__(
         self,
         cfg: NatsConfig,
-        metrics: SelfMetrics,
+        metrics: BusMetrics,
         *,
         url: str | None = None,
         clock: Callable[[], float] = time.time,

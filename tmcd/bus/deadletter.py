@@ -6,8 +6,8 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
+from tmcd.bus.metrics import BusMetrics
 from tmcd.contracts.codec import InvalidMessage
-from tmcd.selfmetrics import SelfMetrics
 
 log = logging.getLogger("tmcd.bus")
 
@@ -37,7 +37,7 @@ class RateLimiter:
 class InvalidMessages:
     """Counts and logs malformed messages; the bus republishes them to tmc.dead.<subject>."""
 
-    def __init__(self, metrics: SelfMetrics, clock: Callable[[], float]) -> None:
+    def __init__(self, metrics: BusMetrics, clock: Callable[[], float]) -> None:
         self._metrics = metrics
         self._limiter = RateLimiter(clock)
 

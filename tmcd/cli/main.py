@@ -25,8 +25,8 @@ def cli() -> None:
 @daemon_options
 def run(**opts: str | None) -> None:
     """Run the daemon (agents, HTTP server; an embedded NATS when no URL is set)."""
-    from tmcd.daemon import Daemon
-    from tmcd.logsetup import setup_logging
+    from tmcd.runtime.daemon import Daemon
+    from tmcd.runtime.logs import setup_logging
 
     cfg = config_from_options(**opts)
     setup_logging(cfg.log_level)
@@ -40,8 +40,8 @@ def run(**opts: str | None) -> None:
 @click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
 def demo(clusters: int, rate: float, seed: int, **opts: str | None) -> None:
     """Run tmcd on an embedded NATS with a simulated fleet; Ctrl-C stops everything."""
-    from tmcd.demo import run_demo
-    from tmcd.logsetup import setup_logging
+    from tmcd.cli.demo import run_demo
+    from tmcd.runtime.logs import setup_logging
 
     cfg = config_from_options(**opts)
     setup_logging(cfg.log_level)
@@ -51,7 +51,7 @@ def demo(clusters: int, rate: float, seed: int, **opts: str | None) -> None:
 def _run_daemon(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run the daemon; a start-up failure is one line on stderr and exit code 1."""
     from tmcd.bus import BusError
-    from tmcd.embedded import EmbeddedNatsError
+    from tmcd.runtime.embedded import EmbeddedNatsError
 
     try:
         return asyncio.run(main())

@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
-from tmcd.agents.base import AgentContext
-from tmcd.agents.consumers import consume_streams
 from tmcd.bus import BusError, CasConflictError, Delivery, KvStore
 from tmcd.config import HealthConfig
 from tmcd.contracts import subjects
@@ -33,8 +31,10 @@ from tmcd.health import model
 from tmcd.health.aggregate import ClusterView, report
 from tmcd.health.metrics import HealthMetrics
 from tmcd.resources.synctarget import SyncTarget, SyncTargetSpec
+from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.consumers import consume_streams
 
-log = logging.getLogger("tmcd.agents.health")
+log = logging.getLogger("tmcd.health")
 
 _OK = attrgetter("ok")
 WRITE_CONCURRENCY = 64

@@ -1,7 +1,7 @@
 /*
  * tmcd.metrics._fastagg: one pass over a batch of decoded SyncEvents, in C.
  *
- * The metrics agent's hot path (tmcd/metrics/fleet.py) needs, per batch of one cluster's
+ * The metrics agent's hot path (tmcd/metrics/model.py) needs, per batch of one cluster's
  * sync events: counts per (resource, op, direction), the sync-latency histogram per
  * direction, the event-lag histogram, and the failed events.  The pure-Python path does
  * this with a dozen C-level passes (attrgetter, Counter, sort, bisect); this module does
@@ -394,7 +394,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_fastagg",
-    .m_doc = "Per-batch aggregation of sync events in C (optional; see tmcd.metrics.fleet).",
+    .m_doc = "Per-batch aggregation of sync events in C (optional; see tmcd.metrics.model).",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tmcd.api.errors import StatusCause
 from tmcd.contracts.names import InvalidNameError, validate_name
 from tmcd.resources.canary import (
     AnalysisMetric,
@@ -23,6 +22,7 @@ from tmcd.resources.canary import (
 )
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import LabelSelector, Placement
+from tmcd.resources.status import StatusCause
 from tmcd.resources.synctarget import SyncTarget
 
 REQUIRED = "FieldValueRequired"

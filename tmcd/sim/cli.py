@@ -117,7 +117,7 @@ async def _connect(url: str) -> Bus:
     """A connected Bus; raises _SimFailed with the reason NATS cannot be reached."""
     from tmcd.bus import Bus, BusError
     from tmcd.config import NatsConfig
-    from tmcd.selfmetrics import SelfMetrics
+    from tmcd.runtime.selfmetrics import SelfMetrics
 
     reason = await _probe(url, CONNECT_TIMEOUT)
     if reason is None:
@@ -234,7 +234,7 @@ def sim(
         raise _bad("duration", f"expected seconds > 0, got {duration}")
     url = resolve_url(nats_url, Path(data_dir))
     if not logging.getLogger().handlers:
-        from tmcd.logsetup import setup_logging
+        from tmcd.runtime.logs import setup_logging
 
         setup_logging("info")
     try:

@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tmcd.agents.base import Agent, AgentContext
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.agent import Agent, AgentContext
+from tmcd.runtime.selfmetrics import SelfMetrics
 
 log = logging.getLogger("tmcd.supervisor")
 

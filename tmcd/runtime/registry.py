@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tmcd.agents.base import Agent
-from tmcd.agents.idle import IdleAgent
-from tmcd.agents.metrics import MetricsAgent
 from tmcd.health.agent import HealthAgent
+from tmcd.metrics.agent import MetricsAgent
+from tmcd.runtime.agent import Agent
+from tmcd.runtime.idle import IdleAgent
 
 AGENTS: dict[str, Callable[[], Agent]] = {
     "metrics": MetricsAgent,

@@ -16,7 +16,7 @@ from tmcd.contracts import subjects
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import HealthQuery, HealthReport
 from tmcd.metrics.exposition import FastExposition
-from tmcd.probes import CheckRegistry
+from tmcd.runtime.probes import CheckRegistry
 
 log = logging.getLogger("tmcd.http")
 

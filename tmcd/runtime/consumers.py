@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from tmcd.agents.base import AgentContext
 from tmcd.bus.core import Delivery, Handler
+from tmcd.runtime.agent import AgentContext
 
 
 async def consume_streams(

@@ -1,7 +1,7 @@
 """The metrics agent: turns the syncer and placement streams into Prometheus metrics.
 
 Sync events are handled inline in the consumer callback (no task per message, no
-``.labels()`` per event); see :mod:`tmcd.metrics.fleet`.
+``.labels()`` per event); see :mod:`tmcd.metrics.model`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import contextlib
 import logging
 from typing import Any
 
-from tmcd.agents.base import AgentContext
-from tmcd.agents.consumers import consume_streams
 from tmcd.bus import Delivery
 from tmcd.contracts.messages import (
     ConnectionEvent,
@@ -29,10 +27,12 @@ from tmcd.contracts.subjects import (
     STREAM_WORKLOAD,
     health_changes,
 )
-from tmcd.metrics.fleet import FleetMetrics
+from tmcd.metrics.model import FleetMetrics
+from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.consumers import consume_streams
 from tmcd.telemetry import batch_span, placement_span
 
-log = logging.getLogger("tmcd.agents.metrics")
+log = logging.getLogger("tmcd.metrics")
 
 
 class MetricsAgent:

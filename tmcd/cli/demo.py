@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tmcd.bus import Bus
 from tmcd.config import Config
-from tmcd.daemon import Daemon
+from tmcd.runtime.daemon import Daemon
 
 log = logging.getLogger("tmcd.demo")
 

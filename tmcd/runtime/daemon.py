@@ -12,18 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tmcd import __version__, gctune
-from tmcd.agents.base import AgentContext
-from tmcd.agents.registry import build_agents
+from tmcd import __version__
 from tmcd.api import nats_api
+from tmcd.api.server import API_KEY, HttpServer, build_app
 from tmcd.bus import Bus
-from tmcd.checks import DaemonChecks, agent_check
 from tmcd.config import Config
-from tmcd.embedded import EmbeddedNats, find_binary
-from tmcd.httpserver import API_KEY, HttpServer, build_app
-from tmcd.probes import CheckRegistry
-from tmcd.selfmetrics import SelfMetrics
-from tmcd.supervisor import Supervisor
+from tmcd.runtime import gctune
+from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.checks import DaemonChecks, agent_check
+from tmcd.runtime.embedded import EmbeddedNats, find_binary
+from tmcd.runtime.probes import CheckRegistry
+from tmcd.runtime.registry import build_agents
+from tmcd.runtime.selfmetrics import SelfMetrics
+from tmcd.runtime.supervisor import Supervisor
 from tmcd.telemetry import Telemetry
 
 log = logging.getLogger("tmcd")
@@ -64,7 +65,7 @@ class Daemon:
         return Path(self.cfg.data_dir)
 
     def _register_checks(self) -> None:
-        """livez: ping, eventloop; readyz: ping, nats, jetstream, agent-*; healthz: all (see tmcd/checks.py)."""
+        """livez: ping, eventloop; readyz: ping, nats, jetstream, agent-*; healthz: all (see tmcd/runtime/checks.py)."""
         self.checks.cache_ttl = self.cfg.health.check_cache
         self.component_checks = DaemonChecks(
             self.checks, self.cfg.health, self.metrics, bus=lambda: self.bus, provisioned=lambda: self.provisioned

@@ -1,12 +1,10 @@
-"""OpenTelemetry for tmcd: traces (console or OTLP) and an optional OTLP push of the Prometheus metrics.
+"""OpenTelemetry tracing for tmcd: the TracerProvider (console or OTLP) and the span helpers.
 
 Off by default (``otel.exporter = "none"``): :meth:`Telemetry.tracer` is then a no-op tracer and
 :func:`batch_span` / :func:`placement_span` return a shared null context, so callers can use them
-unconditionally.  Spans are opened per batch or per decision, never per event.
-
-This module is imported by :mod:`tmcd.config` (for :class:`OtelConfig`), so the OTel SDK,
-prometheus-client and :mod:`tmcd.bus` are imported lazily: importing it costs only msgspec and the
-OTel API.
+unconditionally.  Spans are opened per batch or per decision, never per event.  The optional
+OTLP push of the Prometheus metrics is :mod:`tmcd.telemetry.bridge`.  The OTel SDK is imported
+lazily: importing this module costs only the OTel API.
 """
 
 from __future__ import annotations
@@ -15,37 +13,31 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import math
 import os
 import socket
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import msgspec
-from msgspec import Meta
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Link, NoOpTracer, Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from tmcd import __version__
+from tmcd.bus import tracing
+from tmcd.config.otel import OtelConfig, validate_otel
+from tmcd.telemetry.bridge import SERVICE_NAME, MetricsPusher, PrometheusBridge
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.metrics.export import HistogramDataPoint, Metric, MetricExporter, MetricsData
+    from opentelemetry.sdk.metrics.export import MetricExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
-    from prometheus_client.metrics_core import Metric as PromFamily
 
 log = logging.getLogger("tmcd.telemetry")
 
-EXPORTERS: tuple[str, ...] = ("none", "console", "otlp")
-PROTOCOLS: tuple[str, ...] = ("http/protobuf", "grpc")
-SERVICE_NAME = "tmcd"
 MAX_LINKS = 32
 """At most this many extra messages of a batch are linked to its span."""
 
@@ -72,63 +64,6 @@ _OTLP_MODULES: dict[tuple[str, str], tuple[str, str, str]] = {
         "opentelemetry-exporter-otlp-proto-grpc",
     ),
 }
-
-
-class OtelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """OpenTelemetry export (traces, optionally metrics); off unless ``exporter`` is set."""
-
-    exporter: str = "none"
-    """Where spans go: none | console | otlp."""
-    endpoint: str = ""
-    """OTLP collector: base URL for http/protobuf (``http://collector:4318``; /v1/traces and /v1/metrics
-    are appended), ``http://host:4317`` or ``host:4317`` for grpc.  Required when exporter is otlp."""
-    protocol: str = "http/protobuf"
-    """OTLP transport when exporter is otlp: http/protobuf | grpc."""
-    sample_ratio: Annotated[float, Meta(ge=0, le=1)] = 0.01
-    """Fraction of root traces sampled; a sampled incoming traceparent is always followed."""
-    metrics_export: bool = False
-    """Also push the Prometheus metrics to the exporter every ``metrics_interval`` seconds."""
-    metrics_interval: Annotated[float, Meta(gt=0)] = 60.0
-    service_instance: str = ""
-    """``service.instance.id``; empty means ``<hostname>-<pid>``."""
-
-
-def validate_otel(cfg: OtelConfig, prefix: str = "otel.") -> list[tuple[str, object, str]]:
-    """Problems in ``cfg`` as ``(dotted key, value, expected)``; empty when the settings are usable."""
-    problems: list[tuple[str, object, str]] = []
-    if cfg.exporter not in EXPORTERS:
-        problems.append((prefix + "exporter", cfg.exporter, "one of " + ", ".join(EXPORTERS)))
-    if cfg.protocol not in PROTOCOLS:
-        problems.append((prefix + "protocol", cfg.protocol, "one of " + ", ".join(PROTOCOLS)))
-    if cfg.exporter == "otlp" and not cfg.endpoint:
-        problems.append(
-            (
-                prefix + "endpoint",
-                cfg.endpoint,
-                f"an OTLP endpoint URL when {prefix}exporter is otlp (e.g. http://otel-collector:4318)",
-            )
-        )
-    elif cfg.endpoint and not _endpoint_ok(cfg.endpoint, cfg.protocol):
-        expected = "an http:// or https:// URL" if cfg.protocol != "grpc" else "an http(s)://HOST:PORT URL or HOST:PORT"
-        problems.append((prefix + "endpoint", cfg.endpoint, expected))
-    if not 0.0 <= cfg.sample_ratio <= 1.0:  # also rejects NaN
-        problems.append((prefix + "sample_ratio", cfg.sample_ratio, "a number between 0 and 1"))
-    if not cfg.metrics_interval > 0:
-        problems.append((prefix + "metrics_interval", cfg.metrics_interval, "a number > 0"))
-    if cfg.metrics_export and cfg.exporter == "none":
-        problems.append(
-            (prefix + "metrics_export", cfg.metrics_export, f"false when {prefix}exporter is none (or set an exporter)")
-        )
-    return problems
-
-
-def _endpoint_ok(endpoint: str, protocol: str) -> bool:
-    if any(c.isspace() for c in endpoint):
-        return False
-    scheme, sep, rest = endpoint.partition("://")
-    if sep:
-        return scheme in ("http", "https") and bool(rest)
-    return protocol == "grpc" and ":" in endpoint
 
 
 def _signal_url(endpoint: str, signal: str) -> str:
@@ -323,8 +258,6 @@ _NOOP_CM: AbstractContextManager[Span] = contextlib.nullcontext(INVALID_SPAN)
 def _remote_context(headers: dict[str, str] | None) -> Any:
     if not headers:
         return None
-    from tmcd.bus import tracing  # lazily: tmcd.bus imports tmcd.config, which imports this module
-
     return tracing.extract(headers)
 
 
@@ -394,194 +327,3 @@ def placement_span(
     return tracer.start_as_current_span(
         "tmcd.placement.decision", context=_remote_context(headers), kind=SpanKind.INTERNAL, attributes=attrs
     )
-
-
-# --------------------------------------------------------------------------- Prometheus -> OTLP metrics
-
-
-class PrometheusBridge:
-    """Converts a Prometheus registry into OTel ``MetricsData`` when asked (at export time only).
-
-    Counters become monotonic cumulative Sums (named as scraped, with ``_total``), gauges, info
-    and stateset families Gauges, histograms cumulative explicit-bucket Histograms (no min/max:
-    Prometheus does not keep them).  Summaries and gauge-histograms are skipped (tmcd has none).
-    Values are read from the registry, so nothing is counted twice and the hot path is untouched.
-    """
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        resource: Resource | None = None,
-        *,
-        version: str = __version__,
-        start_time_unix_nano: int | None = None,
-    ) -> None:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-        self.registry = registry
-        self.resource = resource if resource is not None else Resource.create({"service.name": SERVICE_NAME})
-        self.scope = InstrumentationScope("tmcd.prometheus", version)
-        self.start_time_unix_nano = start_time_unix_nano if start_time_unix_nano is not None else time.time_ns()
-
-    def produce(self) -> MetricsData:
-        """Read the registry now and return its families as one ``MetricsData``."""
-        from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
-
-        now = time.time_ns()
-        metrics = [m for family in self.registry.collect() if (m := self._convert(family, now)) is not None]
-        scope = ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")
-        return MetricsData(
-            resource_metrics=[ResourceMetrics(resource=self.resource, scope_metrics=[scope], schema_url="")]
-        )
-
-    def _convert(self, family: PromFamily, now: int) -> Metric | None:
-        from opentelemetry.sdk.metrics.export import (
-            AggregationTemporality,
-            Gauge,
-            Histogram,
-            Metric,
-            NumberDataPoint,
-            Sum,
-        )
-
-        start = self.start_time_unix_nano
-        kind = family.type
-        data: Sum | Gauge | Histogram
-        if kind == "counter":
-            name = family.name + "_total"
-            points = [
-                NumberDataPoint(dict(s.labels), start, now, float(s.value))
-                for s in family.samples
-                if not s.name.endswith("_created")
-            ]
-            data = Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=True)
-        elif kind in ("gauge", "unknown", "info", "stateset"):
-            name = family.name + "_info" if kind == "info" else family.name
-            points = [NumberDataPoint(dict(s.labels), start, now, float(s.value)) for s in family.samples]
-            data = Gauge(points)
-        elif kind == "histogram":
-            name = family.name
-            data = Histogram(_histogram_points(family, start, now), AggregationTemporality.CUMULATIVE)
-        else:
-            return None
-        if not data.data_points:
-            return None
-        return Metric(name=name, description=family.documentation, unit=family.unit or "", data=data)
-
-
-@dataclass
-class _HistSeries:
-    labels: dict[str, str]
-    buckets: list[tuple[float, float]] = field(default_factory=list)
-    count: float | None = None
-    sum: float = 0.0
-
-
-def _histogram_points(family: PromFamily, start: int, now: int) -> list[HistogramDataPoint]:
-    """Prometheus cumulative ``le`` buckets -> OTel per-bucket counts, one point per label set."""
-    from opentelemetry.sdk.metrics.export import HistogramDataPoint
-
-    series: dict[tuple[tuple[str, str], ...], _HistSeries] = {}
-    for s in family.samples:
-        labels = {k: v for k, v in s.labels.items() if k != "le"}
-        entry = series.setdefault(tuple(sorted(labels.items())), _HistSeries(labels))
-        if s.name.endswith("_bucket"):
-            entry.buckets.append((float(s.labels["le"]), s.value))
-        elif s.name.endswith("_count"):
-            entry.count = s.value
-        elif s.name.endswith("_sum"):
-            entry.sum = s.value
-    points = []
-    for entry in series.values():
-        if not entry.buckets:
-            continue
-        buckets = sorted(entry.buckets)
-        bounds = [le for le, _ in buckets if not math.isinf(le)]
-        cumulative = [round(v) for _, v in buckets]
-        if not math.isinf(buckets[-1][0]):  # no +Inf bucket (custom collector): the rest is above the last bound
-            cumulative.append(round(entry.count) if entry.count is not None else cumulative[-1])
-        counts = [c - p for c, p in zip(cumulative, [0, *cumulative[:-1]], strict=True)]
-        points.append(
-            HistogramDataPoint(
-                attributes=entry.labels,
-                start_time_unix_nano=start,
-                time_unix_nano=now,
-                count=cumulative[-1],  # == the +Inf bucket, so sum(bucket_counts) == count as OTLP requires
-                sum=entry.sum,
-                bucket_counts=counts,
-                explicit_bounds=bounds,
-                min=None,  # type: ignore[arg-type]  # unknown to Prometheus; the OTLP encoder leaves it unset
-                max=None,  # type: ignore[arg-type]
-            )
-        )
-    return points
-
-
-class MetricsPusher:
-    """Every ``interval`` s: read the registry on the event loop, export in a worker thread."""
-
-    def __init__(self, bridge: PrometheusBridge, exporter: MetricExporter, interval: float) -> None:
-        self.bridge = bridge
-        self.exporter = exporter
-        self.interval = interval
-        self.exports = 0
-        self.failures = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the periodic push task on the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="tmcd-otel-metrics")
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-                return
-            except TimeoutError:
-                await self.push()
-
-    async def push(self) -> bool:
-        """Export the registry once now; True on success (failures are logged, not raised)."""
-        try:
-            data = self.bridge.produce()
-        except Exception:
-            log.exception("reading the Prometheus registry for OTLP export failed")
-            self.failures += 1
-            return False
-        return await asyncio.to_thread(self._export, data)
-
-    def _export(self, data: MetricsData) -> bool:
-        from opentelemetry.sdk.metrics.export import MetricExportResult
-
-        try:
-            ok = self.exporter.export(data, timeout_millis=10_000) == MetricExportResult.SUCCESS
-        except Exception:
-            log.exception("OTLP metrics export failed")
-            ok = False
-        if ok:
-            self.exports += 1
-        else:
-            self.failures += 1
-            if self.failures == 1 or self.failures % 10 == 0:
-                log.warning("OTLP metrics export failed (%d failures so far)", self.failures)
-        return ok
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop the task, export one last time and shut the exporter down (within ``timeout`` s)."""
-        self._stop.set()
-        task, self._task = self._task, None
-        if task is None:
-            return
-
-        async def finish() -> None:
-            await task
-            await self.push()
-            await asyncio.to_thread(self.exporter.shutdown)
-
-        try:
-            await asyncio.wait_for(finish(), timeout)
-        except TimeoutError:
-            log.warning("OTLP metrics export did not finish within %ss", timeout)

@@ -15,7 +15,7 @@ from tmcd.api import errors
 from tmcd.api.store import ResourceStore
 from tmcd.bus import Bus
 from tmcd.contracts import subjects
-from tmcd.placement.engine import Decision, decide, to_message, to_status
+from tmcd.placement.model import Decision, decide, to_message, to_status
 from tmcd.resources.kinds import PLACEMENT, SYNC_TARGET
 from tmcd.resources.placement import Placement
 

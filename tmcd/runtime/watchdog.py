@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from tmcd.aio import cancel_and_wait
+from tmcd.runtime.aio import cancel_and_wait
 
 
 class LoopWatchdog:

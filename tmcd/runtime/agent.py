@@ -11,7 +11,7 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from tmcd.bus import Bus
 from tmcd.config import Config
-from tmcd.selfmetrics import SelfMetrics
+from tmcd.runtime.selfmetrics import SelfMetrics
 
 
 @dataclass

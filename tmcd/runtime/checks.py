@@ -30,15 +30,15 @@ from typing import cast
 
 from prometheus_client import Gauge
 
-from tmcd.aio import cancel_and_wait
 from tmcd.bus import Bus
 from tmcd.bus.provision import KV_BUCKETS
 from tmcd.config import HealthConfig
 from tmcd.metrics.catalog import create
-from tmcd.probes import PROBES, CheckFn, CheckRegistry
-from tmcd.selfmetrics import SelfMetrics
-from tmcd.supervisor import Supervisor
-from tmcd.watchdog import LoopWatchdog
+from tmcd.runtime.aio import cancel_and_wait
+from tmcd.runtime.probes import PROBES, CheckFn, CheckRegistry
+from tmcd.runtime.selfmetrics import SelfMetrics
+from tmcd.runtime.supervisor import Supervisor
+from tmcd.runtime.watchdog import LoopWatchdog
 
 log = logging.getLogger("tmcd.checks")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tmcd.agents.base import AgentContext
+from tmcd.runtime.agent import AgentContext
 
 
 class IdleAgent:
