@@ -2,7 +2,17 @@
 :mod:`.otel`), loading from defaults < file < ``TMCD_*`` env < flags (:mod:`.load`), and
 the TOML reader and writer (:mod:`.toml`)."""
 
-from tmcd.config.load import ENV_PREFIX, ConfigError, env_name, load_config, parse_listen, render_config, secret_keys
+from tmcd.config.load import (
+    ENV_PREFIX,
+    SWITCHES,
+    ConfigError,
+    env_name,
+    load_config,
+    parse_bool,
+    parse_listen,
+    render_config,
+    secret_keys,
+)
 from tmcd.config.otel import OtelConfig, validate_otel
 from tmcd.config.settings import (
     AGENT_NAMES,
@@ -27,6 +37,7 @@ __all__ = [
     "AGENT_NAMES",
     "ENV_PREFIX",
     "LOG_LEVELS",
+    "SWITCHES",
     "ApiConfig",
     "ApiToken",
     "CanaryConfig",
@@ -45,6 +56,7 @@ __all__ = [
     "StreamsConfig",
     "env_name",
     "load_config",
+    "parse_bool",
     "parse_listen",
     "render_config",
     "secret_keys",

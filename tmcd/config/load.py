@@ -22,6 +22,12 @@ STORAGE_TYPES: tuple[str, ...] = ("file", "memory")
 NATS_URL_SCHEMES: tuple[str, ...] = ("nats://", "tls://", "ws://", "wss://")
 ENV_PREFIX = "TMCD_"
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+SWITCHES: dict[str, str] = {
+    "TMCD_CONFIG": "path of the TOML config file",
+    "TMCD_NO_SPEEDUPS": "a boolean: true turns the metrics agent's C extension off",
+    "TMCD_NO_EXTENSIONS": "a boolean, read when the wheel is built: true builds it without the C extension",
+}
+"""``TMCD_*`` environment variables that are not settings of the config tree."""
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
 
 
@@ -60,6 +66,14 @@ def _leaves(cls: type[msgspec.Struct] = Config, prefix: str = "") -> dict[str, _
         else:
             out[prefix + f.name] = _Leaf(f.type, mi.type_info(f.type))
     return out
+
+
+def parse_bool(text: str, key: str = "", source: str | None = None) -> bool:
+    """A boolean as every setting reads it: true/false, 1/0, yes/no (any case); else ConfigError."""
+    try:
+        return _BOOL_WORDS[text.strip().lower()]
+    except KeyError:
+        raise ConfigError(key or "value", text, "a boolean (true/false)", source=source) from None
 
 
 def env_name(key: str) -> str:
@@ -131,7 +145,7 @@ def _from_string(leaf: _Leaf, key: str, text: str, source: str | None) -> Any:
         if isinstance(info, mi.ListType):
             return msgspec.convert([p.strip() for p in text.split(",") if p.strip()], leaf.annotation, strict=False)
         if isinstance(info, mi.BoolType):
-            return _BOOL_WORDS[text.strip().lower()]
+            return parse_bool(text, key, source)
         if isinstance(info, mi.StrType):
             return msgspec.convert(text, leaf.annotation)
         return msgspec.convert(text.strip(), leaf.annotation, strict=False)
