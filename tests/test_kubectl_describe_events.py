@@ -246,7 +246,8 @@ def describe(t: Tmcd, kind: str, name: str) -> list[str]:
 
 
 def _health(kind: str, name: str, before: str, after: str, **kw: Any) -> HealthChange:
-    return HealthChange(kind=kind, name=name, timestamp=time.time(), from_status=before, to_status=after, **kw)
+    kw.setdefault("timestamp", time.time())
+    return HealthChange(kind=kind, name=name, from_status=before, to_status=after, **kw)
 
 
 def test_describe_cluster_events(tmcd: Tmcd) -> None:
@@ -322,9 +323,10 @@ def test_describe_placement_events_from_the_engine(tmcd: Tmcd) -> None:
 
 
 def test_describe_placement_events_none_before_creation(tmcd: Tmcd) -> None:
-    old = PlacementDecision(placement="reborn", timestamp=time.time(), selected=["gone"], decided_by="simulation")
+    # an earlier placement of the same name decided 5 s ago (event time; creationTimestamp
+    # has whole seconds, so "just before" would be the same second)
+    old = PlacementDecision(placement="reborn", timestamp=time.time() - 5, selected=["gone"], decided_by="simulation")
     tmcd.publish(subjects.placement_decision("reborn"), old, "TMC_PLACEMENT")
-    time.sleep(1.1)  # creationTimestamp has whole seconds
     tmcd.create("placements", new_object("Placement", name="reborn"))
     rows = _rows(_section(describe(tmcd, "placement", "reborn"), "Events:"))
     assert len(rows) == 1 and rows[0][1] == "Bound" and "gone" not in rows[0][4]
@@ -364,23 +366,23 @@ def test_newest_events_are_shown_however_many(tmcd: Tmcd) -> None:
 
 
 def test_window_is_the_hour_before_the_newest(tmcd: Tmcd) -> None:
+    t = time.time()
     tmcd.publish(
         subjects.syncer_conn("windowed"),
-        ConnectionEvent(cluster="windowed", timestamp=time.time(), state="disconnected"),
+        ConnectionEvent(cluster="windowed", timestamp=t - 30, state="disconnected"),
         "TMC_SYNCER",
     )
-    time.sleep(1.1)
-    tmcd.publish(
-        subjects.health_change("cluster", "windowed"),
-        _health("cluster", "windowed", "Healthy", "Unknown"),
-        "TMC_EVENTS",
-    )
+    health = _health("cluster", "windowed", "Healthy", "Unknown", timestamp=t)
+    tmcd.publish(subjects.health_change("cluster", "windowed"), health, "TMC_EVENTS")
     client = tmcd.client()
     try:
         both = events.recent_events(client, events.cluster_sources("windowed"))
         assert [ch for ch, _e in both.items] == ["conn", "health"]
-        newest = events.recent_events(client, events.cluster_sources("windowed"), window=0.5)
+        newest = events.recent_events(client, events.cluster_sources("windowed"), window=10)
         assert [ch for ch, _e in newest.items] == ["health"] and newest.older == 0
+        # the window is in event time: 30 s apart however close together they were stored
+        edge = events.recent_events(client, events.cluster_sources("windowed"), window=30)
+        assert [ch for ch, _e in edge.items] == ["conn", "health"]
     finally:
         client.close()
 

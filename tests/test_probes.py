@@ -453,16 +453,18 @@ async def test_probe_endpoints_of_a_running_daemon(nats_url: str, tmp_path: Path
     cfg = daemon_config(nats_url, tmp_path, agents="metrics,health")
     async with running_daemon(cfg) as d, aiohttp.ClientSession() as s:
         base = d.http.base_url
-        assert await get(s, f"{base}/livez?verbose") == (200, "[+]ping ok\n[+]eventloop ok\nlivez check passed\n")
+        # exact outputs leave out `eventloop`: a loaded CI machine can make the loop late for real
+        assert await get(s, f"{base}/livez?verbose&exclude=eventloop") == (200, "[+]ping ok\nlivez check passed\n")
+        _, text = await get(s, f"{base}/livez?verbose")
+        assert text.splitlines()[1].startswith(("[+]eventloop ok", "[-]eventloop failed: "))
         assert await get(s, f"{base}/readyz?verbose") == (
             200,
             "[+]ping ok\n[+]nats ok\n[+]jetstream ok\n[+]agent-metrics ok\n[+]agent-health ok\nreadyz check passed\n",
         )
-        status, text = await get(s, f"{base}/healthz?verbose")
+        status, text = await get(s, f"{base}/healthz?verbose&exclude=eventloop")
         assert status == 200
         assert text.splitlines() == [
             "[+]ping ok",
-            "[+]eventloop ok",
             "[+]nats ok",
             "[+]jetstream ok",
             "[+]consumer-lag ok",
@@ -470,27 +472,27 @@ async def test_probe_endpoints_of_a_running_daemon(nats_url: str, tmp_path: Path
             "[+]agent-health ok",
             "healthz check passed",
         ]
-        assert await get(s, f"{base}/healthz") == (200, "ok")
-        assert await get(s, f"{base}/livez/eventloop") == (200, "ok")
+        assert await get(s, f"{base}/healthz?exclude=eventloop") == (200, "ok")
+        assert (await get(s, f"{base}/livez/eventloop"))[0] in (200, 503)  # it exists in livez
         assert (await get(s, f"{base}/readyz/eventloop"))[0] == 404
         assert (await get(s, f"{base}/healthz/nope"))[0] == 404
-        status, text = await get(s, f"{base}/healthz?verbose&exclude=nats&exclude=agent-health")
+        status, text = await get(s, f"{base}/healthz?verbose&exclude=nats&exclude=agent-health&exclude=eventloop")
         assert status == 200 and "nats ok" not in text and "agent-health" not in text and "[+]jetstream ok" in text
 
         # consumer lag fails healthz (with the stream and the count) but not readiness
         d.metrics.consumer_pending.labels("TMC_SYNCER").set(250_000)
         d.checks.invalidate()
-        status, text = await get(s, f"{base}/healthz")
+        status, text = await get(s, f"{base}/healthz?exclude=eventloop")
         assert status == 503
         assert text == (
             "[-]consumer-lag failed: TMC_SYNCER has 250000 pending messages (max 100000)\nhealthz check failed\n"
         )
         assert await get(s, f"{base}/readyz") == (200, "ok")
-        assert await get(s, f"{base}/healthz?exclude=consumer-lag") == (200, "ok")
+        assert await get(s, f"{base}/healthz?exclude=consumer-lag&exclude=eventloop") == (200, "ok")
 
         text = await scrape(base)
         assert "# TYPE tmc_health_check_status gauge" in text
         assert sample(text, "tmc_health_check_status", check="consumer-lag") == 0
-        for check in ("ping", "eventloop", "nats", "jetstream", "agent-metrics", "agent-health"):
+        for check in ("ping", "nats", "jetstream", "agent-metrics", "agent-health"):
             assert sample(text, "tmc_health_check_status", check=check) == 1, check
         d.metrics.consumer_pending.labels("TMC_SYNCER").set(0)

@@ -44,6 +44,10 @@ EVENT_WINDOW = 3600.0
 """Events up to an hour before the newest one (kubectl's default event TTL)."""
 MAX_SCAN = 1000
 """At most this many forward reads per subject, however busy the object has been."""
+SEEK_SLACK = 60.0
+"""Seconds before the window's start that reading begins (in stored time): the window is in
+event time (each event's ``timestamp``), and a publisher whose clock runs up to this much
+ahead of the NATS server's stores its events earlier than they say they happened."""
 NEEDS_NATS = "events are read over NATS: set --nats-url"
 HEADERS = ("TYPE", "REASON", "AGE", "FROM", "MESSAGE")
 _BAD_TOKEN = frozenset(". *>\t\r\n")
@@ -169,9 +173,11 @@ class _Scan:
         self.next_seq = 0
 
 
-def _scan(conn: NatsConnection, src: Source, start: dict[str, Any], last: int, keep: int, reads: int) -> _Scan:
+def _scan(
+    conn: NatsConnection, src: Source, start: dict[str, Any], last: int, keep: int, reads: int, since: float
+) -> _Scan:
     """Read ``src`` forward from ``start`` (``start_time`` or ``seq``) up to sequence ``last``,
-    at most ``reads`` messages."""
+    at most ``reads`` messages, keeping the events that happened at ``since`` or later."""
     out = _Scan(keep)
     req = {**start, "next_by_subj": src.subject}
     for _ in range(reads):
@@ -180,8 +186,8 @@ def _scan(conn: NatsConnection, src: Source, start: dict[str, Any], last: int, k
             out.complete = True
             return out
         out.messages += 1
-        if msg.payload is not None:
-            out.found.append((_when(msg.payload, msg.at), msg.payload))
+        if msg.payload is not None and (when := _when(msg.payload, msg.at)) >= since:
+            out.found.append((when, msg.payload))
             out.events += 1
         out.next_seq = msg.seq + 1
         if msg.seq >= last:
@@ -196,7 +202,7 @@ def _read(
 ) -> tuple[list[Event], int, bool]:
     """The newest ``keep`` events of ``src`` from ``start`` up to sequence ``last``: (events,
     how many older ones there are, whether that count is only a lower bound)."""
-    head = _scan(conn, src, {"start_time": _rfc3339(start)}, last, keep, max_scan)
+    head = _scan(conn, src, {"start_time": _rfc3339(start - SEEK_SLACK)}, last, keep, max_scan, start)
     if head.complete:
         return list(head.found), head.events - len(head.found), False
     # More than max_scan messages in the window: the head is not the newest.  Find a sequence
@@ -204,13 +210,13 @@ def _read(
     # stopped (lo: too many remain) and past the last one (hi: too few); each step reads at
     # most 2*keep messages, and there are at most 64 steps (sequences are 64-bit).
     lo, hi, cap = head.next_seq, last + 1, 2 * keep
-    tail = _scan(conn, src, {"seq": lo}, last, keep, cap)
+    tail = _scan(conn, src, {"seq": lo}, last, keep, cap, start)
     if tail.complete:  # only a few after the head after all
         found = [*head.found, *tail.found][-keep:]
         return found, head.events + tail.events - len(found), False
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        tail = _scan(conn, src, {"seq": mid}, last, keep, cap)
+        tail = _scan(conn, src, {"seq": mid}, last, keep, cap, start)
         if not tail.complete:
             lo = mid
         elif tail.messages < keep:
@@ -219,7 +225,7 @@ def _read(
             # everything from the head and between it and mid is older and was not shown
             return list(tail.found), head.events + tail.events - len(tail.found), True
     # only if messages went away meanwhile (the stream's limits): the newest read from lo
-    tail = _scan(conn, src, {"seq": lo}, last, keep, cap)
+    tail = _scan(conn, src, {"seq": lo}, last, keep, cap, start)
     return list(tail.found), head.events, True
 
 
@@ -234,7 +240,8 @@ def recent_events(
 ) -> RecentEvents:
     """The newest ``limit`` events of ``sources`` (merged, oldest first) from the ``window``
     seconds before the newest one, none from before ``created`` (an earlier object of the
-    same name).  Over HTTP there is no event API: the result says so."""
+    same name); times are when events happened (their ``timestamp``).  Over HTTP there is no
+    event API: the result says so."""
     if client.endpoint.transport != "nats":
         return RecentEvents([], problem=NEEDS_NATS)
     if not all(token_ok(tok) for s in sources for tok in s.subject.split(".")):
@@ -242,14 +249,15 @@ def recent_events(
     conn = client.nats()
     try:
         lasts = [(src, _msg_get(conn, src.stream, {"last_by_subj": src.subject})) for src in sources]
-        newest = max((m.at or time.time() for _s, m in lasts if m is not None), default=None)
+        happened = {id(m): _when(m.payload or {}, m.at or time.time()) for _s, m in lasts if m is not None}
+        newest = max(happened.values(), default=None)
         if newest is None:
             return RecentEvents([])
         start = max(parse_time(created) or 0.0, newest - window)
         merged: list[tuple[float, int, str, dict[str, Any]]] = []
         older, more = 0, False
         for i, (src, last) in enumerate(lasts):
-            if last is None or (last.at and last.at < start):
+            if last is None or happened[id(last)] < start:
                 continue
             found, n_older, lower_bound = _read(conn, src, start, last.seq, limit, max_scan)
             merged += [(at, i, src.channel, ev) for at, ev in found]
