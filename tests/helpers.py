@@ -7,12 +7,15 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from tmcd.config import Config, load_config
 from tmcd.runtime.daemon import Daemon
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 T = TypeVar("T")
 
@@ -66,6 +69,22 @@ async def wait_for(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(step)
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    """GET ``url``: (status, body text)."""
+    async with session.get(url) as r:
+        return r.status, await r.text()
+
+
+def kubectl_tmc(nats_url: str | None, *args: str, input: str | None = None) -> Result:
+    """``kubectl tmc ARGS`` in-process (click's CliRunner), against ``nats_url`` when given."""
+    from click.testing import CliRunner
+
+    from tmcd.kubectl.root import cli
+
+    extra = ["--nats-url", nats_url] if nats_url is not None else []
+    return CliRunner().invoke(cli, [*args, *extra], input=input, prog_name="kubectl tmc")
 
 
 async def scrape(base_url: str) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from tests import tools
-from tests.helpers import free_port, new_object
+from tests.helpers import free_port, kubectl_tmc, new_object
 from tests.tmcd_thread import Tmcd, tmcd_in_thread
 from tmcd import __version__
 from tmcd.kubectl.main import main
@@ -51,13 +51,8 @@ def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield t
 
 
-def run(t: Tmcd | None, *args: str, input: str | None = None) -> Result:
-    extra = ["--nats-url", t.nats_url] if t is not None else []
-    return CliRunner().invoke(cli, [*args, *extra], input=input, prog_name="kubectl tmc")
-
-
 def ok(t: Tmcd | None, *args: str, input: str | None = None) -> str:
-    r = run(t, *args, input=input)
+    r = kubectl_tmc(t.nats_url if t is not None else None, *args, input=input)
     assert r.exit_code == 0, (r.output, r.stderr)
     return r.stdout
 
@@ -115,12 +110,12 @@ def test_get_placements_canaries_revisions(tmcd: Tmcd) -> None:
     assert rows(ok(tmcd, "get", "cr", "-n", "shop"))[0] == ["NAME", "PHASE", "STEP", "WEIGHT", "AGE"]
     rev = rows(ok(tmcd, "get", "rev", "-A"))
     assert rev[0] == ["NAMESPACE", "NAME", "ROLLOUT", "REVISION", "PHASE", "AGE"] and rev[1][:2] == ["shop", "co-1"]
-    r = run(tmcd, "get", "cr")
+    r = kubectl_tmc(tmcd.nats_url, "get", "cr")
     assert r.exit_code == 0 and r.stdout == "" and "No resources found in default namespace." in r.stderr
 
 
 def test_get_not_found(tmcd: Tmcd) -> None:
-    r = run(tmcd, "get", "pl", "missing")
+    r = kubectl_tmc(tmcd.nats_url, "get", "pl", "missing")
     assert r.exit_code == 1 and r.stderr.startswith("Error from server (NotFound):")
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -185,16 +180,16 @@ def test_apply_create_then_configure_and_delete(tmcd: Tmcd, tmp_path: Path) -> N
     assert json.loads(ok(tmcd, "get", "pl", "applied", "-o", "json"))["spec"]["policy"] == "Binpack"
     assert ok(tmcd, "delete", "placement", "applied") == 'placement.scheduling.kcp.io "applied" deleted\n'
     assert ok(tmcd, "delete", "canary", "ap", "-n", "shop", "--yes") == 'canaryrollout.tmc.kcp.io "ap" deleted\n'
-    r = run(tmcd, "delete", "placement", "applied")
+    r = kubectl_tmc(tmcd.nats_url, "delete", "placement", "applied")
     assert r.exit_code == 1 and "NotFound" in r.stderr
-    r = run(tmcd, "delete", "cluster", "sim-001")
+    r = kubectl_tmc(tmcd.nats_url, "delete", "cluster", "sim-001")
     assert r.exit_code == 2
 
 
 def test_apply_bad_input(tmcd: Tmcd, tmp_path: Path) -> None:
-    r = run(tmcd, "apply", "-f", "-", input="kind: Nope\napiVersion: v1\nmetadata: {name: x}\n")
+    r = kubectl_tmc(tmcd.nats_url, "apply", "-f", "-", input="kind: Nope\napiVersion: v1\nmetadata: {name: x}\n")
     assert r.exit_code == 1 and r.stderr.startswith("error: <stdin>: no tmcd resource kind")
-    r = run(tmcd, "apply", "-f", str(tmp_path / "missing.yaml"))
+    r = kubectl_tmc(tmcd.nats_url, "apply", "-f", str(tmp_path / "missing.yaml"))
     assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1
 
 
@@ -226,7 +221,7 @@ def test_root_help_lists_commands() -> None:
     [["get"], ["get", "nope"], ["get", "cl", "-o", "bad"], ["get", "cl", "--bogus"], ["nope"], ["describe", "canary"]],
 )
 def test_usage_errors_exit_2_with_one_line(tmcd: Tmcd, args: list[str]) -> None:
-    r = run(tmcd, *args)
+    r = kubectl_tmc(tmcd.nats_url, *args)
     assert r.exit_code == 2, r.output
     assert r.stdout == "" and len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: ")
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from tests.helpers import new_object
+from tests.helpers import kubectl_tmc, new_object
 from tests.tmcd_thread import Tmcd, tmcd_in_thread
 from tmcd.contracts.messages import CanaryEvent, RollbackEvent
 from tmcd.contracts.subjects import canary_event, rollback_event
@@ -329,10 +329,6 @@ def _stored(name: str) -> dict[str, Any]:
     return obj
 
 
-def run(t: Tmcd, *args: str) -> Result:
-    return CliRunner().invoke(cli, [*args, "--nats-url", t.nats_url], prog_name="kubectl tmc")
-
-
 def test_describe_canary_kind_names_and_events(tmcd: Tmcd) -> None:
     tmcd.create("canaryrollouts", _stored("web"), "shop")
     tmcd.create("canaryrollouts", _stored("other"), "shop")
@@ -351,7 +347,7 @@ def test_describe_canary_kind_names_and_events(tmcd: Tmcd) -> None:
     )
     outputs = []
     for kind in ("canary", "canaries", "cr", "CanaryRollout", "canaryrollouts", "canaryrollouts.tmc.kcp.io"):
-        r = run(tmcd, "describe", kind, "web", "-n", "shop")
+        r = kubectl_tmc(tmcd.nats_url, "describe", kind, "web", "-n", "shop")
         assert r.exit_code == 0, (r.output, r.stderr)
         outputs.append(r.stdout)
     stable = ("Spec:", "Status:", "Steps:")  # no ages in these: the same for every spelling of the kind
@@ -371,20 +367,20 @@ def test_describe_canary_kind_names_and_events(tmcd: Tmcd) -> None:
 
 def test_describe_canary_empty_status_and_several_names(tmcd: Tmcd) -> None:
     tmcd.create("canaryrollouts", new_object("CanaryRollout", name="fresh", namespace="shop"), "shop")
-    r = run(tmcd, "describe", "cr", "fresh", "-n", "shop")
+    r = kubectl_tmc(tmcd.nats_url, "describe", "cr", "fresh", "-n", "shop")
     assert r.exit_code == 0, (r.output, r.stderr)
     lines = r.stdout.splitlines()
     assert "  Phase:                Pending" in lines and "  Canary Clusters:      <none>" in lines
     assert lines[-3:] == ["Analysis Runs:  <none>", "Conditions:  <none>", "Events:  <none>"]
-    two = run(tmcd, "describe", "cr", "fresh", "fresh", "-n", "shop").stdout
+    two = kubectl_tmc(tmcd.nats_url, "describe", "cr", "fresh", "fresh", "-n", "shop").stdout
     assert two == r.stdout + "\n" + r.stdout
 
 
 def test_describe_canary_not_found(tmcd: Tmcd) -> None:
-    r = run(tmcd, "describe", "canary", "missing", "-n", "shop")
+    r = kubectl_tmc(tmcd.nats_url, "describe", "canary", "missing", "-n", "shop")
     assert r.exit_code == 1 and r.stdout == ""
     assert r.stderr.startswith("Error from server (NotFound):") and len(r.stderr.splitlines()) == 1
-    r = run(tmcd, "describe", "canary", "fresh")  # namespace default
+    r = kubectl_tmc(tmcd.nats_url, "describe", "canary", "fresh")  # namespace default
     assert r.exit_code == 1 and r.stderr.startswith("Error from server (NotFound):")
 
 

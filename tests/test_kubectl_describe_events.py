@@ -16,9 +16,9 @@ from typing import Any
 
 import msgspec
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from tests.helpers import new_object
+from tests.helpers import kubectl_tmc, new_object
 from tests.tmcd_thread import Tmcd, tmcd_in_thread
 from tmcd.contracts import subjects
 from tmcd.contracts.codec import encode
@@ -235,12 +235,8 @@ def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield t
 
 
-def run(t: Tmcd, *args: str) -> Result:
-    return CliRunner().invoke(cli, [*args, "--nats-url", t.nats_url], prog_name="kubectl tmc")
-
-
 def describe(t: Tmcd, kind: str, name: str) -> list[str]:
-    r = run(t, "describe", kind, name)
+    r = kubectl_tmc(t.nats_url, "describe", kind, name)
     assert r.exit_code == 0, (r.output, r.stderr)
     return r.stdout.splitlines()
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import CrashingAgent, daemon_config, running_daemon, sample, scrape, wait_for
+from tests.helpers import CrashingAgent, daemon_config, get, running_daemon, sample, scrape, wait_for
 from tmcd.api.server import HttpServer, build_app
 from tmcd.config import Config, HealthConfig
 from tmcd.runtime.agent import AgentContext
@@ -442,11 +442,6 @@ async def test_daemon_checks_publish_the_status_gauge() -> None:
 
 
 # -- a running daemon ------------------------------------------------------------------
-
-
-async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with session.get(url) as r:
-        return r.status, await r.text()
 
 
 async def test_probe_endpoints_of_a_running_daemon(nats_url: str, tmp_path: Path) -> None:
