@@ -2,7 +2,8 @@
 health-change events, metrics, and the health tree on ``tmc.api.get.health``.
 
 All decisions are made by the pure model (:mod:`tmcd.health.model`); this module only
-feeds it messages and the clock, and writes what it concludes.
+feeds it messages and the clock, and writes what it concludes -- through the outbox
+(:mod:`tmcd.health.outbox`), so that events and registry writes wait out a NATS outage.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tmcd.contracts.names import is_valid_name
 from tmcd.health import model
 from tmcd.health.aggregate import ClusterView, report
 from tmcd.health.metrics import HealthMetrics
+from tmcd.health.outbox import FORGOTTEN, Key, Outbox, Pending
 from tmcd.resources.synctarget import SyncTarget, SyncTargetSpec
 from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.consumers import consume_streams
@@ -38,6 +40,11 @@ log = logging.getLogger("tmcd.health")
 
 _OK = attrgetter("ok")
 WRITE_CONCURRENCY = 64
+"""Registry writes and event publishes in flight at once (one key per worker)."""
+
+
+class _Disconnected(Exception):
+    """NATS went away during a delivery: stop it, retry everything on reconnect or next sweep."""
 
 
 class HealthAgent:
@@ -55,6 +62,8 @@ class HealthAgent:
         self._dirty: set[str] = set()
         self._urgent: set[str] = set()
         self._groups: dict[tuple[str, str], str] = {}
+        self.outbox = Outbox()
+        """Events and writes not yet acknowledged; kept across restarts of the agent (not of tmcd)."""
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -129,41 +138,64 @@ class HealthAgent:
 
     async def _evaluate_loop(self, ctx: AgentContext, store: KvStore[SyncTarget], started_at: float) -> None:
         cfg = ctx.config.health
-        while not ctx.stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ctx.stop.wait(), cfg.interval)
-            try:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_state(up: bool) -> None:
+            if up and self.outbox:
+                wake.set()  # NATS is back: deliver what waited, without waiting for the next sweep
+
+        ctx.bus.state_listeners.append(on_state)
+        try:
+            next_sweep = loop.time() + cfg.interval
+            while not ctx.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(ctx.stop, wake), max(0.0, next_sweep - loop.time()))
+                if wake.is_set() and not ctx.stop.is_set() and loop.time() < next_sweep:
+                    wake.clear()
+                    await self.deliver(ctx, store)
+                    continue
+                wake.clear()
+                next_sweep = loop.time() + cfg.interval
                 await self.sweep(ctx, store, started_at)
-            except BusError as exc:  # NATS down: keep evaluating, write when it is back
-                log.warning("health sweep could not publish or persist: %s", exc)
+        finally:
+            ctx.bus.state_listeners.remove(on_state)
 
     async def sweep(self, ctx: AgentContext, store: KvStore[SyncTarget], started_at: float) -> None:
-        """One evaluation of every cluster: transitions, forgetting, metrics, events, registry writes."""
+        """One evaluation of every cluster: transitions, forgetting, metrics, then delivery.
+
+        Every transition and the registry writes it implies go through :attr:`outbox`, which
+        :meth:`deliver` empties as far as NATS lets it; what it cannot deliver now waits for the
+        next sweep (or the reconnection), so an outage delays events but drops none.
+        """
         cfg = ctx.config.health
         now = ctx.clock()
-        changed: list[model.Transition] = []
-        forgotten = []
-        for name, st in list(self.clusters.items()):
+        outbox = self.outbox
+        changed: set[str] = set()
+        for name, st in self.clusters.items():
+            if outbox.forgetting(name):
+                continue
             if model.should_forget(st, now, cfg):
-                forgotten.append(name)
+                log.info("forgetting cluster %s: nothing heard for more than %.0fs", name, cfg.forget_after)
+                outbox.forget(_change("cluster", name, st.status, "Unknown", FORGOTTEN, "cluster forgotten", [], now))
                 continue
             t = model.evaluate(st, now, cfg, started_at)
             if t is not None:
-                changed.append(t)
-        for name in forgotten:
-            await self._forget(ctx, store, name, now, cfg)
-        for t in changed:
-            log.info("cluster %s: %s -> %s (%s)", t.cluster, t.from_status, t.to_status, t.reason)
-            change = _change("cluster", t.cluster, t.from_status, t.to_status, t.reason, t.message, t.failing, now)
-            await self._publish(ctx, change)
+                log.info("cluster %s: %s -> %s (%s)", t.cluster, t.from_status, t.to_status, t.reason)
+                change = _change("cluster", t.cluster, t.from_status, t.to_status, t.reason, t.message, t.failing, now)
+                outbox.add(change)
+                changed.add(t.cluster)
         self._export_metrics()
-        await self._aggregate(ctx, now, cfg)
-        await self._persist(store, {t.cluster for t in changed}, now, cfg)
+        self._aggregate(now, cfg)
+        self._persist(changed, now, cfg)
+        await self.deliver(ctx, store)
 
     def _export_metrics(self) -> None:
         hm = self.metrics
         assert hm is not None
         for name, st in self.clusters.items():
+            if self.outbox.forgetting(name):
+                continue
             conditions = tuple((c.type, c.status) for c in st.conditions)
             last = (st.status, conditions, st.last_heartbeat_received or 0.0)
             prev = self._exported.get(name)
@@ -177,7 +209,7 @@ class HealthAgent:
                 hm.set_last_heartbeat(name, st.last_heartbeat_received)
             self._exported[name] = last
 
-    async def _aggregate(self, ctx: AgentContext, now: float, cfg: HealthConfig) -> None:
+    def _aggregate(self, now: float, cfg: HealthConfig) -> None:
         rep = report(self._views(cfg), now=now, location_label=cfg.location_label, include_clusters=False)
         assert self.metrics is not None
         self.metrics.set_fleet(rep.fleet.counts)
@@ -189,12 +221,16 @@ class HealthAgent:
                 failing = [s for s in ("Unhealthy", "Degraded") if node.counts.get(s)]
                 message = ", ".join(f"{n} {s}" for s, n in node.counts.items() if n)
                 if is_valid_name(node.name):
-                    change = _change(kind, node.name, before, node.status, "ClustersChanged", message, failing, now)
-                    await self._publish(ctx, change)
+                    self.outbox.add(
+                        _change(kind, node.name, before, node.status, "ClustersChanged", message, failing, now)
+                    )
 
     def _views(self, cfg: HealthConfig) -> Iterable[ClusterView]:
         label = cfg.location_label
+        forgetting = self.outbox.forgetting
         for name, st in self.clusters.items():
+            if forgetting(name):  # already gone for everyone but the registry
+                continue
             yield ClusterView(
                 name=name,
                 status=st.status,
@@ -205,40 +241,96 @@ class HealthAgent:
                 last_heartbeat=st.last_heartbeat_received or 0.0,
             )
 
-    async def _publish(self, ctx: AgentContext, event: HealthChange) -> None:
-        await ctx.bus.js_publish(subjects.health_change(event.kind, event.name), event)
+    def _persist(self, changed: set[str], now: float, cfg: HealthConfig) -> None:
+        every = max(30.0, cfg.heartbeat_threshold / 2)
+        due = [n for n in self._dirty if now - self._persisted.get(n, 0.0) >= every]
+        for name in (*changed, *due, *self._urgent):
+            if name in self.clusters:
+                self.outbox.persist(name)
+        self._urgent.clear()
 
-    async def _forget(
-        self, ctx: AgentContext, store: KvStore[SyncTarget], name: str, now: float, cfg: HealthConfig
+    # -- delivery -----------------------------------------------------------------------
+
+    async def deliver(self, ctx: AgentContext, store: KvStore[SyncTarget]) -> bool:
+        """Publish and write what the outbox holds, ``WRITE_CONCURRENCY`` keys at a time.
+
+        Per key, events go out in order, each after the previous one's JetStream ack, then the
+        cluster's registry write (or, for a forgotten cluster, its deletion).  A key that fails
+        keeps its work for the next delivery and the others go on; losing NATS stops the whole
+        delivery at once.  True when the outbox is empty afterwards.
+        """
+        if not self.outbox:
+            return True
+        if not ctx.bus.connected:
+            return False
+        now = ctx.clock()
+        keys = iter(self.outbox.keys())
+        failed: list[str] = []
+
+        async def worker() -> None:
+            for key in keys:  # shared: each key goes to exactly one worker
+                await self._deliver_key(ctx, store, key, now, failed)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(WRITE_CONCURRENCY, len(self.outbox))):
+                    tg.create_task(worker())
+        except* _Disconnected:
+            log.warning("NATS went away while delivering health events; %d items wait for it", len(self.outbox))
+        if failed:
+            log.warning("%d health deliveries failed, retrying next sweep: %s", len(failed), failed[0])
+        return not self.outbox
+
+    async def _deliver_key(
+        self, ctx: AgentContext, store: KvStore[SyncTarget], key: Key, now: float, failed: list[str]
     ) -> None:
-        st = self.clusters.pop(name)
-        log.info("forgetting cluster %s: nothing heard for more than %.0fs", name, cfg.forget_after)
+        outbox = self.outbox
+        kind, name = key
+        try:
+            while (p := outbox.head(key)) is not None:
+                await self._publish(ctx, p)
+                outbox.published(key, p)
+            if kind != "cluster" or not (outbox.ready_to_delete(name) or outbox.write_due(name)):
+                return
+            if not ctx.bus.connected:  # a KV request now would only wait for its timeout
+                raise _Disconnected
+            if outbox.ready_to_delete(name):
+                await self._drop(store, name)
+            elif outbox.write_due(name) and await self._write(store, name, now):
+                outbox.written(name)
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            if not ctx.bus.connected:
+                raise _Disconnected from exc
+            failed.append(f"{kind} {name}: {exc}")
+
+    async def _publish(self, ctx: AgentContext, p: Pending) -> None:
+        if not ctx.bus.connected:
+            raise _Disconnected
+        event = p.event
+        # the same id on every retry: JetStream stores a re-sent transition once (within its duplicate window)
+        await ctx.bus.js_publish(subjects.health_change(event.kind, event.name), event, {"Nats-Msg-Id": p.msg_id})
+
+    async def _drop(self, store: KvStore[SyncTarget], name: str) -> None:
+        """Its Forgotten event is acknowledged: delete the cluster from the registry, then from memory."""
         with contextlib.suppress(CasConflictError):
             await store.delete(name)
+        self.clusters.pop(name, None)
         for d in (self._revisions, self._specs, self._persisted, self._exported):
             d.pop(name, None)
         self._dirty.discard(name)
+        self._urgent.discard(name)
         assert self.metrics is not None
         self.metrics.forget(name)
-        await self._publish(
-            ctx, _change("cluster", name, st.status, "Unknown", "Forgotten", "cluster forgotten", [], now)
-        )
+        self.outbox.deleted(name)
 
-    async def _persist(self, store: KvStore[SyncTarget], changed: set[str], now: float, cfg: HealthConfig) -> None:
-        every = max(30.0, cfg.heartbeat_threshold / 2)
-        due = [n for n in self._dirty if now - self._persisted.get(n, 0.0) >= every]
-        names = [n for n in {*changed, *due, *self._urgent} if n in self.clusters]
-        self._urgent.clear()
-        sem = asyncio.Semaphore(WRITE_CONCURRENCY)
-
-        async def write(name: str) -> None:
-            async with sem:
-                await self._write(store, name, now)
-
-        await asyncio.gather(*(write(n) for n in names))
-
-    async def _write(self, store: KvStore[SyncTarget], name: str, now: float) -> None:
-        obj = model.to_sync_target(self.clusters[name])
+    async def _write(self, store: KvStore[SyncTarget], name: str, now: float) -> bool:
+        """Write the cluster's current state (compare-and-set); True when written or nothing to write."""
+        st = self.clusters.get(name)
+        if st is None:
+            return True
+        obj = model.to_sync_target(st)
         obj.spec = self._specs.get(name, obj.spec)
         for _ in range(3):
             rev = self._revisions.get(name)
@@ -248,7 +340,7 @@ class HealthAgent:
                 )
                 self._persisted[name] = now
                 self._dirty.discard(name)
-                return
+                return True
             except CasConflictError:
                 # someone else (an operator cordoning it, another replica) wrote it: keep their spec
                 entry = await store.get(name)
@@ -257,7 +349,8 @@ class HealthAgent:
                     continue
                 self._revisions[name] = entry.revision
                 self._specs[name] = obj.spec = entry.value.spec
-        log.warning("could not write SyncTarget %s after 3 attempts", name)
+        log.warning("could not write SyncTarget %s after 3 attempts; retrying next sweep", name)
+        return False
 
     # -- the health API ------------------------------------------------------------------
 
@@ -289,3 +382,19 @@ def _change(
         message=message,
         failing_checks=list(failing),
     )
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure to retry later: the bus's errors, timeouts, socket errors, and the nats-py
+    errors the KV store lets through (told by their module: only tmcd.bus imports nats-py)."""
+    return isinstance(exc, (BusError, TimeoutError, OSError)) or type(exc).__module__.split(".")[0] == "nats"
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return as soon as one of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
