@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from tmcd import __version__
@@ -92,6 +93,79 @@ def test_missing_nats_server_binary_is_one_line_exit_1(tmp_path: Path) -> None:
         proc.stderr.splitlines()[-1]
         == f"tmcd: error: TMCD_NATS_SERVER_BIN='{tmp_path / 'missing'}' is not an executable file"
     )
+
+
+HIDE_MODULE = """\
+import sys
+
+
+class _Hide:
+    \"\"\"Makes {name} (and its submodules) fail to import, as if it were not installed.\"\"\"
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == {name!r} or fullname.startswith({name!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{fullname!r}}", name=fullname)
+        return None
+
+
+sys.meta_path.insert(0, _Hide())
+"""
+
+OTLP_GRPC = {"TMCD_OTEL_EXPORTER": "otlp", "TMCD_OTEL_PROTOCOL": "grpc", "TMCD_OTEL_ENDPOINT": "localhost:4317"}
+
+
+def without_module(tmp_path: Path, name: str) -> dict[str, str]:
+    """Environment for a tmcd subprocess in which ``name`` cannot be imported (a sitecustomize hook)."""
+    hook = tmp_path / "hide"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HIDE_MODULE.format(name=name))
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p)}
+
+
+def test_missing_grpc_exporter_is_one_line_exit_2(tmp_path: Path) -> None:
+    env = without_module(tmp_path, "opentelemetry.exporter.otlp.proto.grpc") | OTLP_GRPC
+    proc = tmcd("run", "--http-listen", "127.0.0.1:0", "--data-dir", str(tmp_path), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.stderr == (
+        "tmcd: config (TMCD_OTEL_PROTOCOL): otel.protocol = 'grpc': expected http/protobuf, "
+        "since the gRPC exporter is not installed (pip install 'tmcd[grpc]' to use grpc)\n"
+    )
+    assert not (tmp_path / "nats.url").exists()  # nothing was started
+
+
+def test_broken_grpc_exporter_install_is_one_line_exit_2(tmp_path: Path) -> None:
+    # the exporter package is there but grpcio is not: found at validation, fails at start-up
+    env = without_module(tmp_path, "grpc") | OTLP_GRPC
+    proc = tmcd("run", "--http-listen", "127.0.0.1:0", "--data-dir", str(tmp_path), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.stderr == (
+        "tmcd: error: otel.protocol = 'grpc': the OTLP exporter cannot be loaded (No module named 'grpc'); "
+        "pip install 'tmcd[grpc]', or set otel.protocol = 'http/protobuf'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("config", "show"), 0),
+        (("run", "--http-listen", "127.0.0.1:0"), 1),
+        (("demo", "--http-listen", "127.0.0.1:0"), 1),
+        (("sim", "--nats-url", "nats://127.0.0.1:1", "--duration", "1"), 1),
+    ],
+    ids=["config-show", "run", "demo", "sim"],
+)
+def test_unknown_env_var_warns_once_with_a_suggestion(tmp_path: Path, args: tuple[str, ...], code: int) -> None:
+    # run and demo stop at once (no nats-server binary), the simulator finds no NATS
+    env = {"TMCD_NATS_ULR": "nats://x:4222", "TMCD_NATS_SERVER_BIN": str(tmp_path / "missing")}
+    proc = tmcd(*args, "--data-dir", str(tmp_path), env=env)
+    assert proc.returncode == code, proc.stderr
+    warning = "tmcd: warning: unknown environment variable TMCD_NATS_ULR (did you mean TMCD_NATS_URL?)"
+    assert proc.stderr.splitlines()[0] == warning
+    assert proc.stderr.count("unknown environment variable") == 1
+    if args[0] == "config":
+        assert tomllib.loads(proc.stdout)["nats"]["url"] == ""  # ignored, as before
 
 
 def test_sim_unreachable_nats_is_one_line_exit_1() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,11 @@ import pytest
 
 from tmcd.config import (
     AGENT_NAMES,
+    SWITCHES,
     Config,
     ConfigError,
+    env_name,
+    env_warnings,
     load_config,
     parse_listen,
     render_config,
@@ -190,6 +194,39 @@ def test_unknown_tmcd_env_vars_are_ignored() -> None:
     assert load_config(env={"TMCD_NOPE": "1", "TMCD_NATS": "x", "TMCD_NATS_URLL": "x", "HOME": "/"}) == Config()
 
 
+def test_unknown_tmcd_env_vars_warn_with_a_suggestion() -> None:
+    env = {
+        "TMCD_NATS_ULR": "nats://x:4222",
+        "TMCD_STREAMS_SYNCER_MAXAGE": "60",
+        "TMCD_NO_SPEEDUP": "1",
+        "TMCD_log_level": "debug",
+        "TMCD_ZZZZZZ": "1",
+        "TMCD_NATS_URL": "nats://y:4222",  # known: no warning
+        "TMC_NATS_URL": "nats://z:4222",  # kubectl tmc's, not tmcd's: not ours to judge
+        "PATH": "/bin",
+    }
+    assert env_warnings(env) == [
+        "unknown environment variable TMCD_NATS_ULR (did you mean TMCD_NATS_URL?)",
+        "unknown environment variable TMCD_NO_SPEEDUP (did you mean TMCD_NO_SPEEDUPS?)",
+        "unknown environment variable TMCD_STREAMS_SYNCER_MAXAGE (did you mean TMCD_STREAMS_SYNCER_MAX_AGE?)",
+        "unknown environment variable TMCD_ZZZZZZ (not a tmcd setting; see config/tmcd.toml)",
+        "unknown environment variable TMCD_log_level (did you mean TMCD_LOG_LEVEL?)",
+    ]
+    assert load_config(env=env).nats.url == "nats://y:4222"  # a warning, not an error
+
+
+def test_every_setting_and_switch_is_a_known_env_var() -> None:
+    env = {env_name(key): "" for key in leaf_paths()} | dict.fromkeys(SWITCHES, "")
+    assert "TMCD_STREAMS_DEAD_MAX_BYTES" in env and "TMCD_NO_EXTENSIONS" in env
+    assert env_warnings(env) == []
+    assert env_warnings({}) == []
+
+
+def test_env_warnings_default_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TMCD_DATA_DIRR", "/tmp/x")
+    assert "unknown environment variable TMCD_DATA_DIRR (did you mean TMCD_DATA_DIR?)" in env_warnings()
+
+
 def test_string_overrides_convert_like_env() -> None:
     cfg = load_config(env={}, overrides={"agents": "metrics,canary", "kv.replicas": "3", "nats.connect_timeout": 1})
     assert cfg.agents == ["metrics", "canary"]
@@ -302,6 +339,20 @@ URLS = "a comma-separated list of nats://, tls://, ws:// or wss:// URLs"
 )
 def test_semantic_errors(overrides: dict[str, object], message: str) -> None:
     assert str(error(overrides=overrides)) == f"config: {message}"
+
+
+def test_missing_grpc_exporter_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc", None)  # as if not installed
+    env = {"TMCD_OTEL_EXPORTER": "otlp", "TMCD_OTEL_ENDPOINT": "collector:4317", "TMCD_OTEL_PROTOCOL": "grpc"}
+    err = error(env=env)
+    assert str(err) == (
+        "config (TMCD_OTEL_PROTOCOL): otel.protocol = 'grpc': expected http/protobuf, "
+        "since the gRPC exporter is not installed (pip install 'tmcd[grpc]' to use grpc)"
+    )
+    assert (err.key, err.source) == ("otel.protocol", "TMCD_OTEL_PROTOCOL")
+    # the advice works: http/protobuf needs no extra package
+    cfg = load_config(env={**env, "TMCD_OTEL_PROTOCOL": "http/protobuf", "TMCD_OTEL_ENDPOINT": "http://c:4318"})
+    assert cfg.otel.protocol == "http/protobuf"
 
 
 def test_semantic_error_names_the_source(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """tmcd.telemetry: trace continuity from a publisher's traceparent to tmcd's batch spans (in
-process and over a real nats-server), sampling, the no-op path, config validation, the
-Prometheus -> OTel metrics bridge and push, and the console exporter."""
+process and over a real nats-server), sampling, the no-op path, config validation (a missing
+OTLP exporter package included) and the console exporter.  The Prometheus -> OTel metrics
+bridge and its push: tests/test_telemetry_bridge.py."""
 
 from __future__ import annotations
 
@@ -19,29 +20,14 @@ import msgspec
 import nats
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    ConsoleMetricExporter,
-    Gauge,
-    Histogram,
-    Metric,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-    Sum,
-)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracer, SpanKind
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client import Gauge as PromGauge
-from prometheus_client import Histogram as PromHistogram
-from prometheus_client import Info as PromInfo
 
 from tmcd.bus import tracing
 from tmcd.config import OtelConfig, validate_otel
-from tmcd.metrics.catalog import EVENT_LAG_BUCKETS
-from tmcd.telemetry import PrometheusBridge, Telemetry, TelemetryError, batch_span, placement_span
+from tmcd.config.otel import exporter_installed
+from tmcd.telemetry import Telemetry, TelemetryError, batch_span, placement_span
 from tmcd.telemetry.tracing import MAX_LINKS
 
 SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -310,15 +296,63 @@ def test_msgspec_decoding_enforces_types_and_ranges() -> None:
 
 
 def test_missing_otlp_package_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the packages are found (config validation passes) but their exporters cannot be imported
     for module in (
         "opentelemetry.exporter.otlp.proto.http.trace_exporter",
         "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
     ):
         monkeypatch.setitem(sys.modules, module, None)  # makes the import fail even when installed
-    with pytest.raises(TelemetryError, match="pip install opentelemetry-exporter-otlp-proto-http"):
+    with pytest.raises(TelemetryError) as info:
         Telemetry(OtelConfig(exporter="otlp", endpoint="http://localhost:4318")).start()
-    with pytest.raises(TelemetryError, match="pip install opentelemetry-exporter-otlp-proto-grpc"):
+    assert str(info.value).startswith("otel.exporter = 'otlp': the OTLP exporter cannot be loaded (")
+    assert str(info.value).endswith(
+        "pip install opentelemetry-exporter-otlp-proto-http, or set otel.exporter = 'console'"
+    )
+    with pytest.raises(TelemetryError) as info:
         Telemetry(OtelConfig(exporter="otlp", endpoint="localhost:4317", protocol="grpc")).start()
+    assert str(info.value).startswith("otel.protocol = 'grpc': the OTLP exporter cannot be loaded (")
+    assert str(info.value).endswith("pip install 'tmcd[grpc]', or set otel.protocol = 'http/protobuf'")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "key", "expected"),
+    [
+        (
+            "grpc",
+            "otel.protocol",
+            "http/protobuf, since the gRPC exporter is not installed (pip install 'tmcd[grpc]' to use grpc)",
+        ),
+        (
+            "http/protobuf",
+            "otel.exporter",
+            "console or none, since the OTLP exporter is not installed "
+            "(pip install opentelemetry-exporter-otlp-proto-http to use otlp)",
+        ),
+    ],
+)
+def test_uninstalled_otlp_exporter_is_a_setting_problem(protocol: str, key: str, expected: str) -> None:
+    asked: list[str] = []
+
+    def installed(p: str) -> bool:
+        asked.append(p)
+        return False
+
+    cfg = OtelConfig(exporter="otlp", endpoint="http://c:4318", protocol=protocol)
+    assert validate_otel(cfg, installed=installed) == [(key, getattr(cfg, key.removeprefix("otel.")), expected)]
+    assert asked == [protocol]
+    # only the otlp exporter needs a package
+    assert validate_otel(OtelConfig(exporter="console", protocol=protocol), installed=installed) == []
+
+
+def test_exporter_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert exporter_installed("http/protobuf") and exporter_installed("grpc")  # both in the dev venv
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc", None)
+    assert not exporter_installed("grpc")
+    problems = validate_otel(OtelConfig(exporter="otlp", endpoint="c:4317", protocol="grpc"))
+    assert [p[0] for p in problems] == ["otel.protocol"]
+    with pytest.raises(TelemetryError, match=r"otel\.protocol = 'grpc': expected http/protobuf, since"):
+        Telemetry(OtelConfig(exporter="otlp", endpoint="c:4317", protocol="grpc")).start()
 
 
 def test_otlp_http_exporter_when_installed() -> None:
@@ -340,175 +374,7 @@ def test_service_instance_setting() -> None:
     assert "-" in str(Telemetry().resource.attributes["service.instance.id"])  # hostname-pid
 
 
-# --------------------------------------------------------------------------- (f) Prometheus -> OTel metrics
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    reg = CollectorRegistry()
-    events = Counter("tmc_events_processed", "Events processed.", ["stream"], registry=reg)
-    events.labels("syncer").inc(3)
-    events.labels("placement").inc(0.5)
-    PromGauge("tmc_nats_connected", "1 when connected.", registry=reg).set(1)
-    lag = PromHistogram("tmc_event_lag_seconds", "Event lag.", ["stream"], buckets=EVENT_LAG_BUCKETS, registry=reg)
-    for v in (0.001, 0.02, 0.02, 0.7, 100.0):
-        lag.labels("syncer").observe(v)
-    PromHistogram("tmc_unobserved_seconds", "Never observed.", ["x"], registry=reg)  # no children: skipped
-    PromInfo("tmc_build", "Build.", registry=reg).info({"version": "1.2.3"})
-    return reg
-
-
-def by_name(data: MetricsData) -> dict[str, Metric]:
-    (rm,) = data.resource_metrics
-    (sm,) = rm.scope_metrics
-    assert sm.scope.name == "tmcd.prometheus"
-    return {m.name: m for m in sm.metrics}
-
-
-def test_bridge_converts_counters_gauges_histograms(registry: CollectorRegistry) -> None:
-    bridge = PrometheusBridge(registry, start_time_unix_nano=123)
-    metrics = by_name(bridge.produce())
-    assert set(metrics) == {
-        "tmc_events_processed_total",
-        "tmc_nats_connected",
-        "tmc_event_lag_seconds",
-        "tmc_build_info",
-    }
-
-    counter = metrics["tmc_events_processed_total"]
-    assert isinstance(counter.data, Sum)
-    assert counter.data.is_monotonic and counter.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
-    assert {p.attributes["stream"]: p.value for p in counter.data.data_points if p.attributes} == {
-        "syncer": 3.0,
-        "placement": 0.5,
-    }
-    assert counter.description == "Events processed."
-    assert all(p.start_time_unix_nano == 123 < p.time_unix_nano for p in counter.data.data_points)
-
-    gauge = metrics["tmc_nats_connected"]
-    assert isinstance(gauge.data, Gauge) and [p.value for p in gauge.data.data_points] == [1.0]
-
-    info = metrics["tmc_build_info"]
-    assert isinstance(info.data, Gauge)
-    assert [(dict(p.attributes or {}), p.value) for p in info.data.data_points] == [({"version": "1.2.3"}, 1.0)]
-
-    hist = metrics["tmc_event_lag_seconds"]
-    assert isinstance(hist.data, Histogram)
-    assert hist.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
-    (point,) = hist.data.data_points
-    assert dict(point.attributes or {}) == {"stream": "syncer"}
-    assert list(point.explicit_bounds) == list(EVENT_LAG_BUCKETS)
-    assert point.count == 5 and point.sum == pytest.approx(100.741)
-    # Prometheus keeps cumulative `le` counts; OTel wants per-bucket counts (+ an overflow bucket)
-    cumulative = {
-        s.labels["le"]: s.value
-        for fam in registry.collect()
-        if fam.name == "tmc_event_lag_seconds"
-        for s in fam.samples
-        if s.name.endswith("_bucket")
-    }
-    assert len(point.bucket_counts) == len(EVENT_LAG_BUCKETS) + 1 == len(cumulative)
-    running = 0
-    for le, n in zip([*(str(b) for b in EVENT_LAG_BUCKETS), "+Inf"], point.bucket_counts, strict=True):
-        running += n
-        assert running == cumulative[le], le
-    assert sum(point.bucket_counts) == point.count
-    assert point.bucket_counts[0] == 1 and point.bucket_counts[2] == 2 and point.bucket_counts[-1] == 1
-
-
-def test_bridge_reads_current_values_without_double_counting(registry: CollectorRegistry) -> None:
-    bridge = PrometheusBridge(registry)
-    counter = Counter("tmc_later", "Added later.", registry=registry)
-
-    def value() -> float:
-        data = by_name(bridge.produce())["tmc_later_total"].data
-        assert isinstance(data, Sum)
-        return float(data.data_points[0].value)
-
-    assert value() == 0.0
-    counter.inc(2)
-    assert value() == 2.0
-    assert value() == 2.0  # producing again is a read, not an increment
-    counter.inc()
-    assert value() == 3.0
-
-
-def test_bridge_output_serializes_with_the_sdk_console_exporter(registry: CollectorRegistry) -> None:
-    out = io.StringIO()
-    result = ConsoleMetricExporter(out=out).export(PrometheusBridge(registry).produce())
-    assert result is MetricExportResult.SUCCESS
-    doc = json.loads(out.getvalue())
-    names = {m["name"] for m in doc["resource_metrics"][0]["scope_metrics"][0]["metrics"]}
-    assert "tmc_event_lag_seconds" in names
-
-
-def test_bridge_output_encodes_as_otlp_protobuf(registry: CollectorRegistry) -> None:
-    encoder = importlib.import_module("opentelemetry.exporter.otlp.proto.common.metrics_encoder")
-    request = encoder.encode_metrics(PrometheusBridge(registry).produce())
-    metrics = {m.name: m for m in request.resource_metrics[0].scope_metrics[0].metrics}
-    point = metrics["tmc_event_lag_seconds"].histogram.data_points[0]
-    assert point.count == 5 and not point.HasField("min") and not point.HasField("max")
-    assert metrics["tmc_events_processed_total"].sum.is_monotonic
-
-
-class CapturingMetricExporter(MetricExporter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[MetricsData] = []
-        self.shut_down = False
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        self.batches.append(metrics_data)
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.shut_down = True
-
-
-async def test_metrics_push_periodic_and_final(registry: CollectorRegistry, spans: InMemorySpanExporter) -> None:
-    cap = CapturingMetricExporter()
-    cfg = OtelConfig(exporter="console", metrics_export=True, metrics_interval=0.02)
-    tel = Telemetry(cfg, span_exporter=spans, metric_exporter=cap).start()
-    pusher = tel.start_metrics_push(registry)
-    assert pusher is not None and tel.start_metrics_push(registry) is pusher
-    for _ in range(250):
-        if len(cap.batches) >= 2:
-            break
-        await asyncio.sleep(0.01)
-    assert len(cap.batches) >= 2
-    Counter("tmc_at_shutdown", "Set just before stopping.", registry=registry).inc(7)
-    await tel.aclose()
-    assert cap.shut_down and pusher.failures == 0 and pusher.exports == len(cap.batches)
-    final = by_name(cap.batches[-1])["tmc_at_shutdown_total"].data  # the final export saw the last value
-    assert isinstance(final, Sum) and final.data_points[0].value == 7.0
-    assert tel.provider is None
-
-
-async def test_metrics_push_off_by_default(registry: CollectorRegistry) -> None:
-    tel = Telemetry(OtelConfig(exporter="console"), console_out=io.StringIO()).start()
-    assert tel.start_metrics_push(registry) is None
-    await tel.aclose()
-
-
-async def test_metrics_push_survives_export_errors(registry: CollectorRegistry) -> None:
-    class Failing(CapturingMetricExporter):
-        def export(
-            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-        ) -> MetricExportResult:
-            raise ConnectionError("collector down")
-
-    tel = Telemetry(OtelConfig(exporter="console", metrics_export=True), metric_exporter=Failing())
-    pusher = tel.start_metrics_push(registry)
-    assert pusher is not None
-    assert await pusher.push() is False
-    await tel.aclose()
-    assert pusher.failures == 2 and pusher.exports == 0  # the explicit push and the final one
-
-
-# --------------------------------------------------------------------------- (g) console exporter
+# --------------------------------------------------------------------------- (f) console exporter
 
 
 def test_console_exporter_writes_spans(publisher: trace.Tracer) -> None:

@@ -12,13 +12,17 @@ import click
 
 from tmcd import __version__
 from tmcd.cli.options import config_from_options, daemon_options
-from tmcd.config import ConfigError, render_config
+from tmcd.config import ConfigError, env_warnings, render_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="tmcd", message="%(prog)s %(version)s")
 def cli() -> None:
     """tmcd: observability and progressive delivery for TMC multi-cluster Kubernetes."""
+    # Every command reads TMCD_* (settings, or the simulator's URL and data dir): a misspelt
+    # variable is otherwise silently ignored.  Warned here, once, before any command runs.
+    for line in env_warnings():
+        click.echo(f"tmcd: warning: {line}", err=True)
 
 
 @cli.command()
@@ -49,12 +53,16 @@ def demo(clusters: int, rate: float, seed: int, **opts: str | None) -> None:
 
 
 def _run_daemon(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run the daemon; a start-up failure is one line on stderr and exit code 1."""
+    """Run the daemon; a start-up failure is one line on stderr and exit code 1 (2 for telemetry settings)."""
     from tmcd.bus import BusError
     from tmcd.runtime.embedded import EmbeddedNatsError
+    from tmcd.telemetry import TelemetryError
 
     try:
         return asyncio.run(main())
+    except TelemetryError as exc:  # an [otel] setting the installed packages cannot serve
+        click.echo(f"tmcd: error: {exc}", err=True)
+        return 2
     except (EmbeddedNatsError, BusError) as exc:
         click.echo(f"tmcd: error: {exc}", err=True)
     except OSError as exc:

@@ -81,6 +81,31 @@ def env_name(key: str) -> str:
     return ENV_PREFIX + key.replace(".", "_").upper()
 
 
+def env_warnings(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``TMCD_*`` variable in ``env`` (default ``os.environ``) that tmcd does not read.
+
+    Known names are every setting's :func:`env_name` and :data:`SWITCHES`; a close known name is
+    suggested (``unknown environment variable TMCD_NATS_ULR (did you mean TMCD_NATS_URL?)``).
+    :func:`load_config` ignores unknown variables; the CLI prints these lines once per command.
+    """
+    env = os.environ if env is None else env
+    known = _known_env_names()
+    lines = []
+    for var in sorted(v for v in env if v.startswith(ENV_PREFIX) and v not in known):
+        # compare without the shared prefix, which would make every name look alike
+        close = difflib.get_close_matches(var.upper().removeprefix(ENV_PREFIX), known.values(), n=1)
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "not a tmcd setting; see config/tmcd.toml"
+        lines.append(f"unknown environment variable {var} ({hint})")
+    return lines
+
+
+@functools.cache
+def _known_env_names() -> dict[str, str]:
+    """Every ``TMCD_*`` name tmcd reads, mapped to its part after the prefix."""
+    names = [env_name(key) for key in _leaves()] + list(SWITCHES)
+    return {name: name.removeprefix(ENV_PREFIX) for name in names}
+
+
 def secret_keys() -> tuple[str, ...]:
     """Dotted paths of settings that :func:`render_config` masks."""
     return SECRET_KEYS
@@ -159,7 +184,8 @@ def load_config(
     """Load settings: defaults < TOML file (``path`` or ``$TMCD_CONFIG``) < ``TMCD_*`` env < ``overrides``.
 
     ``overrides`` maps dotted paths (``"http.listen"``) to values; ``None`` values are skipped.
-    Raises :class:`ConfigError` for anything invalid.
+    Raises :class:`ConfigError` for anything invalid.  Unknown ``TMCD_*`` variables are ignored
+    here; :func:`env_warnings` lists them.
     """
     env = os.environ if env is None else env
     path = path if path is not None else (env.get("TMCD_CONFIG") or None)

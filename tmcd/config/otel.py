@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
@@ -9,6 +11,12 @@ from msgspec import Meta
 
 EXPORTERS: tuple[str, ...] = ("none", "console", "otlp")
 PROTOCOLS: tuple[str, ...] = ("http/protobuf", "grpc")
+OTLP_PACKAGES: dict[str, tuple[str, str]] = {
+    # protocol -> (the exporter's import package, what to install)
+    "http/protobuf": ("opentelemetry.exporter.otlp.proto.http", "pip install opentelemetry-exporter-otlp-proto-http"),
+    "grpc": ("opentelemetry.exporter.otlp.proto.grpc", "pip install 'tmcd[grpc]'"),
+}
+"""The OTLP exporter package each protocol needs (only the http one is a dependency of tmcd)."""
 
 
 class OtelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -30,13 +38,42 @@ class OtelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``service.instance.id``; empty means ``<hostname>-<pid>``."""
 
 
-def validate_otel(cfg: OtelConfig, prefix: str = "otel.") -> list[tuple[str, object, str]]:
-    """Problems in ``cfg`` as ``(dotted key, value, expected)``; empty when the settings are usable."""
+def exporter_installed(protocol: str) -> bool:
+    """True when the OTLP exporter package for ``protocol`` can be found (it is not imported)."""
+    try:
+        return importlib.util.find_spec(OTLP_PACKAGES[protocol][0]) is not None
+    except (ImportError, ValueError):  # a parent package missing or broken
+        return False
+
+
+def missing_exporter_fix(protocol: str, prefix: str = "otel.") -> tuple[str, str, str]:
+    """``(key to blame, its value, what to do)`` when the exporter package of ``protocol`` is missing."""
+    if protocol == "grpc":
+        return prefix + "protocol", protocol, f"pip install 'tmcd[grpc]', or set {prefix}protocol = 'http/protobuf'"
+    return prefix + "exporter", "otlp", f"{OTLP_PACKAGES[protocol][1]}, or set {prefix}exporter = 'console'"
+
+
+def validate_otel(
+    cfg: OtelConfig, prefix: str = "otel.", *, installed: Callable[[str], bool] = exporter_installed
+) -> list[tuple[str, object, str]]:
+    """Problems in ``cfg`` as ``(dotted key, value, expected)``; empty when the settings are usable.
+
+    With ``exporter = "otlp"``, the protocol's exporter package must be installed (``installed``
+    answers that; tests replace it), so a missing one is a configuration error before start-up.
+    """
     problems: list[tuple[str, object, str]] = []
     if cfg.exporter not in EXPORTERS:
         problems.append((prefix + "exporter", cfg.exporter, "one of " + ", ".join(EXPORTERS)))
     if cfg.protocol not in PROTOCOLS:
         problems.append((prefix + "protocol", cfg.protocol, "one of " + ", ".join(PROTOCOLS)))
+    elif cfg.exporter == "otlp" and not installed(cfg.protocol):
+        if cfg.protocol == "grpc":
+            expected = "http/protobuf, since the gRPC exporter is not installed (pip install 'tmcd[grpc]' to use grpc)"
+            problems.append((prefix + "protocol", cfg.protocol, expected))
+        else:
+            install = OTLP_PACKAGES[cfg.protocol][1]
+            expected = f"console or none, since the OTLP exporter is not installed ({install} to use otlp)"
+            problems.append((prefix + "exporter", cfg.exporter, expected))
     if cfg.exporter == "otlp" and not cfg.endpoint:
         problems.append(
             (

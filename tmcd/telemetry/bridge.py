@@ -1,13 +1,25 @@
-"""The Prometheus -> OTLP metrics bridge: reads tmcd's registry at export time and pushes it."""
+"""The Prometheus -> OTLP metrics bridge: reads tmcd's registry at export time and pushes it.
+
+The registry is read on the event loop (its metrics are updated there) in slices of
+:data:`CHUNK` series with a yield to the loop in between, as ``/metrics`` is rendered
+(:mod:`tmcd.metrics.exposition`): a push of 100k+ series then delays ingestion by one slice,
+not by the whole read.  Counter, Gauge and Histogram children are read directly (no
+prometheus-client ``Sample`` per line); other collectors go through their ``collect()``.
+Encoding and sending run in a worker thread.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram
 
 from tmcd import __version__
 
@@ -20,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("tmcd.telemetry")
 
 SERVICE_NAME = "tmcd"
+CHUNK = 1000
+"""Counter/gauge series converted between two yields to the event loop (histograms: a quarter)."""
+_HISTOGRAM_COST = 4
+"""A histogram series costs about this many counter series (its buckets)."""
+_DIRECT_TYPES = (Counter, Gauge, Histogram)
 
 
 class PrometheusBridge:
@@ -48,17 +65,103 @@ class PrometheusBridge:
         self.start_time_unix_nano = start_time_unix_nano if start_time_unix_nano is not None else time.time_ns()
 
     def produce(self) -> MetricsData:
-        """Read the registry now and return its families as one ``MetricsData``."""
+        """Read the whole registry now, in one go, and return its families as one ``MetricsData``."""
+        metrics: list[Metric] = []
+        for _ in self._read(metrics):
+            pass
+        return self._wrap(metrics)
+
+    async def produce_async(self) -> MetricsData:
+        """Like :meth:`produce`, but yields to the event loop after every slice of the registry.
+
+        Whatever is ready on the loop (a consumer's batch, a request) runs between two slices;
+        each series is read whole, so a histogram's count always equals its buckets' sum.
+        """
+        metrics: list[Metric] = []
+        for _ in self._read(metrics):
+            await asyncio.sleep(0)
+        return self._wrap(metrics)
+
+    def _wrap(self, metrics: list[Metric]) -> MetricsData:
         from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics, ScopeMetrics
 
-        now = time.time_ns()
-        metrics = [m for family in self.registry.collect() if (m := self._convert(family, now)) is not None]
         scope = ScopeMetrics(scope=self.scope, metrics=metrics, schema_url="")
         return MetricsData(
             resource_metrics=[ResourceMetrics(resource=self.resource, scope_metrics=[scope], schema_url="")]
         )
 
+    def _read(self, out: list[Metric]) -> Iterator[None]:
+        """Append every family's ``Metric`` to ``out``, yielding between slices."""
+        now = time.time_ns()
+        with self.registry._lock:
+            collectors = list(self.registry._collector_to_names)
+        for collector in collectors:
+            if type(collector) in _DIRECT_TYPES:
+                yield from self._read_direct(collector, now, out)
+            else:  # process, platform, info, custom collectors: few samples each
+                out.extend(m for family in collector.collect() if (m := self._convert(family, now)) is not None)
+                yield
+
+    def _read_direct(self, metric: Any, now: int, out: list[Metric]) -> Iterator[None]:
+        """One Counter/Gauge/Histogram, read from its children in slices (what ``collect()`` would give)."""
+        from opentelemetry.sdk.metrics.export import (
+            AggregationTemporality,
+            Gauge,
+            Histogram,
+            HistogramDataPoint,
+            Metric,
+            NumberDataPoint,
+            Sum,
+        )
+
+        names: tuple[str, ...] = metric._labelnames
+        if names:
+            with metric._lock:
+                snapshot = metric._metrics.copy()  # a dict copy: far cheaper than a list of 100k pairs
+        else:
+            snapshot = {(): metric}
+        children = iter(snapshot.items())
+        start = self.start_time_unix_nano
+        kind: str = metric._type
+        points: list[Any] = []
+        if kind == "histogram":
+            upper: list[float] = metric._upper_bounds
+            bounds = upper[:-1]  # the last bound is always +Inf
+            has_sum = upper[0] >= 0  # prometheus-client leaves out _sum then
+            step = max(1, CHUNK // _HISTOGRAM_COST)
+            for _ in range(0, len(snapshot), step):
+                for values, child in itertools.islice(children, step):
+                    counts = [round(b.get()) for b in child._buckets]
+                    points.append(
+                        HistogramDataPoint(
+                            attributes=dict(zip(names, values, strict=True)),
+                            start_time_unix_nano=start,
+                            time_unix_nano=now,
+                            count=sum(counts),
+                            sum=child._sum.get() if has_sum else 0.0,
+                            bucket_counts=counts,
+                            explicit_bounds=bounds,
+                            min=None,  # type: ignore[arg-type]  # unknown to Prometheus; see _histogram_points
+                            max=None,  # type: ignore[arg-type]
+                        )
+                    )
+                yield
+            data: Sum | Gauge | Histogram = Histogram(points, AggregationTemporality.CUMULATIVE)
+        else:
+            for _ in range(0, len(snapshot), CHUNK):
+                for values, child in itertools.islice(children, CHUNK):
+                    points.append(NumberDataPoint(dict(zip(names, values, strict=True)), start, now, _value(child)))
+                yield
+            if kind == "counter":
+                data = Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=True)
+            else:
+                data = Gauge(points)
+        if points:
+            name = metric._name + "_total" if kind == "counter" else metric._name
+            out.append(Metric(name=name, description=metric._documentation, unit=metric._unit or "", data=data))
+
     def _convert(self, family: PromFamily, now: int) -> Metric | None:
+        """One family as ``collect()`` returns it (the path for collectors not read directly)."""
         from opentelemetry.sdk.metrics.export import (
             AggregationTemporality,
             Gauge,
@@ -91,6 +194,13 @@ class PrometheusBridge:
         if not data.data_points:
             return None
         return Metric(name=name, description=family.documentation, unit=family.unit or "", data=data)
+
+
+def _value(child: Any) -> float:
+    """A counter's or gauge's current value; a gauge given ``set_function`` answers through its samples."""
+    if "_child_samples" in vars(child):
+        return float(child._child_samples()[0].value)
+    return float(child._value.get())
 
 
 @dataclass
@@ -142,7 +252,7 @@ def _histogram_points(family: PromFamily, start: int, now: int) -> list[Histogra
 
 
 class MetricsPusher:
-    """Every ``interval`` s: read the registry on the event loop, export in a worker thread."""
+    """Every ``interval`` s: read the registry on the event loop (in slices), export in a worker thread."""
 
     def __init__(self, bridge: PrometheusBridge, exporter: MetricExporter, interval: float) -> None:
         self.bridge = bridge
@@ -169,7 +279,7 @@ class MetricsPusher:
     async def push(self) -> bool:
         """Export the registry once now; True on success (failures are logged, not raised)."""
         try:
-            data = self.bridge.produce()
+            data = await self.bridge.produce_async()
         except Exception:
             log.exception("reading the Prometheus registry for OTLP export failed")
             self.failures += 1

@@ -26,7 +26,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tmcd import __version__
 from tmcd.bus import tracing
-from tmcd.config.otel import OtelConfig, validate_otel
+from tmcd.config.otel import OtelConfig, missing_exporter_fix, validate_otel
 from tmcd.telemetry.bridge import SERVICE_NAME, MetricsPusher, PrometheusBridge
 
 if TYPE_CHECKING:
@@ -41,28 +41,12 @@ log = logging.getLogger("tmcd.telemetry")
 MAX_LINKS = 32
 """At most this many extra messages of a batch are linked to its span."""
 
-_OTLP_MODULES: dict[tuple[str, str], tuple[str, str, str]] = {
-    # (protocol, signal) -> (module, class, pip package)
-    ("http/protobuf", "traces"): (
-        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-        "OTLPSpanExporter",
-        "opentelemetry-exporter-otlp-proto-http",
-    ),
-    ("http/protobuf", "metrics"): (
-        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-        "OTLPMetricExporter",
-        "opentelemetry-exporter-otlp-proto-http",
-    ),
-    ("grpc", "traces"): (
-        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-        "OTLPSpanExporter",
-        "opentelemetry-exporter-otlp-proto-grpc",
-    ),
-    ("grpc", "metrics"): (
-        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
-        "OTLPMetricExporter",
-        "opentelemetry-exporter-otlp-proto-grpc",
-    ),
+_OTLP_MODULES: dict[tuple[str, str], tuple[str, str]] = {
+    # (protocol, signal) -> (module, class)
+    ("http/protobuf", "traces"): ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    ("http/protobuf", "metrics"): ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
+    ("grpc", "traces"): ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "OTLPSpanExporter"),
+    ("grpc", "metrics"): ("opentelemetry.exporter.otlp.proto.grpc.metric_exporter", "OTLPMetricExporter"),
 }
 
 
@@ -79,14 +63,13 @@ class TelemetryError(RuntimeError):
 
 
 def _load_otlp(protocol: str, signal: str) -> Any:
-    module, cls, package = _OTLP_MODULES[(protocol, signal)]
+    module, cls = _OTLP_MODULES[(protocol, signal)]
     try:
         return getattr(importlib.import_module(module), cls)
-    except ImportError as exc:
-        raise TelemetryError(
-            f"otel.exporter = 'otlp' with protocol {protocol!r} needs the Python package {package} "
-            f"(pip install {package})"
-        ) from exc
+    except ImportError as exc:  # config validation found the package: a broken or partial install
+        key, value, fix = missing_exporter_fix(protocol)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise TelemetryError(f"{key} = {value!r}: the OTLP exporter cannot be loaded ({reason}); {fix}") from exc
 
 
 def default_instance_id() -> str:
