@@ -1,17 +1,22 @@
-"""The daemon in-process: probes, /metrics, embedded NATS lifecycle."""
+"""The daemon in-process: probes, /metrics, embedded NATS lifecycle and port, the start-up heap freeze."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.helpers import daemon_config, running_daemon
+from tests.helpers import daemon_config, free_port, running_daemon, wait_for
 from tmcd.config import load_config
+from tmcd.runtime import gctune
 from tmcd.runtime.daemon import Daemon
-from tmcd.runtime.embedded import EmbeddedNatsError, find_binary
+from tmcd.runtime.embedded import PORT_FILE, EmbeddedNatsError, find_binary, read_port, start_embedded
 
 
 async def get(url: str, **kw: object) -> tuple[int, str, dict[str, str]]:
@@ -95,3 +100,112 @@ def _raise_not_found(name: str) -> object:
     import importlib.metadata
 
     raise importlib.metadata.PackageNotFoundError(name)
+
+
+# --------------------------------------------------------------------------- the embedded server keeps its port
+
+
+def test_embedded_server_keeps_its_port_across_restarts(nats_server_bin: str, tmp_path: Path) -> None:
+    first = start_embedded(nats_server_bin, tmp_path)
+    try:
+        port = first.url.rpartition(":")[2]
+        assert (tmp_path / PORT_FILE).read_text().strip() == port
+    finally:
+        first.stop()
+    second = start_embedded(nats_server_bin, tmp_path)
+    try:
+        assert second.url == first.url
+        assert (tmp_path / "jetstream" / "jetstream").is_dir()
+    finally:
+        second.stop()
+
+
+def test_a_taken_port_falls_back_to_a_free_one_and_says_so(
+    nats_server_bin: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        (tmp_path / PORT_FILE).write_text(f"{taken}\n")
+        fake_now = [0.0]
+
+        def fake_sleep(seconds: float) -> None:
+            fake_now[0] += seconds
+
+        server = start_embedded(nats_server_bin, tmp_path, wait=1.0, sleep=fake_sleep, monotonic=lambda: fake_now[0])
+        try:
+            port = int(server.url.rpartition(":")[2])
+            assert port != taken
+            assert fake_now[0] >= 1.0  # it waited (on the injected clock) for the port to be released
+            assert f"port {taken} (from {tmp_path / PORT_FILE}) is in use" in caplog.text
+            assert (tmp_path / PORT_FILE).read_text().strip() == str(port)  # the new one is kept from now on
+        finally:
+            server.stop()
+
+
+def test_a_garbled_port_file_is_ignored(tmp_path: Path) -> None:
+    for text in ("", "nope", "0", "70000", "-3"):
+        (tmp_path / PORT_FILE).write_text(text)
+        assert read_port(tmp_path / PORT_FILE) is None
+    assert read_port(tmp_path / "missing") is None
+    (tmp_path / PORT_FILE).write_text("4222\n")
+    assert read_port(tmp_path / PORT_FILE) == 4222
+
+
+# --------------------------------------------------------------------------- the heap is frozen once
+
+
+async def test_heap_frozen_once_after_startup(nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    freezes: list[bool] = []
+
+    def fake_freeze() -> int:
+        assert d.supervisor is not None
+        freezes.append(all(s.started for s in d.supervisor.states.values()))
+        return 0
+
+    monkeypatch.setattr(gctune, "freeze_long_lived", fake_freeze)
+    d = Daemon(daemon_config(nats_url, tmp_path, agents="metrics,health"))
+    running = asyncio.create_task(d.run())
+    try:
+        await wait_for(lambda: _value(bool(freezes)), what="the start-up freeze")
+        assert freezes == [True]  # once every agent had started (the registry loaded)
+        task = d._gc_task
+        assert task is not None and task.done()  # nothing left that could freeze again
+    finally:
+        d.stop_event.set()
+        assert await asyncio.wait_for(running, 15) == 0
+    assert freezes == [True]
+
+
+async def test_no_freeze_when_stopped_before_agents_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    freezes: list[int] = []
+    monkeypatch.setattr(gctune, "freeze_long_lived", lambda: freezes.append(1) or 0)
+    d = Daemon(daemon_config(f"nats://127.0.0.1:{free_port()}", tmp_path))  # nobody listens there
+    running = asyncio.create_task(d.run())
+    await wait_for(lambda: _value("cannot connect to NATS" in caplog.text), what="a failed connect")
+    d.stop_event.set()
+    assert await asyncio.wait_for(running, 15) == 0
+    assert freezes == [] and d._gc_task is None
+
+
+def test_old_gc_freeze_interval_setting_is_a_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "old.toml"
+    config.write_text("[runtime]\nshutdown_timeout = 5.0\ngc_freeze_interval = 60.0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tmcd.cli.main", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"tmcd: config ({config}): runtime.gc_freeze_interval: unknown key "
+        "(valid keys: restart_backoff_min, restart_backoff_max, shutdown_timeout)"
+    ]
+
+
+async def _value(v: bool) -> bool:
+    return v

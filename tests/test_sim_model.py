@@ -110,7 +110,7 @@ def test_polling_frequency_does_not_change_the_stream() -> None:
 
 def test_cluster_profiles_are_realistic_and_valid() -> None:
     model = started(clusters=30, heartbeat_interval=10.0)
-    hbs = drive(model, T0, T0 + 10.0).heartbeats
+    hbs = model.heartbeats_due(T0)
     assert sorted(h.cluster for h in hbs) == cluster_names(30)
     for hb in hbs:
         labels = hb.labels
@@ -128,25 +128,37 @@ def test_cluster_profiles_are_realistic_and_valid() -> None:
     assert len({h.labels["provider"] for h in hbs}) == 3
 
 
-def test_first_heartbeats_spread_over_the_first_interval() -> None:
+def test_every_cluster_heartbeats_at_start_then_in_its_own_slot() -> None:
+    """A syncer heartbeats as soon as it starts (kcp's does), then every interval; the fleet's
+    later heartbeats are spread over the interval instead of all arriving at once."""
     model = started(clusters=10, heartbeat_interval=20.0)
-    assert model.heartbeats_due(T0) == []
+    first = model.heartbeats_due(T0)
+    assert [h.cluster for h in first] == cluster_names(10)
+    assert all(h.timestamp == T0 and h.sequence == 1 for h in first)
+    assert model.heartbeats_due(T0) == []  # once
     times: dict[str, list[tuple[float, int]]] = {}
-    for i in range(1, 201):
+    for i in range(1, 401):
         now = T0 + i * 0.1
         for hb in model.heartbeats_due(now):
             times.setdefault(hb.cluster, []).append((now, hb.sequence))
     assert sorted(times) == cluster_names(10)
-    firsts = sorted(v[0][0] for v in times.values())
-    assert firsts[0] < T0 + 4 and firsts[-1] > T0 + 16  # spread, not all at once
+    seconds = sorted(v[0][0] for v in times.values())
+    assert seconds[0] < T0 + 4 and seconds[-1] > T0 + 16  # spread, not all at once
     for beats in times.values():
-        assert len(beats) == 1 and beats[0][1] == 1  # each exactly once in the first interval
+        (t2, seq2), (t3, seq3) = beats  # the second within the first interval, the third one interval later
+        assert (seq2, seq3) == (2, 3) and T0 < t2 <= T0 + 20.0 and abs(t3 - t2 - 20.0) < 0.15
+
+
+def test_a_late_first_poll_still_heartbeats_at_once() -> None:
+    model = FleetModel(SimOptions(clusters=3, heartbeat_interval=20.0))
+    model.start(T0)
+    assert len(model.heartbeats_due(T0 + 5.0)) == 3
 
 
 def test_heartbeats_drift_and_count() -> None:
     model = started(clusters=2, heartbeat_interval=1.0)
     hbs = [h for h in drive(model, T0, T0 + 60.0, step=0.25).heartbeats if h.cluster == "sim-001"]
-    assert [h.sequence for h in hbs] == list(range(1, 61))
+    assert [h.sequence for h in hbs] == list(range(1, 62))  # at start, then 60 in 60 s
     assert len({h.used.cpu for h in hbs}) > 30
     assert len({h.queue_depth for h in hbs}) > 1
     assert len({h.capacity for h in hbs}) == 1

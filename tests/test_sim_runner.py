@@ -8,17 +8,20 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
+import aiohttp
 import nats
 import pytest
 from click.testing import CliRunner
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from tests.helpers import daemon_config, running_daemon, wait_for
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
 from tmcd.contracts import subjects
@@ -32,6 +35,7 @@ from tmcd.contracts.messages import (
     SyncEvent,
     SyncEventBatch,
 )
+from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.cli import sim
 from tmcd.sim.model import SimOptions, cluster_names
@@ -40,6 +44,8 @@ from tmcd.sim.runner import run_sim
 M = TypeVar("M", bound=Message)
 
 SENTINEL = "tmc.syncer.test-end.sentinel"
+HEALTH_SLACK = 3.0
+"""Scheduling slack on a loaded 2-core machine, on top of one health interval."""
 SUMMARY = re.compile(r"^sim: published heartbeats=(\d+) sync=(\d+) conn=(\d+) in [0-9.]+s$")
 
 
@@ -131,7 +137,10 @@ async def test_fake_clock_and_progress_log(bus: Bus, received: Received, caplog:
     await finish(bus, received)
     assert stats.sync == len(received.of(SyncEvent)) == 250
     assert stats.heartbeats == len(received.of(SyncerHeartbeat))
-    assert 36 <= stats.heartbeats <= 39  # 3 clusters x 12 or 13 in 25 s at 2 s
+    assert 39 <= stats.heartbeats <= 42  # 3 clusters x (one at start + 12 or 13 in 25 s at 2 s)
+    first = received.of(SyncerHeartbeat)[:3]  # at start, as a starting syncer does
+    assert sorted(h.cluster for h in first) == cluster_names(3)
+    assert {h.timestamp for h in first} == {1_700_000_000.0 + 0.5}  # the first poll (clock read at start, then)
     assert stats.elapsed == 25.0
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sim: ")]
     assert len(progress) == 2 and "sync=" in progress[0]
@@ -330,3 +339,118 @@ async def test_batches_by_default_and_single_events_on_request(bus: Bus, receive
     await finish(bus, received)
     assert not [m for m in received.messages if isinstance(m, SyncEventBatch)]
     assert len([m for m in received.messages if isinstance(m, SyncEvent)]) == stats.sync > 0
+
+
+# --------------------------------------------------------------------------- start-up heartbeats, Ctrl-C in every state
+
+
+async def test_fresh_clusters_appear_within_one_health_interval(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    """Each simulated syncer heartbeats as it starts: with a 10-minute heartbeat interval the
+    whole fleet is still in the health tree within one health evaluation."""
+    interval = 1.0
+    cfg = daemon_config(
+        nats_server.url, tmp_path, agents="health", **{"health.interval": interval, "health.startup_grace": 0.0}
+    )
+    sim_bus = Bus(NatsConfig(), SelfMetrics(), url=nats_server.url)
+    async with running_daemon(cfg) as d:
+        await sim_bus.connect(retry=False)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_sim(sim_bus, SimOptions(clusters=5, rate=0.0, heartbeat_interval=600.0), stop))
+        try:
+
+            async def fleet() -> bool:
+                async with aiohttp.ClientSession() as s, s.get(f"{d.http.base_url}/api/v1/health") as r:
+                    tree = await r.json()
+                names = {c["name"] for loc in tree["locations"] for c in loc["clusters"]}
+                return names == set(cluster_names(5))
+
+            await wait_for(fleet, timeout=interval + HEALTH_SLACK, what="all five clusters in /api/v1/health")
+        finally:
+            stop.set()
+            stats = await asyncio.wait_for(task, 10)
+            await sim_bus.close()
+    assert stats.heartbeats == 5  # one each, at start; the next ones are minutes away
+
+
+def _read_until(stream: IO[str], text: str, timeout: float) -> list[str]:
+    """Lines of ``stream`` up to the one containing ``text`` (a reader thread keeps this bounded)."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        for line in stream:
+            lines.append(line)
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert found.wait(timeout), f"no {text!r} within {timeout}s: {''.join(lines)}"
+    return lines
+
+
+def _interrupt(proc: subprocess.Popen[str], timeout: float = 15.0) -> tuple[str, str, float]:
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return out, err, time.monotonic() - began
+
+
+def test_ctrl_c_while_reconnecting_exits_cleanly(nats_server: EmbeddedNats) -> None:
+    proc = subprocess.Popen(
+        _sim_cmd(nats_server.url, "--clusters", "2", "--rate", "50"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        _read_until(proc.stderr, "simulating 2 clusters", 30)
+        nats_server.stop()  # tmcd going away: the simulator keeps publishing into its buffer and reconnects
+        _read_until(proc.stderr, "disconnected from NATS", 30)
+        out, err, took = _interrupt(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and took < 10.0
+    assert "what was published since it went away is lost" in err
+    assert SUMMARY.match(out.strip()) is not None, out
+
+
+async def test_ctrl_c_while_connecting_exits_cleanly() -> None:
+    """A server that accepts TCP but never says hello: `sim` waits for the handshake; Ctrl-C ends it."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        *_sim_cmd(f"nats://127.0.0.1:{port}", "--clusters", "2"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_for(lambda: _value(len(accepted) >= 2), timeout=30, what="the probe and the NATS connection")
+        began = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 15)
+        took = time.monotonic() - began
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
+    assert proc.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode() and took < 5.0
+    assert out.decode().startswith("sim: published heartbeats=0 sync=0 conn=0 in ")
+
+
+async def _value(v: bool) -> bool:
+    return v

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.helpers import CrashingAgent
+import pytest
+
+from tests.helpers import CrashingAgent, wait_for
 from tmcd.config import Config
 from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.selfmetrics import SelfMetrics
@@ -110,3 +112,71 @@ async def test_stuck_agent_is_cancelled_after_timeout() -> None:
     await asyncio.sleep(0)
     stop.set()
     assert not await sup.wait_stopped(0.05)
+
+
+class SlowToStop:
+    """Ignores stop; when cancelled, cleans up until ``release`` is set (or forever)."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.cleaning = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, ctx: AgentContext) -> None:
+        ctx.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cleaning.set()
+            await self.release.wait()
+            raise
+
+
+def _supervisor(agent: object, stop: asyncio.Event) -> Supervisor:
+    metrics = SelfMetrics()
+    return Supervisor(
+        [agent],  # type: ignore[list-item]
+        lambda: AgentContext(None, Config(), metrics, stop, lambda: 0.0),  # type: ignore[arg-type]
+        metrics,
+        stop,
+    )
+
+
+async def test_agent_ignoring_cancellation_is_left_behind_after_the_grace() -> None:
+    stop = asyncio.Event()
+    agent = SlowToStop()
+    sup = _supervisor(agent, stop)
+    sup.start()
+    await asyncio.wait_for(_started(sup), 5)
+    stop.set()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert not await sup.wait_stopped(0.05, grace=0.1)  # bounded even though the agent hangs on
+    assert loop.time() - began < 2.0
+    assert agent.cleaning.is_set()
+    agent.release.set()  # let it go, so the test leaves nothing running
+    await asyncio.sleep(0)
+
+
+async def test_wait_stopped_does_not_swallow_the_callers_cancellation() -> None:
+    stop = asyncio.Event()
+    agent = SlowToStop()
+    sup = _supervisor(agent, stop)
+    sup.start()
+    await asyncio.wait_for(_started(sup), 5)
+    stop.set()
+    waiter = asyncio.create_task(sup.wait_stopped(0.01, grace=30.0))
+    await asyncio.wait_for(agent.cleaning.wait(), 5)  # the straggler was cancelled; grace is running
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiter, 5)
+    agent.release.set()
+    await asyncio.sleep(0)
+
+
+async def _started(sup: Supervisor) -> None:
+    async def started() -> bool:
+        return all(s.started for s in sup.states.values())
+
+    await wait_for(started, what="agents started")

@@ -208,13 +208,13 @@ async def watch(ctx: ApiContext, request: web.Request, kind: Kind, namespace: st
             data = _encoder.encode({"type": ev.type, "object": ev.object})
             rv = ev.object.metadata.resource_version
             await resp.write(b"event: " + ev.type.encode() + b"\nid: " + rv.encode() + b"\ndata: " + data + b"\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except ConnectionResetError:
+        pass  # the client went away: the stream is over (a cancellation, by contrast, propagates)
     finally:
         stop.set()
         stopper.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await stopper
+        # asyncio.wait neither raises the stopper's cancellation nor hides one of this task
+        await asyncio.wait({stopper})
         with contextlib.suppress(Exception):
             await events.aclose()  # type: ignore[attr-defined]
     return resp

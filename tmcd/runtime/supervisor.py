@@ -101,18 +101,27 @@ class Supervisor:
                 await self._sleep(delay, self._stop)
         state.status = "stopped"
 
-    async def wait_stopped(self, timeout: float) -> bool:
-        """After stop is set: wait for agents to finish; cancel the stragglers. True if all finished."""
+    async def wait_stopped(self, timeout: float, *, grace: float = 1.0) -> bool:
+        """After stop is set: wait up to ``timeout`` for agents to finish, then cancel the
+        stragglers and wait up to ``grace`` for them to go.  True if all finished in time.
+
+        Never swallows the caller's own cancellation: asyncio.wait does not raise the agents'
+        errors or cancellations, only ours.
+        """
         if not self._tasks:
             return True
-        _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        tasks, self._tasks = self._tasks, []
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             log.warning("agent task %s did not stop within %.1fs; cancelling", task.get_name(), timeout)
             task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        if pending:
+            _cancelled, stuck = await asyncio.wait(pending, timeout=grace)
+            for task in stuck:
+                log.error("agent task %s ignored cancellation for %.1fs; leaving it behind", task.get_name(), grace)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("agent task %s failed while stopping", task.get_name(), exc_info=task.exception())
         return not pending
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ from tmcd.sim.model import SimOptionError, SimOptions, validate_options
 
 if TYPE_CHECKING:
     from tmcd.bus import Bus
+    from tmcd.sim.runner import SimStats
+
+log = logging.getLogger("tmcd.sim")
 
 CONNECT_TIMEOUT = 10.0
 _DEFAULT_PORTS = {"nats": 4222, "tls": 4222, "ws": 80, "wss": 443}
@@ -118,6 +122,7 @@ async def _connect(url: str) -> Bus:
     from tmcd.bus import Bus, BusError
     from tmcd.config import NatsConfig
     from tmcd.runtime.selfmetrics import SelfMetrics
+    from tmcd.sim.runner import close_bus
 
     reason = await _probe(url, CONNECT_TIMEOUT)
     if reason is None:
@@ -130,33 +135,99 @@ async def _connect(url: str) -> Bus:
             reason = str(exc).removeprefix(f"cannot connect to NATS at {url}: ")
         except TimeoutError:
             reason = f"no NATS handshake within {CONNECT_TIMEOUT:g}s"
+        await close_bus(bus)
     raise _SimFailed(f"cannot reach NATS at {url}: {reason}")
 
 
-async def _main(url: str, opts: SimOptions, duration: float | None) -> str:
+class StopSignals:
+    """SIGINT and SIGTERM ask the simulator to stop, in every state: while connecting, running,
+    reconnecting or closing.  Installed before the event loop starts, so no KeyboardInterrupt
+    (and no traceback) ever comes from them; once :meth:`attach` is called they set the
+    loop's stop event.  Restores the previous handlers on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def attach(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        """Set ``event`` (on ``loop``) on the next signal, or now if one came already."""
+        self._loop, self._event = loop, event
+        if self.received is not None:
+            self._stop_now()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        # Runs between two bytecodes of the main thread: only record, and hand the rest to the loop.
+        first = self.received is None
+        self.received = signal.Signals(signum)
+        loop = self._loop
+        if first and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop_now)  # also wakes a loop waiting in select()
+
+    def _stop_now(self) -> None:
+        assert self.received is not None and self._event is not None
+        log.info("received %s: stopping", self.received.name)
+        self._event.set()
+
+
+async def _main(url: str, opts: SimOptions, duration: float | None, signals: StopSignals) -> str:
     """Connect and simulate until stopped (SIGINT/SIGTERM or duration); returns the summary line."""
-    from tmcd.sim.runner import run_sim
+    from tmcd.sim.runner import SimStats, close_bus, run_sim
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    signals.attach(asyncio.get_running_loop(), stop)
+    started = time.monotonic()
+    bus = await _until_stopped(_connect(url), stop)
+    if bus is None:  # stopped before NATS answered: nothing was published
+        return _summary(SimStats(), started)
     try:
-        bus = await _connect(url)
-        started = time.monotonic()
-        try:
-            stats = await run_sim(bus, opts, stop, duration=duration)
-        except Exception as exc:
-            raise _SimFailed(f"simulator stopped: {exc or type(exc).__name__}") from exc
-        finally:
-            await bus.close()
+        stats = await run_sim(bus, opts, stop, duration=duration)
+    except Exception as exc:
+        raise _SimFailed(f"simulator stopped: {exc or type(exc).__name__}") from exc
     finally:
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        if not bus.connected:
+            log.warning("stopping while NATS is unreachable: what was published since it went away is lost")
+        await close_bus(bus)
+    return _summary(stats, started)
+
+
+def _summary(stats: SimStats, started: float) -> str:
     return f"sim: published {stats.summary()} in {time.monotonic() - started:.1f}s"
+
+
+async def _until_stopped(connect: Coroutine[Any, Any, Bus], stop: asyncio.Event) -> Bus | None:
+    """The connected bus, or None when ``stop`` is set first (a bus that connects anyway is closed)."""
+    task = asyncio.ensure_future(connect)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.wait({task, stopped})
+    if task.cancelled():
+        return None
+    bus = task.result()  # raises _SimFailed
+    if stop.is_set():
+        from tmcd.sim.runner import close_bus
+
+        await close_bus(bus)
+        return None
+    return bus
 
 
 @click.command("sim", cls=_SimCommand)
@@ -238,7 +309,8 @@ def sim(
 
         setup_logging("info")
     try:
-        summary = asyncio.run(_main(url, opts, duration))
+        with StopSignals() as signals:
+            summary = asyncio.run(_main(url, opts, duration, signals))
     except _SimFailed as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         ctx.exit(1)

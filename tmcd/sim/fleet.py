@@ -124,6 +124,8 @@ class SimCluster:
     queue_depth: int = 0
     sequence: int = 0
     next_heartbeat: float = 0.0
+    heartbeat_slot: float | None = None
+    """Until the start-up heartbeat is sent: seconds after it that the next one is due (0..interval)."""
     first_heartbeat: float | None = None
     paused: bool = False
     conn_state: ConnectionState = "connected"

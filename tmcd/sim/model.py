@@ -120,11 +120,13 @@ class FleetModel:
         return self._by_name.get(name)
 
     def start(self, now: float) -> None:
-        """Start the clock: first heartbeats are spread over the first interval."""
+        """Start the clock: every cluster heartbeats at once, as a syncer does when it starts,
+        and then in its own slot of the interval, so the fleet's heartbeats are spread out."""
         n = len(self.clusters)
         interval = self.opts.heartbeat_interval
         for c in self.clusters:
-            c.next_heartbeat = now + interval * (c.index + self._hb_rng.random()) / n
+            c.next_heartbeat = now
+            c.heartbeat_slot = interval * (c.index + self._hb_rng.random()) / n
         self._next_outage = now + self._conn_rng.expovariate(n * OUTAGES_PER_CLUSTER_HOUR / 3600.0)
         self._next_burst = now + self._sync_rng.expovariate(1.0 / BURST_MEAN_GAP)
         self._started = True
@@ -152,9 +154,15 @@ class FleetModel:
         for c in self.clusters:
             if c.next_heartbeat > now:
                 continue
-            c.next_heartbeat += interval
-            if c.next_heartbeat <= now:  # fell behind: do not catch up with a burst
-                c.next_heartbeat = now + interval
+            if c.heartbeat_slot is not None:
+                # the start-up heartbeat: the next one is due in the cluster's slot (at the next
+                # poll if that has passed already, so how often the model is polled does not matter)
+                c.next_heartbeat += c.heartbeat_slot
+                c.heartbeat_slot = None
+            else:
+                c.next_heartbeat += interval
+                if c.next_heartbeat <= now:  # fell behind: do not catch up with a burst
+                    c.next_heartbeat = now + interval
             if c.name in self.opts.stop_heartbeats and self._fault_on(c, now):
                 continue
             if c.first_heartbeat is None:

@@ -19,6 +19,8 @@ log = logging.getLogger("tmcd.sim")
 
 PROGRESS_EVERY = 10.0
 """Seconds between progress log lines."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds to drain the connection at exit (bounded: NATS may be down or restarting)."""
 
 
 @dataclass
@@ -130,3 +132,13 @@ async def run_sim(
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     return stats
+
+
+async def close_bus(bus: Bus, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Drain and close within ``timeout``; a connection that is down (NATS restarting) is just dropped."""
+    try:
+        await asyncio.wait_for(bus.close(), timeout)
+    except TimeoutError:
+        log.warning("the NATS connection did not close within %gs; leaving it", timeout)
+    except Exception as exc:  # nats-py raises its own and socket errors when closing a broken connection
+        log.debug("closing the NATS connection: %s", exc or type(exc).__name__)
