@@ -339,7 +339,8 @@ async def main(args: argparse.Namespace) -> None:
             lost = abs(events - tmcd_counted) + abs(events - naive_counted)
             if not args.skip_live:
                 inflate(daemon, args.scrape_fleet)
-                # as the daemon's periodic freeze (runtime.gc_freeze_interval) would have by now
+                # the inflated fleet stands for one that existed when the daemon froze its heap
+                # at start-up (tmcd run freezes once, after the agents started)
                 gctune.freeze_long_lived()
                 live_rate = args.live_rate
                 p99, worst_scrape, sent = await freshness(daemon, url, args, live_rate)

@@ -202,8 +202,8 @@ def test_old_gc_freeze_interval_setting_is_a_one_line_error(tmp_path: Path) -> N
     )
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        f"tmcd: config ({config}): runtime.gc_freeze_interval: unknown key "
-        "(valid keys: restart_backoff_min, restart_backoff_max, shutdown_timeout)"
+        f"tmcd: config ({config}): runtime.gc_freeze_interval: this setting was removed "
+        "(tmcd freezes its heap once, after start-up); delete the line"
     ]
 
 

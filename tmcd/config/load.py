@@ -138,11 +138,20 @@ def _expected(info: mi.Type) -> str:
     return "a valid value"
 
 
+REMOVED: dict[str, str] = {
+    "runtime.gc_freeze_interval": "tmcd freezes its heap once, after start-up",
+}
+"""Settings that no longer exist -> why; a file that still sets one is told to delete the line."""
+
+
 def _check_keys(data: Mapping[str, Any], cls: type[msgspec.Struct], prefix: str, source: str | None) -> None:
     """Reject unknown keys (with a did-you-mean) and non-tables where a section belongs."""
     fields = {f.name: f.type for f in msgspec.structs.fields(cls)}
     for key, value in data.items():
         path = prefix + key
+        if path in REMOVED:
+            message = f"{path}: this setting was removed ({REMOVED[path]}); delete the line"
+            raise ConfigError(path, value, "no such setting", source=source, message=message)
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"did you mean {prefix}{close[0]}?" if close else "valid keys: " + ", ".join(fields)
