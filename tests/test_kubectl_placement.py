@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.helpers import daemon_config, new_object, running_daemon
+from tests.helpers import daemon_config, new_object, running_daemon, wait_for
 from tmcd.kubectl.root import cli
 from tmcd.resources.examples import example
 from tmcd.runtime.daemon import Daemon
@@ -22,7 +22,7 @@ from tmcd.runtime.embedded import EmbeddedNats
 
 @pytest.fixture
 async def daemon(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics")) as d:
+    async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics,placement")) as d:
         nc = await nats.connect(nats_server.url)
         body = json.dumps({"object": msgspec.to_builtins(example("SyncTarget"))}).encode()
         await nc.request("tmc.api.create.synctargets", body, timeout=5)
@@ -57,8 +57,14 @@ async def test_explain_a_saved_placement(daemon: Daemon, nats_server: EmbeddedNa
     manifest.write_text(yaml.safe_dump(new_object("Placement", name="web")))
     code, out = await kubectl_tmc("apply", "-f", str(manifest), "--nats-url", nats_server.url)
     assert code == 0, out
-    code, out = await kubectl_tmc("placement", "explain", "web", "--nats-url", nats_server.url)
-    assert code == 0, out
+
+    async def explained() -> str | None:  # once the placement agent has decided it
+        code, out = await kubectl_tmc("placement", "explain", "web", "--nats-url", nats_server.url)
+        assert code == 0, out
+        return out if "sim-001" in out else None
+
+    out = await wait_for(explained, what="web decided")
+    assert out.startswith("Phase:") and "Bound" in out.splitlines()[0]
     header = next(line for line in out.splitlines() if line.startswith("CLUSTER"))
     assert header.split() == ["CLUSTER", "SELECTED", "SCORE", "REASON", "DETAIL"]
     assert "sim-001" in out
