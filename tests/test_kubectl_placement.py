@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,10 +88,21 @@ async def test_get_watch_prints_a_row_per_change(daemon: Daemon, nats_server: Em
         try:
             body = json.dumps({"object": new_object("Placement", name="watched")}).encode()
             await nc.request("tmc.api.create.placements", body, timeout=5)
-            seen = []
-            while not any(line.startswith("MODIFIED") for line in seen):  # created, then decided
+            seen: list[str] = []
+            # the plugin prints the note before its subscription reaches the server: should it have
+            # missed the first writes, a label change makes one more (at most 50, 0.2 s apart)
+            for poke in range(50):
+                with contextlib.suppress(TimeoutError):
+                    seen.append((await asyncio.wait_for(proc.stdout.readline(), 0.2)).decode())
+                    break
+                patch = {"name": "watched", "patch": {"metadata": {"labels": {"poke": str(poke)}}}}
+                await nc.request("tmc.api.patch.placements", json.dumps(patch).encode(), timeout=5)
+            assert seen and seen[0].startswith("ADDED") and "watched" in seen[0]
+            # decided by the placement agent (Bound), which a later change shows too (status is kept)
+            patch = {"name": "watched", "patch": {"metadata": {"labels": {"team": "web"}}}}
+            await nc.request("tmc.api.patch.placements", json.dumps(patch).encode(), timeout=5)
+            while not any(line.startswith("MODIFIED") and "Bound" in line for line in seen):
                 seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
-            assert seen[0].startswith("ADDED") and "watched" in seen[0]
             await nc.request("tmc.api.delete.placements", json.dumps({"name": "watched"}).encode(), timeout=5)
             while not seen[-1].startswith("DELETED"):
                 seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
