@@ -35,7 +35,7 @@ body = new_object
 
 @pytest.fixture
 async def api(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[tuple[Daemon, aiohttp.ClientSession]]:
-    cfg = daemon_config(nats_server.url, tmp_path, agents="metrics", **{"api.tokens": TOKENS})
+    cfg = daemon_config(nats_server.url, tmp_path, agents="metrics,placement", **{"api.tokens": TOKENS})
     async with (
         running_daemon(cfg) as d,
         aiohttp.ClientSession(base_url=d.http.base_url, headers={"Authorization": f"Bearer {RW}"}) as s,
@@ -47,6 +47,19 @@ async def call(s: aiohttp.ClientSession, method: str, path: str, **kw: Any) -> t
     async with s.request(method, path, **kw) as r:
         text = await r.text()
         return r.status, json.loads(text) if text else None
+
+
+async def decided(s: aiohttp.ClientSession, name: str) -> dict[str, Any]:
+    """The Placement once the placement agent has decided its current spec."""
+
+    async def read() -> dict[str, Any] | None:
+        status, obj = await call(s, "GET", f"/api/v1/placements/{name}")
+        assert status == 200, obj
+        st = obj.get("status", {})
+        done = st.get("lastDecisionTime") and st.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if done else None
+
+    return await wait_for(read, what=f"placement {name} decided")
 
 
 async def test_crud_conflict_patch_delete(api: tuple[Daemon, aiohttp.ClientSession]) -> None:
@@ -183,6 +196,8 @@ async def test_watch_streams_and_resumes(api: tuple[Daemon, aiohttp.ClientSessio
     await call(s, "POST", "/api/v1/placements", json=body("Placement", name="w-2"))
     await call(s, "PATCH", "/api/v1/placements/w-2", json={"metadata": {"labels": {"x": "y"}}})
     await asyncio.wait_for(reader, 10)
+    await decided(s, "w-1")  # the placement agent's status writes are done before the listing below
+    await decided(s, "w-2")
     kinds = [(e, n) for e, n, _ in events]
     assert kinds[0] == ("ADDED", "w-1") and ("ADDED", "w-2") in kinds and ("MODIFIED", "w-2") in kinds
     # resume after the last event seen: only what happened since, up to the deletion
@@ -221,20 +236,46 @@ async def test_saved_placement_is_decided_and_published(
             assert (await call(s, "POST", "/api/v1/synctargets", json=obj))[0] == 201
         status, saved = await call(s, "POST", "/api/v1/placements", json=body("Placement", name="web"))
         assert status == 201
-        assert saved["status"]["phase"] in ("Bound", "Unbound")
-        assert {c["cluster"] for c in saved["status"]["candidates"]} == {"sim-001"}
+        assert saved["status"]["phase"] == "Pending"  # as stored: the placement agent decides it next
+        decision = await decided(s, "web")
+        assert decision["status"]["phase"] in ("Bound", "Unbound")
+        assert {c["cluster"] for c in decision["status"]["candidates"]} == {"sim-001"}
 
         async def published() -> bool:
             return bool(got)
 
         await wait_for(published, what="PlacementDecision")
         assert got[0].placement == "web"
+        assert [c.cluster for c in got[0].candidates] == ["sim-001"]
         status, sim = await call(s, "POST", "/api/v1/placement-simulations", json=body("Placement", name="what-if"))
         assert status == 200 and {c["cluster"] for c in sim["candidates"]} == {"sim-001"}
         assert (await call(s, "GET", "/api/v1/placements/what-if"))[0] == 404  # nothing saved
     finally:
         await sub.unsubscribe()
         await nc.close()
+
+
+async def test_replace_and_patch_keep_the_agents_status(api: tuple[Daemon, aiohttp.ClientSession]) -> None:
+    _, s = api
+    assert (await call(s, "POST", "/api/v1/synctargets", json=msgspec.to_builtins(example("SyncTarget"))))[0] == 201
+    forged = body("Placement", name="owned")
+    forged["status"] = {"phase": "Bound", "selectedClusters": [{"cluster": "forged"}]}
+    status, created = await call(s, "POST", "/api/v1/placements", json=forged)
+    assert status == 201 and created["status"]["phase"] == "Pending" and not created["status"]["selectedClusters"]
+    first = await decided(s, "owned")
+    assert [c["cluster"] for c in first["status"]["selectedClusters"]] == ["sim-001"]
+
+    first["metadata"]["labels"] = {"team": "web"}  # no spec change: nothing to decide again
+    first["status"] = {"phase": "Unbound"}
+    status, replaced = await call(s, "PUT", "/api/v1/placements/owned", json=first)
+    assert status == 200 and replaced["metadata"]["generation"] == 1
+    assert replaced["status"]["phase"] == "Bound" and replaced["status"]["selectedClusters"][0]["cluster"] == "sim-001"
+    patch = {"status": {"phase": "Unbound"}, "spec": {"policy": "Binpack"}}
+    status, patched = await call(s, "PATCH", "/api/v1/placements/owned", json=patch)
+    assert status == 200 and patched["spec"]["policy"] == "Binpack" and patched["metadata"]["generation"] == 2
+    assert patched["status"]["phase"] == "Bound" and patched["status"]["observedGeneration"] == 1
+    again = await decided(s, "owned")
+    assert again["status"]["observedGeneration"] == 2 and again["status"]["phase"] == "Bound"
 
 
 async def test_cors_is_off_by_default_and_on_for_listed_origins(nats_server: EmbeddedNats, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from tests.helpers import daemon_config, new_object, running_daemon
+from tests.helpers import daemon_config, new_object, running_daemon, wait_for
 from tmcd.resources.examples import example
 from tmcd.runtime.embedded import EmbeddedNats
 
@@ -22,7 +22,7 @@ obj = new_object
 
 @pytest.fixture
 async def nc(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Client]:
-    async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics")):
+    async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics,placement")):
         client = await nats.connect(nats_server.url)
         try:
             yield client
@@ -97,7 +97,19 @@ async def test_placement_over_nats_is_decided(nc: Client) -> None:
     code, _ = await call(nc, "tmc.api.create.synctargets", {"object": msgspec.to_builtins(example("SyncTarget"))})
     assert code == ""
     code, saved = await call(nc, "tmc.api.create.placements", {"object": obj("Placement", name="nats-web")})
-    assert code == "" and {c["cluster"] for c in saved["status"]["candidates"]} == {"sim-001"}
+    assert code == "" and saved["status"]["phase"] == "Pending"  # as stored; the placement agent decides it
+
+    async def decided() -> dict[str, Any] | None:
+        code, got = await call(nc, "tmc.api.get.placements", {"name": "nats-web"})
+        assert code == "", got
+        return got if got["status"].get("observedGeneration") == 1 else None
+
+    got = await wait_for(decided, what="nats-web decided")
+    assert {c["cluster"] for c in got["status"]["candidates"]} == {"sim-001"}
+    code, patched = await call(
+        nc, "tmc.api.patch.placements", {"name": "nats-web", "patch": {"status": {"phase": "Unbound"}}}
+    )
+    assert code == "" and patched["status"] == got["status"]  # status belongs to the placement agent
     code, sim = await call(nc, "tmc.api.simulate.placements", {"object": obj("Placement", name="nats-what-if")})
     assert code == "" and sim["candidates"]
     code, _ = await call(nc, "tmc.api.get.placements", {"name": "nats-what-if"})

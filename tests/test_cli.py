@@ -54,9 +54,8 @@ def test_bad_flag_value_is_one_line_exit_2() -> None:
     proc = tmcd("config", "show", "--agents", "metrics,bogus")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
-    assert "agents = 'metrics,bogus': expected a comma-separated subset of metrics,health,canary,rollback" in (
-        proc.stderr
-    )
+    want = "agents = 'metrics,bogus': expected a comma-separated subset of metrics,health,placement,canary,rollback"
+    assert want in proc.stderr
 
 
 def test_bad_env_value_names_the_variable() -> None:

@@ -282,7 +282,11 @@ def test_error_attributes() -> None:
             "metrics,foo",
             "agents = 'metrics,foo': expected a comma-separated subset of " + ",".join(AGENT_NAMES),
         ),
-        ("TMCD_AGENTS", "", "agents = '': expected a comma-separated subset of metrics,health,canary,rollback"),
+        (
+            "TMCD_AGENTS",
+            "",
+            "agents = '': expected a comma-separated subset of metrics,health,placement,canary,rollback",
+        ),
         ("TMCD_LOG_LEVEL", "loud", "log_level = 'loud': expected one of debug, info, warning, error"),
     ],
 )
@@ -295,7 +299,7 @@ def test_env_errors_name_the_variable(var: str, value: str, message: str) -> Non
 
 # --------------------------------------------------------------------------- semantic checks
 
-SUBSET = "a comma-separated subset of metrics,health,canary,rollback"
+SUBSET = "a comma-separated subset of metrics,health,placement,canary,rollback"
 URLS = "a comma-separated list of nats://, tls://, ws:// or wss:// URLs"
 
 
@@ -488,7 +492,7 @@ def test_render_layout() -> None:
     assert lines[:3] == [
         'data_dir = ".tmcd"',
         'log_level = "info"',
-        'agents = ["metrics", "health", "canary", "rollback"]',
+        'agents = ["metrics", "health", "placement", "canary", "rollback"]',
     ]
     headers = [line for line in lines if line.startswith("[")]
     assert headers[:3] == ["[nats]", "[http]", "[streams.syncer]"]

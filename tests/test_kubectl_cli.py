@@ -38,7 +38,8 @@ def _with_status(kind: str, **meta: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tmcd]:
-    """A NATS server and a tmcd (metrics agent only, so seeded statuses stay) in a background thread."""
+    """A NATS server and a tmcd (metrics and placement agents, so seeded statuses of other kinds stay) in a
+    background thread."""
     with tmcd_in_thread(nats_server_bin, tmp_path_factory.mktemp("kubectl")) as t:
         t.create("synctargets", _with_status("SyncTarget", name="sim-001"))
         t.create(

@@ -228,7 +228,8 @@ def _cluster(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tmcd]:
-    """A NATS server and a tmcd (metrics agent only, so stored statuses stay) in a background thread."""
+    """A NATS server and a tmcd (metrics and placement agents: cluster statuses stay as stored) in a
+    background thread."""
     with tmcd_in_thread(nats_server_bin, tmp_path_factory.mktemp("describe-events")) as t:
         for name in ("ev-1", "ev-2", "quiet"):
             t.create("synctargets", _cluster(name))

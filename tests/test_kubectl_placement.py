@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.helpers import daemon_config, new_object, running_daemon
+from tests.helpers import daemon_config, new_object, running_daemon, wait_for
 from tmcd.kubectl.root import cli
 from tmcd.resources.examples import example
 from tmcd.runtime.daemon import Daemon
@@ -22,7 +23,7 @@ from tmcd.runtime.embedded import EmbeddedNats
 
 @pytest.fixture
 async def daemon(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics")) as d:
+    async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics,placement")) as d:
         nc = await nats.connect(nats_server.url)
         body = json.dumps({"object": msgspec.to_builtins(example("SyncTarget"))}).encode()
         await nc.request("tmc.api.create.synctargets", body, timeout=5)
@@ -57,8 +58,14 @@ async def test_explain_a_saved_placement(daemon: Daemon, nats_server: EmbeddedNa
     manifest.write_text(yaml.safe_dump(new_object("Placement", name="web")))
     code, out = await kubectl_tmc("apply", "-f", str(manifest), "--nats-url", nats_server.url)
     assert code == 0, out
-    code, out = await kubectl_tmc("placement", "explain", "web", "--nats-url", nats_server.url)
-    assert code == 0, out
+
+    async def explained() -> str | None:  # once the placement agent has decided it
+        code, out = await kubectl_tmc("placement", "explain", "web", "--nats-url", nats_server.url)
+        assert code == 0, out
+        return out if "sim-001" in out else None
+
+    out = await wait_for(explained, what="web decided")
+    assert out.startswith("Phase:") and "Bound" in out.splitlines()[0]
     header = next(line for line in out.splitlines() if line.startswith("CLUSTER"))
     assert header.split() == ["CLUSTER", "SELECTED", "SCORE", "REASON", "DETAIL"]
     assert "sim-001" in out
@@ -81,10 +88,21 @@ async def test_get_watch_prints_a_row_per_change(daemon: Daemon, nats_server: Em
         try:
             body = json.dumps({"object": new_object("Placement", name="watched")}).encode()
             await nc.request("tmc.api.create.placements", body, timeout=5)
-            seen = []
-            while not any(line.startswith("MODIFIED") for line in seen):  # created, then decided
+            seen: list[str] = []
+            # the plugin prints the note before its subscription reaches the server: should it have
+            # missed the first writes, a label change makes one more (at most 50, 0.2 s apart)
+            for poke in range(50):
+                with contextlib.suppress(TimeoutError):
+                    seen.append((await asyncio.wait_for(proc.stdout.readline(), 0.2)).decode())
+                    break
+                patch = {"name": "watched", "patch": {"metadata": {"labels": {"poke": str(poke)}}}}
+                await nc.request("tmc.api.patch.placements", json.dumps(patch).encode(), timeout=5)
+            assert seen and seen[0].startswith("ADDED") and "watched" in seen[0]
+            # decided by the placement agent (Bound), which a later change shows too (status is kept)
+            patch = {"name": "watched", "patch": {"metadata": {"labels": {"team": "web"}}}}
+            await nc.request("tmc.api.patch.placements", json.dumps(patch).encode(), timeout=5)
+            while not any(line.startswith("MODIFIED") and "Bound" in line for line in seen):
                 seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
-            assert seen[0].startswith("ADDED") and "watched" in seen[0]
             await nc.request("tmc.api.delete.placements", json.dumps({"name": "watched"}).encode(), timeout=5)
             while not seen[-1].startswith("DELETED"):
                 seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())

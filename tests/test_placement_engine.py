@@ -11,7 +11,19 @@ import pytest
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import PlacementDecision
 from tmcd.placement import CandidateResult, Decision, decide, to_message, to_status
-from tmcd.placement.model import DEGRADED_PENALTY, STICKY_BONUS, UNHEALTHY_PENALTY, UNKNOWN_UTILISATION, utilisation
+from tmcd.placement.model import (
+    DEGRADED_PENALTY,
+    STICKY_BONUS,
+    UNHEALTHY_PENALTY,
+    UNKNOWN_UTILISATION,
+    eligibility_facts,
+    fleet_change_matters,
+    fleet_pass_at,
+    needs_decision,
+    status_change,
+    touches,
+    utilisation,
+)
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import (
     LabelSelector,
@@ -21,7 +33,7 @@ from tmcd.resources.placement import (
     PlacementSpec,
     PlacementStatus,
 )
-from tmcd.resources.selectors import SelectorError
+from tmcd.resources.selectors import SelectorError, from_label_selector
 from tmcd.resources.synctarget import HealthStatus, SyncTarget, SyncTargetSpec, SyncTargetStatus
 
 NOW = 1_700_000_000.0
@@ -521,3 +533,107 @@ def test_to_status() -> None:
 def test_to_status_pending() -> None:
     st = to_status(decide(placement(), [], now=NOW), NOW)
     assert (st.phase, st.selected_clusters, st.candidates) == ("Pending", [], [])
+
+
+# --- re-deciding: which fleet changes matter, and which outcomes are worth an event -------------------
+
+
+def test_needs_decision_for_a_new_or_changed_spec_only() -> None:
+    p = placement()
+    p.metadata.generation = 1
+    assert needs_decision(p)  # never decided
+    p.status = to_status(decide(p, fleet(), now=NOW), NOW, observed_generation=1)
+    assert not needs_decision(p)
+    p.metadata.generation = 2
+    assert needs_decision(p)
+    p.metadata.generation, p.status.last_decision_time = 1, ""
+    assert needs_decision(p)  # a status nobody decided (written past the API)
+
+
+def _beat(t: SyncTarget) -> SyncTarget:
+    """The same cluster after another heartbeat: more load, newer times, another queue depth."""
+    st = msgspec.structs.replace(
+        t.status,
+        used={"cpu": "7", "memory": "1Gi", "pods": "99"},
+        last_syncer_heartbeat_time="2025-01-15T10:00:20Z",
+        queue_depth=t.status.queue_depth + 40,
+        error_ratio=0.01,
+        synced_resources=["deployments.apps"],
+    )
+    return msgspec.structs.replace(t, status=st)
+
+
+def test_heartbeats_alone_do_not_matter() -> None:
+    t = cluster("a", "eu", "eu-1", 0.3)
+    assert not fleet_change_matters(t, _beat(t))
+    assert not fleet_change_matters(t, t)
+    assert not fleet_change_matters(None, None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: msgspec.structs.replace(t, spec=SyncTargetSpec(unschedulable=True)),
+        lambda t: msgspec.structs.replace(t, status=msgspec.structs.replace(t.status, health="Unhealthy")),
+        lambda t: msgspec.structs.replace(t, status=msgspec.structs.replace(t.status, health="Degraded")),
+        lambda t: msgspec.structs.replace(t, status=msgspec.structs.replace(t.status, connected=False)),
+        lambda t: msgspec.structs.replace(t, status=msgspec.structs.replace(t.status, sync_paused=True)),
+        lambda t: msgspec.structs.replace(t, status=msgspec.structs.replace(t.status, used={"pods": "100"})),
+        lambda t: msgspec.structs.replace(
+            t, metadata=msgspec.structs.replace(t.metadata, labels={**t.metadata.labels, "tier": "gold"})
+        ),
+    ],
+    ids=["cordoned", "unhealthy", "degraded", "disconnected", "paused", "full", "labels"],
+)
+def test_eligibility_changes_matter(change: object) -> None:
+    t = cluster("a", "eu", "eu-1", 0.3)
+    after = change(t)  # type: ignore[operator]
+    assert fleet_change_matters(t, after) and fleet_change_matters(after, t)
+    assert eligibility_facts(t) != eligibility_facts(after)
+
+
+def test_appearing_and_vanishing_clusters_matter() -> None:
+    t = cluster("a", "eu", "eu-1", 0.3)
+    assert fleet_change_matters(None, t) and fleet_change_matters(t, None)
+
+
+def test_touches_clusters_matching_before_or_after() -> None:
+    eu = [from_label_selector(LabelSelector(match_labels={"region": "eu"}))]
+    a_eu, a_us, b_us = cluster("a", "eu", "z", 0.1), cluster("a", "us", "z", 0.1), cluster("b", "us", "z", 0.1)
+    assert touches(eu, a_eu, a_us) and touches(eu, a_us, a_eu)  # left or joined the selection's labels
+    assert touches(eu, None, a_eu) and touches(eu, a_eu, None)
+    assert not touches(eu, a_us, b_us) and not touches(eu, None, b_us)
+    assert touches([], None, b_us)  # no selectors: every cluster
+
+
+def test_status_change_is_an_event_only_when_the_selection_or_phase_moves() -> None:
+    p = placement("LeastLoaded", 2)
+    first = decide(p, fleet(), now=NOW)
+    status = to_status(first, NOW)
+    # scores and ranks move with load: nothing to write
+    busier = [_beat(t) if t.metadata.name == "e2" else t for t in fleet()]
+    assert status_change(status, decide(p, busier, previous=first.selected, now=NOW + 5)) == "none"
+    # a cluster outside the selection turns Unhealthy: refresh the status quietly
+    sick = [
+        msgspec.structs.replace(t, status=msgspec.structs.replace(t.status, health="Unhealthy"))
+        if t.metadata.name == "a2"
+        else t
+        for t in fleet()
+    ]
+    assert status_change(status, decide(p, sick, previous=first.selected, now=NOW + 5)) == "status"
+    # a selected cluster is cordoned: a new decision
+    cordoned = [
+        cluster("w2", "eu-west", "eu-west-1b", 0.1, cordoned=True),
+        *(t for t in fleet() if t.metadata.name != "w2"),
+    ]
+    assert status_change(status, decide(p, cordoned, previous=first.selected, now=NOW + 5)) == "decision"
+    # the phase moves though nothing is selected either way (Pending -> Unbound): a new decision too
+    pending = to_status(decide(p, [], now=NOW), NOW)
+    only_sick = [t for t in sick if t.metadata.name == "a2"]
+    assert status_change(pending, decide(p, only_sick, now=NOW)) == "decision"
+
+
+def test_fleet_pass_at_leading_then_one_per_interval() -> None:
+    assert fleet_pass_at(None, NOW, 1.0) == NOW  # the first change after a quiet spell: at once
+    assert fleet_pass_at(NOW, NOW + 0.2, 1.0) == NOW + 1.0  # within the interval: at its end
+    assert fleet_pass_at(NOW, NOW + 5.0, 1.0) == NOW + 5.0  # long after: at once

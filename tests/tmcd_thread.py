@@ -4,26 +4,31 @@ from synchronous code: CliRunner, subprocesses, kubectl-tmc's own NATS client.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import daemon_config, running_daemon
+from tmcd.contracts import subjects
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import Message
 from tmcd.kubectl.client import Client, Endpoint, NatsConnection
+from tmcd.kubectl.output import parse_time
 from tmcd.runtime.embedded import EmbeddedNats
 
 
 class Tmcd:
     """Where the running tmcd is, and synchronous requests to it over NATS."""
 
-    def __init__(self, nats_url: str, http_url: str) -> None:
+    def __init__(self, nats_url: str, http_url: str, agents: str = "") -> None:
         self.nats_url = nats_url
         self.http_url = http_url
+        self.agents = agents.split(",")
 
     def request(self, subject: str, payload: bytes) -> dict[str, Any]:
         """One request; the reply must not be a service error."""
@@ -37,8 +42,27 @@ class Tmcd:
         return out
 
     def create(self, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
+        """Create; a Placement is returned once the placement agent (when running) has decided it."""
         body = json.dumps({"namespace": namespace, "object": obj}).encode()
-        return self.request(f"tmc.api.create.{plural}", body)
+        created = self.request(f"tmc.api.create.{plural}", body)
+        if plural == "placements" and "placement" in self.agents:
+            return self.decided(created["metadata"]["name"])
+        return created
+
+    def decided(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The Placement once its spec is decided and the decision is in TMC_PLACEMENT (bounded polling)."""
+        deadline = time.monotonic() + timeout
+        get = json.dumps({"last_by_subj": subjects.placement_decision(name)}).encode()
+        while True:
+            obj = self.get("placements", name)
+            status, meta = obj.get("status", {}), obj["metadata"]
+            if status.get("lastDecisionTime") and status.get("observedGeneration") == meta["generation"]:
+                msg = self.request(f"$JS.API.STREAM.MSG.GET.{subjects.STREAM_PLACEMENT}", get).get("message")
+                created = parse_time(meta["creationTimestamp"]) or 0.0
+                if msg and json.loads(base64.b64decode(msg["data"]))["timestamp"] >= created:
+                    return obj
+            assert time.monotonic() < deadline, f"placement {name} not decided within {timeout}s"
+            time.sleep(0.02)
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
         return self.request(f"tmc.api.get.{plural}", json.dumps({"name": name}).encode())
@@ -53,9 +77,9 @@ class Tmcd:
 
 
 @contextlib.contextmanager
-def tmcd_in_thread(nats_server_bin: str, tmp: Path, agents: str = "metrics") -> Iterator[Tmcd]:
-    """A nats-server and a tmcd running ``agents`` (the metrics agent alone leaves stored
-    statuses as they are), stopped on exit."""
+def tmcd_in_thread(nats_server_bin: str, tmp: Path, agents: str = "metrics,placement") -> Iterator[Tmcd]:
+    """A nats-server and a tmcd running ``agents`` (the metrics and placement agents leave the
+    stored statuses of other kinds as they are), stopped on exit."""
     server = EmbeddedNats(nats_server_bin, tmp / "nats")
     url = server.start()
     ready = threading.Event()
@@ -81,7 +105,7 @@ def tmcd_in_thread(nats_server_bin: str, tmp: Path, agents: str = "metrics") -> 
     try:
         assert ready.wait(60), "tmcd did not start"
         assert "error" not in state, state.get("error")
-        yield Tmcd(url, state["http"])
+        yield Tmcd(url, state["http"], agents)
     finally:
         if "loop" in state:
             state["loop"].call_soon_threadsafe(state["stop"].set)

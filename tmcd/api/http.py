@@ -18,9 +18,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from tmcd.api import errors
+from tmcd.api import errors, placement
 from tmcd.api.auth import authorize
-from tmcd.api.placement import decide_and_record, simulate
 from tmcd.api.store import ResourceStore, list_filters, list_object
 from tmcd.bus import Bus
 from tmcd.config import ApiConfig
@@ -58,10 +57,6 @@ class ApiContext:
         self._store: ResourceStore | None = None
         self._store_bus: Bus | None = None
         self.stopping = asyncio.Event()
-
-    def bus(self) -> Bus | None:
-        """The bus, once connected."""
-        return self._bus()
 
     def store(self) -> ResourceStore:
         bus = self._bus()
@@ -121,16 +116,18 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
         auth(ctx, request, write=True)
         store = ctx.store()
         obj = store.decode(kind, await request.read())
-        saved = await store.create(kind, obj, request.match_info.get("namespace", ""))
-        return respond(await _after_save(ctx, kind, saved), 201)
+        if kind is PLACEMENT:
+            obj = placement.new(obj)
+        return respond(await store.create(kind, obj, request.match_info.get("namespace", "")), 201)
 
     async def replace(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
         store = ctx.store()
         name = request.match_info["name"]
         obj = store.decode(kind, await request.read(), name=name)
-        saved = await store.replace(kind, request.match_info.get("namespace", ""), name, obj)
-        return respond(await _after_save(ctx, kind, saved))
+        if kind is PLACEMENT:
+            return respond(await placement.replace(store, name, obj))
+        return respond(await store.replace(kind, request.match_info.get("namespace", ""), name, obj))
 
     async def patch(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
@@ -138,8 +135,11 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
             body = msgspec.json.decode(await request.read())
         except msgspec.DecodeError as exc:
             raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
-        saved = await ctx.store().patch(kind, request.match_info.get("namespace", ""), request.match_info["name"], body)
-        return respond(await _after_save(ctx, kind, saved))
+        if kind is PLACEMENT:
+            body = placement.patch_without_status(body)
+        return respond(
+            await ctx.store().patch(kind, request.match_info.get("namespace", ""), request.match_info["name"], body)
+        )
 
     async def delete(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
@@ -163,20 +163,11 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
     return routes
 
 
-async def _after_save(ctx: ApiContext, kind: Kind, obj: Any) -> Any:
-    if kind is PLACEMENT:
-        bus = ctx.bus()
-        assert bus is not None
-        return await decide_and_record(ctx.store(), bus, obj)
-    return obj
-
-
 def _simulation_route(ctx: ApiContext) -> Route:
     async def simulate_(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=False)  # nothing is saved
         store = ctx.store()
-        placement = store.decode(PLACEMENT, await request.read())
-        return respond(await simulate(store, placement))
+        return respond(await placement.simulate(store, store.decode(PLACEMENT, await request.read())))
 
     summary = "Decide a Placement (body) against the current clusters without saving anything"
     return Route("POST", "/api/v1/placement-simulations", "simulate", PLACEMENT, summary, simulate_)

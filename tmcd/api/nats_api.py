@@ -31,8 +31,7 @@ from typing import Any
 import msgspec
 
 from tmcd import __version__
-from tmcd.api import errors
-from tmcd.api.placement import decide_and_record, simulate
+from tmcd.api import errors, placement
 from tmcd.api.store import ResourceStore, list_filters, list_object
 from tmcd.bus import Bus
 from tmcd.bus.service import Endpoint, Reply
@@ -55,16 +54,16 @@ class ApiRequest(msgspec.Struct, kw_only=True, rename="camel"):
     continue_: str = msgspec.field(default="", name="continue")
 
 
-def endpoints(bus: Bus, store: Callable[[], ResourceStore]) -> list[Endpoint]:
+def endpoints(store: Callable[[], ResourceStore]) -> list[Endpoint]:
     """Every endpoint of the ``tmc`` service; list endpoints name their KV bucket for watchers."""
     out = []
     for kind in KINDS:
         watch = {"kind": kind.kind, "watch": f"$KV.{kind.bucket}.>", "bucket": kind.bucket}
         for verb in VERBS:
-            handler = _handler(bus, store, verb, kind)
+            handler = _handler(store, verb, kind)
             meta = watch if verb == "list" else None
             out.append(Endpoint(f"{verb}-{kind.plural}", f"tmc.api.{verb}.{kind.plural}", handler, meta))
-    simulate_ = _handler(bus, store, "simulate", PLACEMENT)
+    simulate_ = _handler(store, "simulate", PLACEMENT)
     out.append(Endpoint("simulate-placements", "tmc.api.simulate.placements", simulate_))
     return out
 
@@ -73,21 +72,21 @@ def _error(err: errors.ApiError) -> Reply:
     return Reply(_encoder.encode(err.status()), str(err.code), err.message)
 
 
-def _handler(bus: Bus, store_of: Callable[[], ResourceStore], verb: str, kind: Kind) -> Any:
+def _handler(store_of: Callable[[], ResourceStore], verb: str, kind: Kind) -> Any:
     async def handle(_subject: str, data: bytes) -> Reply:
         try:
             req = msgspec.json.decode(data or b"{}", type=ApiRequest)
         except msgspec.DecodeError as exc:
             return _error(errors.bad_request(f"request is not a valid {verb} request: {exc}"))
         try:
-            return Reply(_encoder.encode(await _run(bus, store_of(), verb, kind, req)))
+            return Reply(_encoder.encode(await _run(store_of(), verb, kind, req)))
         except errors.ApiError as err:
             return _error(err)
 
     return handle
 
 
-async def _run(bus: Bus, store: ResourceStore, verb: str, kind: Kind, req: ApiRequest) -> Any:
+async def _run(store: ResourceStore, verb: str, kind: Kind, req: ApiRequest) -> Any:
     ns = req.namespace
     if kind.namespaced and not ns and verb not in ("list", "create", "simulate"):
         raise errors.bad_request(f"{kind.plural} are namespaced: give a namespace")
@@ -106,22 +105,22 @@ async def _run(bus: Bus, store: ResourceStore, verb: str, kind: Kind, req: ApiRe
     if verb == "patch":
         if req.patch is None:
             raise errors.bad_request("patch is required")
-        saved = await store.patch(kind, ns, req.name, req.patch)
-        return await decide_and_record(store, bus, saved) if kind is PLACEMENT else saved
+        patch = placement.patch_without_status(req.patch) if kind is PLACEMENT else req.patch
+        return await store.patch(kind, ns, req.name, patch)
     if req.object is None:
         raise errors.bad_request("object is required")
     obj = store.decode(kind, req.object, name=req.name)
     if verb == "simulate":
-        return await simulate(store, obj)
+        return await placement.simulate(store, obj)
     if verb == "create":
-        saved = await store.create(kind, obj, ns)
-    else:
-        saved = await store.replace(kind, ns, req.name, obj)
-    return await decide_and_record(store, bus, saved) if kind is PLACEMENT else saved
+        return await store.create(kind, placement.new(obj) if kind is PLACEMENT else obj, ns)
+    if kind is PLACEMENT:
+        return await placement.replace(store, req.name, obj)
+    return await store.replace(kind, ns, req.name, obj)
 
 
 async def start(bus: Bus, store: Callable[[], ResourceStore]) -> Any:
     """Start the ``tmc`` micro service."""
     return await bus.service(
-        "tmc", __version__, "tmcd resource API: list/get/create/replace/patch/delete per kind", endpoints(bus, store)
+        "tmc", __version__, "tmcd resource API: list/get/create/replace/patch/delete per kind", endpoints(store)
     )

@@ -19,7 +19,9 @@ def daemon_options(fn: F) -> F:
         click.option("--nats-url", metavar="URL", help="NATS server URL(s); empty starts an embedded nats-server."),
         click.option("--http-listen", metavar="HOST:PORT", help="HTTP listen address (default 127.0.0.1:8080)."),
         click.option("--data-dir", metavar="DIR", help="Data directory (default .tmcd)."),
-        click.option("--agents", metavar="LIST", help="Comma-separated agents to run: metrics,health,canary,rollback."),
+        click.option(
+            "--agents", metavar="LIST", help="Comma-separated agents to run: metrics,health,placement,canary,rollback."
+        ),
         click.option("--log-level", metavar="LEVEL", help="debug, info, warning or error."),
     ]
     for opt in reversed(opts):

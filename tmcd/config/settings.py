@@ -14,7 +14,7 @@ from msgspec import Meta
 from tmcd.config.otel import OtelConfig
 
 PositiveSeconds = Annotated[float, Meta(gt=0)]
-AGENT_NAMES: tuple[str, ...] = ("metrics", "health", "canary", "rollback")
+AGENT_NAMES: tuple[str, ...] = ("metrics", "health", "placement", "canary", "rollback")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 
 

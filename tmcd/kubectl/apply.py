@@ -12,6 +12,9 @@ from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, namesp
 from tmcd.kubectl.errors import CliError, ServerError, UsageError
 from tmcd.kubectl.kinds import CliKind, by_kind
 
+APPLY_ATTEMPTS = 5
+"""Reads and replaces of one object tried when something else writes it in between."""
+
 
 def load_documents(text: str, source: str) -> list[dict[str, Any]]:
     """Every object in a YAML/JSON stream (``kind: List`` expanded, empty documents skipped)."""
@@ -81,19 +84,29 @@ def apply(ctx: click.Context, files: tuple[str, ...]) -> None:
         ns = str(meta.get("namespace") or namespace_for(ctx, kind, c.endpoint)) if kind.namespaced else ""
         if ns:
             meta["namespace"] = ns
-        try:
-            existing = c.call("get", kind, namespace=ns, name=name)
-        except ServerError as err:
-            if err.code != 404:
-                raise
-            existing = None
-        if existing is None:
-            meta.pop("resourceVersion", None)
-            c.call("create", kind, namespace=ns, object=obj)
-            click.echo(f"{kind.ref(name)} created")
-            continue
-        meta["resourceVersion"] = str((existing.get("metadata") or {}).get("resourceVersion", ""))
-        if "status" not in obj and "status" in existing:
-            obj["status"] = existing["status"]
-        c.call("replace", kind, namespace=ns, name=name, object=obj)
-        click.echo(f"{kind.ref(name)} configured")
+        had_status = "status" in obj
+        for attempt in range(APPLY_ATTEMPTS):
+            try:
+                existing = c.call("get", kind, namespace=ns, name=name)
+            except ServerError as err:
+                if err.code != 404:
+                    raise
+                existing = None
+            if existing is None:
+                meta.pop("resourceVersion", None)
+                c.call("create", kind, namespace=ns, object=obj)
+                click.echo(f"{kind.ref(name)} created")
+                break
+            meta["resourceVersion"] = str((existing.get("metadata") or {}).get("resourceVersion", ""))
+            if not had_status and "status" in existing:
+                obj["status"] = existing["status"]
+            try:
+                c.call("replace", kind, namespace=ns, name=name, object=obj)
+            except ServerError as err:
+                # the resourceVersion is apply's own read, not the user's: an agent writing status
+                # in between (the placement agent does, within milliseconds of a save) means read again
+                if err.code != 409 or attempt == APPLY_ATTEMPTS - 1:
+                    raise
+                continue
+            click.echo(f"{kind.ref(name)} configured")
+            break

@@ -67,9 +67,16 @@ __all__ = [
     "CandidateResult",
     "Decision",
     "Reason",
+    "StatusChange",
     "decide",
+    "eligibility_facts",
+    "fleet_change_matters",
+    "fleet_pass_at",
+    "needs_decision",
+    "status_change",
     "to_message",
     "to_status",
+    "touches",
     "utilisation",
 ]
 
@@ -362,3 +369,58 @@ def to_status(decision: Decision, now: float, *, observed_generation: int = 0) -
         last_decision_time=rfc3339(now),
         observed_generation=observed_generation,
     )
+
+
+# -- re-deciding: what the placement agent asks before it decides again ------------------------------
+
+StatusChange = Literal["none", "status", "decision"]
+"""How a new decision differs from a recorded status (see :func:`status_change`)."""
+
+
+def needs_decision(placement: Placement) -> bool:
+    """The spec is new or changed since the last decision (or no decision was ever recorded)."""
+    return (
+        placement.metadata.generation != placement.status.observed_generation or not placement.status.last_decision_time
+    )
+
+
+def eligibility_facts(target: SyncTarget) -> tuple[object, ...]:
+    """What about a cluster can change which clusters are chosen: labels, cordon, health, connection,
+    pause and fullness.  Load (``used``), heartbeat times, queue depth and error ratio are left out:
+    they move with every heartbeat and only shift scores."""
+    st = target.status
+    labels = tuple(sorted(target.metadata.labels.items()))
+    full = _full_resource(target) is not None
+    return labels, target.spec.unschedulable, st.health, st.connected, st.sync_paused, full
+
+
+def fleet_change_matters(before: SyncTarget | None, after: SyncTarget | None) -> bool:
+    """A cluster appeared, vanished, or changed one of its :func:`eligibility_facts`."""
+    if before is None or after is None:
+        return before is not after
+    return eligibility_facts(before) != eligibility_facts(after)
+
+
+def touches(selectors: Sequence[Selector], before: SyncTarget | None, after: SyncTarget | None) -> bool:
+    """Whether a changed cluster can concern a placement with these (parsed) locationSelectors: it
+    matched one of them before or after the change (an empty list matches every cluster)."""
+    if not selectors:
+        return True
+    return any(t is not None and any(s.matches(t.metadata.labels) for s in selectors) for t in (before, after))
+
+
+def status_change(status: PlacementStatus, decision: Decision) -> StatusChange:
+    """``"decision"`` when the phase or the set of selected clusters differs (worth an event);
+    ``"status"`` when only candidates came or went or changed reason (refresh the status quietly);
+    ``"none"`` when at most scores or ranks moved."""
+    if status.phase != decision.phase or {s.cluster for s in status.selected_clusters} != set(decision.selected):
+        return "decision"
+    before = {c.cluster: c.reason for c in status.candidates}
+    after = {c.cluster: c.reason for c in decision.candidates}
+    return "none" if before == after else "status"
+
+
+def fleet_pass_at(last_pass: float | None, now: float, interval: float) -> float:
+    """When the next fleet re-decision may run: at once after a quiet spell, else ``interval`` after
+    the last one, so a burst of changes costs one pass at its start and one per interval after."""
+    return now if last_pass is None else max(now, last_pass + interval)

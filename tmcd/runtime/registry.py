@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from tmcd.health.agent import HealthAgent
 from tmcd.metrics.agent import MetricsAgent
+from tmcd.placement.agent import PlacementAgent
 from tmcd.runtime.agent import Agent
 from tmcd.runtime.idle import IdleAgent
 
 AGENTS: dict[str, Callable[[], Agent]] = {
     "metrics": MetricsAgent,
     "health": HealthAgent,
+    "placement": PlacementAgent,
     "canary": lambda: IdleAgent("canary"),
     "rollback": lambda: IdleAgent("rollback"),
 }
