@@ -208,17 +208,23 @@ def test_aggregate_is_all_or_nothing_when_a_known_value_cannot_be_written(fastag
     assert (shared._value, known["r", "delete", "down"]._value) == (4.0, 1.0)
 
 
+def fresh_str(text: str) -> str:
+    """A str that is not interned: freed with its last reference."""
+    return "".join(list(text))
+
+
 def test_aggregate_holds_what_python_code_could_free(fastagg: Any) -> None:
     """Python code that runs inside the call (a __float__, a property) may drop the last
-    other reference to the events, their fields or the known values: the C pass holds its
-    own, so it neither crashes nor miscounts."""
+    other reference to an event, its fields or a known value: the C pass holds its own, so
+    it neither crashes nor miscounts (the events as they were when read)."""
     events: list[SyncEvent] = []
     known: dict[tuple[str, str, str], Any] = {}
     written: list[float] = []
+    filler = sync("filler")
 
-    class Clearing:
+    class Replacing:
         def __float__(self) -> float:
-            events.clear()  # the caller's list: the events' only other reference
+            events[0] = events[1] = filler  # the events' only other references
             gc.collect()
             return 0.2
 
@@ -235,18 +241,37 @@ def test_aggregate_holds_what_python_code_could_free(fastagg: Any) -> None:
         def _value(self, v: float) -> None:
             written.append(v)
 
-    def fresh(text: str) -> str:
-        return "".join(list(text))  # not interned: freed with its last reference
+    def event(resource: str, op: str, direction: str, **kw: Any) -> SyncEvent:
+        r, o, d = fresh_str(resource), fresh_str(op), fresh_str(direction)
+        return SyncEvent(cluster="a", timestamp=1.0, resource=r, op=o, direction=d, ok=False, **kw)  # type: ignore[arg-type]
 
     key = ("apps/v1/deployments", "update", "down")
     known[key] = SelfRemoving()
-    events.extend(
-        SyncEvent(cluster="a", timestamp=1.0, resource=fresh(r), op=fresh(op), direction=fresh(d), ok=False)  # type: ignore[arg-type]
-        for r, op, d in [(key[0], "update", "down"), ("v1/pods", "create", "up"), ("v1/pods", "create", "up")]
-    )
-    events.append(sync("status", latency_seconds=Clearing()))
+    events += [
+        event(*key),
+        event("v1/pods", "create", "up", latency_seconds=Replacing()),
+        event("v1/pods", "create", "up"),
+    ]
     counts, down, up, _, _, lag, _, failed = fastagg.aggregate(events, 2.0, (0.1, 0.5, INF), (INF,), known)
-    assert counts == {("v1/pods", "create", "up"): 2, ("r", "status", "down"): 1}
-    assert (down, up, lag) == ([1, 1, 0], [2, 0, 0], [4])
-    assert len(failed) == 3 and failed[1].resource == "v1/pods"
-    assert written == [2.0] and known == {} and events == []
+    assert counts == {("v1/pods", "create", "up"): 2}
+    assert (down, up, lag) == ([1, 0, 0], [1, 1, 0], [3])
+    assert [e.op for e in failed] == ["update", "create", "create"]  # all ok=False, as they were read
+    assert failed[0].resource == "apps/v1/deployments"
+    assert written == [2.0] and known == {} and events[:2] == [filler, filler]
+
+
+def test_aggregate_refuses_a_batch_that_changes_size_under_it(fastagg: Any) -> None:
+    """Python code that empties the list mid-call: an error, and nothing counted."""
+    events: list[SyncEvent] = []
+
+    class Clearing:
+        def __float__(self) -> float:
+            events.clear()
+            gc.collect()
+            return 0.2
+
+    value = Value(1.0)
+    events += [sync("update"), sync("create", latency_seconds=Clearing()), sync("update")]
+    with pytest.raises(RuntimeError, match="events changed size"):
+        fastagg.aggregate(events, 2.0, (INF,), (INF,), {("r", "update", "down"): value})
+    assert value._value == 1.0 and events == []

@@ -13,8 +13,9 @@
  * - all or nothing: the only writes outside this call (the ``known`` values) come after
  *   everything that can fail has been computed, and are undone if one of them fails;
  * - no borrowed reference is held across a call that can run Python code (a __float__,
- *   __bool__ or __hash__, a property, a dict lookup): the events are held by a tuple, and
- *   their fields, the count table's keys and the ``known`` values by strong references.
+ *   __bool__ or __hash__, a property, a dict lookup): an event whose fields are not of the
+ *   exact types msgspec decodes (whose handling runs no Python code) is held, with its
+ *   fields, by strong references, and so are the count table's keys and ``known`` values.
  *
  * The module is optional: the wheel build hook (hatch_build.py) compiles it when a C
  * compiler is available, and tmcd falls back to the pure-Python path otherwise.
@@ -129,7 +130,7 @@ bucket_of(const double *bounds, Py_ssize_t n, double v)
 }
 
 /* Equality of two str objects (the hashes already matched). */
-static inline int
+static inline Py_ALWAYS_INLINE int
 str_equal(PyObject *a, PyObject *b)
 {
     if (a == b) {
@@ -165,7 +166,6 @@ typedef struct {
     Py_hash_t hash;
     PyObject *resource, *op, *direction; /* strong */
     Py_ssize_t count;
-    Py_ssize_t order;
 } Entry;
 
 /* Everything one call accumulates before it builds its result. */
@@ -177,6 +177,7 @@ typedef struct {
     double down_sum, up_sum, lag_sum;
     Entry *table;
     Py_ssize_t cap, distinct;
+    Py_ssize_t *seen; /* the table's used slots in first-seen order (distinct of them) */
     PyObject *failed; /* list */
 } Batch;
 
@@ -205,12 +206,14 @@ read_bounds(PyObject *seq, double *out, Py_ssize_t *n, const char *what)
     return 0;
 }
 
-/* Count one event whose fields ``f`` the caller holds. */
-static inline int
-count_event(Batch *b, PyObject *ev, PyObject *const *f)
+/* Count one event's fields ``f``.  ``exact``: they are of the exact types msgspec decodes
+ * (str, float, bool), so no check is needed and no Python code runs; a constant at each
+ * call site, so that each inlined copy keeps only its own branches. */
+static inline Py_ALWAYS_INLINE int
+count_event(Batch *b, PyObject *ev, PyObject *const *f, const int exact)
 {
     PyObject *resource = f[FLD_RESOURCE], *op = f[FLD_OP], *direction = f[FLD_DIRECTION];
-    if (!PyUnicode_Check(resource) || !PyUnicode_Check(op) || !PyUnicode_Check(direction)) {
+    if (!exact && (!PyUnicode_Check(resource) || !PyUnicode_Check(op) || !PyUnicode_Check(direction))) {
         PyErr_SetString(PyExc_TypeError, "resource, op and direction must be str");
         return -1;
     }
@@ -229,7 +232,7 @@ count_event(Batch *b, PyObject *ev, PyObject *const *f)
             e->op = Py_NewRef(op);
             e->direction = Py_NewRef(direction);
             e->count = 1;
-            e->order = b->distinct++;
+            b->seen[b->distinct++] = at;
             break;
         }
         if (e->hash == (Py_hash_t)h && str_equal(e->resource, resource) && str_equal(e->op, op) &&
@@ -241,7 +244,10 @@ count_event(Batch *b, PyObject *ev, PyObject *const *f)
     }
     /* sync latency per direction */
     double v;
-    if (as_double(f[FLD_LATENCY], &v) < 0) {
+    if (exact) {
+        v = PyFloat_AS_DOUBLE(f[FLD_LATENCY]);
+    }
+    else if (as_double(f[FLD_LATENCY], &v) < 0) {
         return -1;
     }
     Py_ssize_t k = bucket_of(b->sync_bounds, b->n_sync, v);
@@ -259,7 +265,10 @@ count_event(Batch *b, PyObject *ev, PyObject *const *f)
     }
     /* event lag */
     double ts;
-    if (as_double(f[FLD_TIMESTAMP], &ts) < 0) {
+    if (exact) {
+        ts = PyFloat_AS_DOUBLE(f[FLD_TIMESTAMP]);
+    }
+    else if (as_double(f[FLD_TIMESTAMP], &ts) < 0) {
         return -1;
     }
     double l = b->now - ts;
@@ -272,7 +281,7 @@ count_event(Batch *b, PyObject *ev, PyObject *const *f)
     }
     /* failures */
     PyObject *ok = f[FLD_OK];
-    int is_ok = (ok == Py_True) ? 1 : (ok == Py_False) ? 0 : PyObject_IsTrue(ok);
+    int is_ok = (ok == Py_True) ? 1 : (exact || ok == Py_False) ? 0 : PyObject_IsTrue(ok);
     if (is_ok < 0) {
         return -1;
     }
@@ -354,48 +363,39 @@ apply_pending(Pending *p, Py_ssize_t n)
 static PyObject *
 build_result(Batch *b, PyObject *known)
 {
-    Py_ssize_t slots = b->distinct ? b->distinct : 1;
-    PyObject **keys = PyMem_Calloc((size_t)slots, sizeof(PyObject *));
-    Py_ssize_t *values = PyMem_Calloc((size_t)slots, sizeof(Py_ssize_t));
-    Pending *pending = PyMem_Calloc((size_t)slots, sizeof(Pending));
+    Pending *pending = PyMem_Malloc(sizeof(Pending) * (size_t)(b->distinct ? b->distinct : 1));
     Py_ssize_t n_pending = 0;
     PyObject *counts = PyDict_New();
     PyObject *down_l = NULL, *up_l = NULL, *lag_l = NULL, *result = NULL;
-    if (keys == NULL || values == NULL || pending == NULL || counts == NULL) {
+    if (pending == NULL || counts == NULL) {
         if (counts != NULL) {
             PyErr_NoMemory();
         }
         goto done;
     }
-    /* keys in first-seen order */
-    for (Py_ssize_t i = 0; i < b->cap; i++) {
-        Entry *e = &b->table[i];
-        if (e->resource != NULL) {
-            keys[e->order] = PyTuple_Pack(3, e->resource, e->op, e->direction);
-            values[e->order] = e->count;
-            if (keys[e->order] == NULL) {
-                goto done;
-            }
-        }
-    }
     for (Py_ssize_t i = 0; i < b->distinct; i++) {
-        PyObject *value = NULL;
-        int found = known != Py_None ? dict_get_ref(known, keys[i], &value) : 0;
-        if (found < 0) {
+        Entry *e = &b->table[b->seen[i]];
+        PyObject *key = PyTuple_Pack(3, e->resource, e->op, e->direction);
+        if (key == NULL) {
             goto done;
         }
-        if (found) {
+        PyObject *value = NULL;
+        int found = known != Py_None ? dict_get_ref(known, key, &value) : 0;
+        if (found > 0) {
             pending[n_pending].value = value;
-            pending[n_pending].count = values[i];
+            pending[n_pending].count = e->count;
+            pending[n_pending].old = NULL;
             n_pending++;
+            Py_DECREF(key);
             continue;
         }
-        PyObject *c = PyLong_FromSsize_t(values[i]);
-        if (c == NULL || PyDict_SetItem(counts, keys[i], c) < 0) {
-            Py_XDECREF(c);
+        PyObject *c = found == 0 ? PyLong_FromSsize_t(e->count) : NULL;
+        int rc = c != NULL ? PyDict_SetItem(counts, key, c) : -1;
+        Py_XDECREF(c);
+        Py_DECREF(key);
+        if (rc < 0) {
             goto done;
         }
-        Py_DECREF(c);
     }
     down_l = counts_list(b->down, b->n_sync);
     up_l = down_l ? counts_list(b->up, b->n_sync) : NULL;
@@ -409,19 +409,10 @@ build_result(Batch *b, PyObject *known)
         Py_CLEAR(result);
     }
 done:
-    if (keys != NULL) {
-        for (Py_ssize_t i = 0; i < b->distinct; i++) {
-            Py_XDECREF(keys[i]);
-        }
+    for (Py_ssize_t i = 0; i < n_pending; i++) {
+        Py_DECREF(pending[i].value);
+        Py_XDECREF(pending[i].old);
     }
-    if (pending != NULL) {
-        for (Py_ssize_t i = 0; i < n_pending; i++) {
-            Py_DECREF(pending[i].value);
-            Py_XDECREF(pending[i].old);
-        }
-    }
-    PyMem_Free(keys);
-    PyMem_Free(values);
     PyMem_Free(pending);
     Py_XDECREF(counts);
     Py_XDECREF(down_l);
@@ -447,25 +438,30 @@ static PyObject *
 aggregate(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *events_obj, *sync_obj, *lag_obj, *known = Py_None;
-    Batch b;
-    memset(&b, 0, sizeof(b));
-    if (!PyArg_ParseTuple(args, "OdOO|O:aggregate", &events_obj, &b.now, &sync_obj, &lag_obj, &known)) {
+    double now;
+    if (!PyArg_ParseTuple(args, "OdOO|O:aggregate", &events_obj, &now, &sync_obj, &lag_obj, &known)) {
         return NULL;
     }
     if (known != Py_None && !PyDict_Check(known)) {
         PyErr_SetString(PyExc_TypeError, "known must be a dict or None");
         return NULL;
     }
+    Batch b;
+    b.now = now;
+    b.down_sum = b.up_sum = b.lag_sum = 0.0;
+    b.distinct = 0;
     if (read_bounds(sync_obj, b.sync_bounds, &b.n_sync, "sync_bounds") < 0 ||
         read_bounds(lag_obj, b.lag_bounds, &b.n_lag, "lag_bounds") < 0) {
         return NULL;
     }
-    /* a tuple owns the events for the whole call, whatever Python code runs meanwhile */
-    PyObject *events = PySequence_Tuple(events_obj);
+    memset(b.down, 0, sizeof(b.down[0]) * (size_t)b.n_sync);
+    memset(b.up, 0, sizeof(b.up[0]) * (size_t)b.n_sync);
+    memset(b.lag, 0, sizeof(b.lag[0]) * (size_t)b.n_lag);
+    PyObject *events = PySequence_Fast(events_obj, "events must be a sequence");
     if (events == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PyTuple_GET_SIZE(events);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(events);
     PyObject *result = NULL;
     Layout lay = {NULL, {0}};
     b.cap = 16;
@@ -474,46 +470,72 @@ aggregate(PyObject *Py_UNUSED(self), PyObject *args)
     }
     b.failed = PyList_New(0);
     b.table = PyMem_Calloc((size_t)b.cap, sizeof(Entry));
-    if (b.failed == NULL || b.table == NULL) {
-        if (b.table == NULL) {
+    b.seen = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
+    if (b.failed == NULL || b.table == NULL || b.seen == NULL) {
+        if (b.failed != NULL) {
             PyErr_NoMemory();
         }
         goto done;
     }
     if (n > 0) {
-        if (ensure_layout(Py_TYPE(PyTuple_GET_ITEM(events, 0))) < 0) {
+        if (ensure_layout(Py_TYPE(PySequence_Fast_GET_ITEM(events, 0))) < 0) {
             goto done;
         }
         /* our own copy: a call made from Python code that runs below may change the cache */
         lay = layout;
         Py_INCREF(lay.type);
     }
+    PyObject **items = PySequence_Fast_ITEMS(events);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *ev = PyTuple_GET_ITEM(events, i);
+        PyObject *ev = items[i];
         if (Py_TYPE(ev) != lay.type) {
             PyErr_Format(PyExc_TypeError, "events must all be %s, not %s", lay.type->tp_name, Py_TYPE(ev)->tp_name);
             goto done;
         }
         PyObject *f[N_FIELDS];
+        int present = 1;
+        for (int k = 0; k < N_FIELDS; k++) {
+            f[k] = *(PyObject **)((char *)ev + lay.offset[k]);
+            present &= f[k] != NULL;
+        }
+        /* Fields of the exact types msgspec decodes: counting them runs no Python code, so
+         * nothing can free what is borrowed from the events (the common case, kept cheap). */
+        if (present && PyUnicode_CheckExact(f[FLD_RESOURCE]) && PyUnicode_CheckExact(f[FLD_OP]) &&
+            PyUnicode_CheckExact(f[FLD_DIRECTION]) && PyFloat_CheckExact(f[FLD_LATENCY]) &&
+            PyFloat_CheckExact(f[FLD_TIMESTAMP]) && PyBool_Check(f[FLD_OK])) {
+            if (count_event(&b, ev, f, 1) < 0) {
+                goto done;
+            }
+            continue;
+        }
+        /* Anything else may run Python code (__float__, __bool__, __hash__) that drops the
+         * event's or its fields' last other reference, or changes the list: hold them. */
+        Py_INCREF(ev);
         if (take_fields(&lay, ev, f) < 0) {
+            Py_DECREF(ev);
             goto done;
         }
-        int rc = count_event(&b, ev, f);
+        int rc = count_event(&b, ev, f, 0);
         release_fields(f, N_FIELDS);
+        Py_DECREF(ev);
         if (rc < 0) {
             goto done;
         }
+        if (PySequence_Fast_GET_SIZE(events) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "events changed size during aggregate()");
+            goto done;
+        }
+        items = PySequence_Fast_ITEMS(events); /* a list may have moved its items */
     }
     result = build_result(&b, known);
 done:
-    if (b.table != NULL) {
-        for (Py_ssize_t i = 0; i < b.cap; i++) {
-            Entry *e = &b.table[i];
-            Py_XDECREF(e->resource);
-            Py_XDECREF(e->op);
-            Py_XDECREF(e->direction);
-        }
+    for (Py_ssize_t i = 0; i < b.distinct; i++) {
+        Entry *e = &b.table[b.seen[i]];
+        Py_DECREF(e->resource);
+        Py_DECREF(e->op);
+        Py_DECREF(e->direction);
     }
+    PyMem_Free(b.seen);
     PyMem_Free(b.table);
     Py_XDECREF(b.failed);
     Py_XDECREF(lay.type);
