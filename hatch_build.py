@@ -4,6 +4,7 @@ The extension makes the metrics agent's per-batch aggregation a single C loop (s
 tmcd/metrics/model.py).  It is optional: without a C compiler, or with
 ``TMCD_NO_EXTENSIONS=1``, the build prints a warning and tmcd uses the pure-Python path.
 Wheels that contain it are tagged for the platform; editable installs build it in place.
+It is compiled like any extension of this interpreter (see :func:`build_commands`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import shlex
 import subprocess
 import sysconfig
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +23,62 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 EXTENSIONS = {"tmcd/metrics/_fastagg": "tmcd/metrics/_fastagg.c"}
 
 
+def _var(name: str) -> str:
+    return str(sysconfig.get_config_var(name) or "")
+
+
+def build_commands(src: Path, obj: Path, out: Path, env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The compile and link commands for one extension, built as setuptools builds them.
+
+    From the interpreter's sysconfig: ``CC``, ``CFLAGS`` (``OPT`` when empty), ``CCSHARED``
+    and ``LDSHARED``.  From the environment: ``CC`` and ``LDSHARED`` replace theirs (a new
+    ``CC`` also replaces the compiler at the head of ``LDSHARED``), ``CFLAGS`` and
+    ``CPPFLAGS`` are added to both steps and ``LDFLAGS`` to the link.  ``NDEBUG`` is always
+    defined (a release build: the assertions in CPython's macros are off), whatever the flags.
+    """
+    cc, ldshared = _var("CC"), _var("LDSHARED")
+    if env.get("CC"):
+        if not env.get("LDSHARED") and cc and ldshared.startswith(cc):
+            ldshared = env["CC"] + ldshared[len(cc) :]
+        cc = env["CC"]
+    if env.get("LDSHARED"):
+        ldshared = env["LDSHARED"]
+    if not cc or not ldshared:
+        raise RuntimeError("no C compiler or shared-library linker known to sysconfig (CC, LDSHARED)")
+    cflags = shlex.split(_var("CFLAGS") or _var("OPT"))
+    extra = [*shlex.split(env.get("CFLAGS", "")), *shlex.split(env.get("CPPFLAGS", ""))]
+    paths = sysconfig.get_paths()
+    includes = [f"-I{d}" for d in dict.fromkeys((paths["include"], paths["platinclude"]))]
+    compile_cmd = [
+        *shlex.split(cc),
+        *cflags,
+        *extra,
+        *shlex.split(_var("CCSHARED")),
+        "-DNDEBUG",
+        *includes,
+        "-c",
+        str(src),
+        "-o",
+        str(obj),
+    ]
+    link_cmd = [*shlex.split(ldshared), *shlex.split(env.get("LDFLAGS", "")), *extra, str(obj), "-o", str(out)]
+    return compile_cmd, link_cmd
+
+
 def compile_extension(root: Path, module: str, source: str) -> Path:
     """Compile one C source into ``<module><EXT_SUFFIX>`` next to it; returns the path."""
-    out = root / f"{module}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    out = root / f"{module}{_var('EXT_SUFFIX')}"
     src = root / source
     if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
         return out
-    ldshared = os.environ.get("LDSHARED") or sysconfig.get_config_var("LDSHARED")
-    if not ldshared:
-        raise RuntimeError("no shared-library linker known to sysconfig (LDSHARED)")
-    ccshared = sysconfig.get_config_var("CCSHARED") or "-fPIC"
-    cmd = [
-        *shlex.split(ldshared),
-        *shlex.split(ccshared),
-        "-O2",
-        "-Wall",
-        "-I",
-        sysconfig.get_paths()["include"],
-        str(src),
-        "-o",
-        str(out) + ".tmp",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-2000:]}")
-    os.replace(str(out) + ".tmp", out)
+    tmp = Path(str(out) + ".tmp")
+    with tempfile.TemporaryDirectory(prefix="tmcd-build-") as work:
+        for cmd in build_commands(src, Path(work) / (src.stem + ".o"), tmp, os.environ):
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                raise RuntimeError(f"{shlex.join(cmd)} failed: {done.stderr.strip()[-2000:]}")
+    os.replace(tmp, out)
     return out
 
 

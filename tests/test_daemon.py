@@ -46,7 +46,9 @@ async def test_probes_and_metrics(nats_url: str, tmp_path: Path) -> None:
 
         status, text, headers = await get(f"{base}/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
-        assert 'tmc_build_info{version="0.1.0"} 1.0' in text
+        # speedups: which aggregation the metrics agent runs (its values: tests/test_metrics_speedups.py)
+        assert d.metrics.speedups in ("c", "python")
+        assert f'tmc_build_info{{speedups="{d.metrics.speedups}",version="0.1.0"}} 1.0' in text
         assert "tmc_nats_connected 1.0" in text
         assert "_created" not in text
         assert "process_cpu_seconds_total" in text

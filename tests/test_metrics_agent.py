@@ -1,16 +1,20 @@
 """The metrics agent inside a running daemon: events published to JetStream come out of
-/metrics, and a publisher's traceparent becomes the parent of tmcd's batch span."""
+/metrics, a publisher's traceparent becomes the parent of tmcd's batch span, and a C
+failure switches to the Python path without losing or double-counting a batch."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests import tools
 from tests.helpers import daemon_config, running_daemon, sample, scrape, wait_for
 from tmcd.bus import tracing
 from tmcd.contracts import subjects as s
@@ -23,6 +27,7 @@ from tmcd.contracts.messages import (
     SyncEvent,
     SyncEventBatch,
 )
+from tmcd.metrics import model as fleet
 from tmcd.telemetry import Telemetry
 
 
@@ -122,5 +127,53 @@ async def test_publisher_traceparent_is_the_parent_of_tmcds_batch_span(nats_url:
             assert mine.context.trace_id == parent.trace_id  # type: ignore[attr-defined]
             assert mine.kind == trace.SpanKind.CONSUMER  # type: ignore[attr-defined]
             assert mine.attributes["messaging.batch.message_count"] == 1  # type: ignore[attr-defined]
+    finally:
+        await nc.close()
+
+
+class Failing:
+    """The C aggregate failing as a broken extension would."""
+
+    def aggregate(self, *args: Any) -> Any:
+        raise TypeError("simulated failure in the C pass")
+
+
+async def test_a_c_failure_switches_to_python_and_build_info_says_so(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools.require_c_extension()
+    monkeypatch.setattr(fleet, "_SPEEDUPS", fleet._Speedups())  # a process that has not given up on C
+    monkeypatch.delenv("TMCD_NO_SPEEDUPS", raising=False)
+    cfg = daemon_config(nats_url, tmp_path, agents="metrics")
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    synced = "tmc_syncer_resources_synced_total"
+
+    async def publish(n: int) -> None:
+        now = time.time()
+        events = [SyncEvent(cluster="fb-1", timestamp=now, resource="v1/secrets") for _ in range(n)]
+        await js.publish(s.syncer_batch("fb-1"), encode(SyncEventBatch(cluster="fb-1", timestamp=now, events=events)))
+
+    def counted(n: int) -> Any:
+        async def check() -> str | None:
+            t = await scrape(d.http.base_url)
+            return t if sample(t, synced, cluster="fb-1", resource="v1/secrets") == n else None
+
+        return check
+
+    try:
+        async with running_daemon(cfg) as d:
+            await publish(5)
+            t = await wait_for(counted(5), what="the first batch, counted in C")
+            assert sample(t, "tmc_build_info", speedups="c") == 1
+            monkeypatch.setattr(fleet, "_fastagg", Failing())
+            await publish(7)
+            t = await wait_for(counted(12), what="the batch during which C failed, counted once in Python")
+            assert sample(t, "tmc_build_info", version="0.1.0", speedups="python") == 1
+            assert sample(t, "tmc_build_info", speedups="c") == 0
+            await publish(3)
+            t = await wait_for(counted(15), what="the next batch")
+            assert sample(t, "tmc_event_lag_seconds_count") == 15
+            assert sample(t, "tmc_agent_restarts_total", agent="metrics") == 0
     finally:
         await nc.close()

@@ -1,7 +1,9 @@
-"""The C speedups (tmcd.metrics._fastagg) against the pure-Python path: same series."""
+"""The C speedups (tmcd.metrics._fastagg) against the pure-Python path: same series; and
+the C path's own safety (all or nothing, strong references) when it meets odd input."""
 
 from __future__ import annotations
 
+import gc
 import random
 from typing import Any
 
@@ -26,27 +28,26 @@ def fastagg() -> Any:
     return fleet._fastagg
 
 
-def test_extension_is_built() -> None:
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process in which the C path has not been self-checked nor given up yet."""
+    monkeypatch.setattr(fleet, "_SPEEDUPS", fleet._Speedups())
+    monkeypatch.delenv("TMCD_NO_SPEEDUPS", raising=False)
+
+
+def test_extension_is_built(fresh: None) -> None:
     """make test / .ci/run install with a C compiler, so the C path is what runs."""
     tools.require_c_extension()
     assert fleet.SPEEDUPS_AVAILABLE
+    assert fleet.self_check() is None
     sm = SelfMetrics()
     assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "c"
+    assert build_info(sm.registry) == {"version": "0.1.0", "speedups": "c"}
 
 
-def test_no_speedups_env_forces_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TMCD_NO_SPEEDUPS", "1")
-    sm = SelfMetrics()
-    assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "python"
-
-
-def test_speedups_required_but_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fleet, "SPEEDUPS_AVAILABLE", False)
-    sm = SelfMetrics()
-    with pytest.raises(RuntimeError, match="not built"):
-        FleetMetrics(sm.registry, sm.event_lag, speedups=True)
-    sm = SelfMetrics()
-    assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "python"
+def build_info(reg: CollectorRegistry) -> dict[str, str]:
+    (s,) = (s for m in reg.collect() for s in m.samples if s.name == "tmc_build_info")
+    return dict(s.labels)
 
 
 def batch(rng: random.Random, cluster: str, n: int, now: float) -> list[SyncEvent]:
@@ -158,3 +159,119 @@ def test_aggregate_rejects_bad_input(fastagg: Any) -> None:
         fastagg.aggregate([ok], 2.0, (INF,), tuple(range(65)))
     with pytest.raises(TypeError):
         fastagg.aggregate([ok], 2.0, ("x",), (INF,))
+
+
+class Value:
+    """Stands for a prometheus-client value: the C path adds to ``_value``."""
+
+    def __init__(self, value: float = 1.0) -> None:
+        self._value = value
+
+
+class ReadOnly:
+    """A value whose ``_value`` reads but cannot be written."""
+
+    @property
+    def _value(self) -> float:
+        return 5.0
+
+    @_value.setter
+    def _value(self, v: float) -> None:
+        raise TypeError("read-only value")
+
+
+def sync(op: str, resource: str = "r", **kw: Any) -> SyncEvent:
+    return SyncEvent(cluster="a", timestamp=1.0, resource=resource, op=op, **kw)  # type: ignore[arg-type]
+
+
+def test_aggregate_is_all_or_nothing_when_a_known_value_cannot_be_written(fastagg: Any) -> None:
+    """A failure while adding to the known values undoes the ones already added, so the
+    caller can count the batch again in Python without counting any of it twice."""
+    shared = Value(1.0)  # two raw keys can share a child (resources over the cap -> 'other')
+    known: dict[tuple[str, str, str], Any] = {
+        ("r", "create", "down"): shared,
+        ("r", "update", "down"): shared,
+        ("r", "delete", "down"): ReadOnly(),
+    }
+    evs = [sync("create"), sync("update"), sync("update"), sync("delete")]
+    with pytest.raises(TypeError, match="read-only"):
+        fastagg.aggregate(evs, 2.0, (INF,), (INF,), known)
+    assert shared._value == 1.0
+    # a value that cannot even be read: nothing before it was applied either
+    known["r", "delete", "down"] = object()
+    with pytest.raises(AttributeError):
+        fastagg.aggregate(evs, 2.0, (INF,), (INF,), known)
+    assert shared._value == 1.0
+    # and with good values, the shared one gets both keys' counts
+    known["r", "delete", "down"] = Value(0.0)
+    assert fastagg.aggregate(evs, 2.0, (INF,), (INF,), known)[0] == {}
+    assert (shared._value, known["r", "delete", "down"]._value) == (4.0, 1.0)
+
+
+def fresh_str(text: str) -> str:
+    """A str that is not interned: freed with its last reference."""
+    return "".join(list(text))
+
+
+def test_aggregate_holds_what_python_code_could_free(fastagg: Any) -> None:
+    """Python code that runs inside the call (a __float__, a property) may drop the last
+    other reference to an event, its fields or a known value: the C pass holds its own, so
+    it neither crashes nor miscounts (the events as they were when read)."""
+    events: list[SyncEvent] = []
+    known: dict[tuple[str, str, str], Any] = {}
+    written: list[float] = []
+    filler = sync("filler")
+
+    class Replacing:
+        def __float__(self) -> float:
+            events[0] = events[1] = filler  # the events' only other references
+            gc.collect()
+            return 0.2
+
+    class SelfRemoving:
+        """Drops the dict's (its only) reference when read; records what is written."""
+
+        @property
+        def _value(self) -> float:
+            del known[key]
+            gc.collect()
+            return 1.0
+
+        @_value.setter
+        def _value(self, v: float) -> None:
+            written.append(v)
+
+    def event(resource: str, op: str, direction: str, **kw: Any) -> SyncEvent:
+        r, o, d = fresh_str(resource), fresh_str(op), fresh_str(direction)
+        return SyncEvent(cluster="a", timestamp=1.0, resource=r, op=o, direction=d, ok=False, **kw)  # type: ignore[arg-type]
+
+    key = ("apps/v1/deployments", "update", "down")
+    known[key] = SelfRemoving()
+    events += [
+        event(*key),
+        event("v1/pods", "create", "up", latency_seconds=Replacing()),
+        event("v1/pods", "create", "up"),
+    ]
+    counts, down, up, _, _, lag, _, failed = fastagg.aggregate(events, 2.0, (0.1, 0.5, INF), (INF,), known)
+    assert counts == {("v1/pods", "create", "up"): 2}
+    assert (down, up, lag) == ([1, 0, 0], [1, 1, 0], [3])
+    assert [e.op for e in failed] == ["update", "create", "create"]  # all ok=False, as they were read
+    assert failed[0].resource == "apps/v1/deployments"
+    assert written == [2.0] and known == {} and events[:2] == [filler, filler]
+
+
+def test_aggregate_refuses_a_batch_that_changes_size_under_it(fastagg: Any) -> None:
+    """Python code that empties the list mid-call: an error, and nothing counted."""
+    events: list[SyncEvent] = []
+
+    class Clearing:
+        def __float__(self) -> float:
+            events.clear()
+            gc.collect()
+            return 0.2
+
+    value = Value(1.0)
+    events += [sync("update"), sync("create", latency_seconds=Clearing()), sync("update")]
+    with pytest.raises(RuntimeError, match="events changed size"):
+        fastagg.aggregate(events, 2.0, (INF,), (INF,), {("r", "update", "down"): value})
+    assert value._value == 1.0 and events == []

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -71,14 +75,54 @@ def test_no_extensions_builds_a_pure_wheel(source: Path, tmp_path: Path) -> None
     assert extension_files(wheel) == []
 
 
-def test_a_failing_compiler_warns_and_builds_a_pure_wheel(source: Path, tmp_path: Path) -> None:
-    wheel, stderr = build(source, tmp_path / "out", LDSHARED="false")
+@pytest.mark.parametrize(
+    "env",
+    [{"LDSHARED": "false"}, {"CC": "false"}, {"CFLAGS": "-fno-such-option-tmcd"}],
+    ids=["linker", "compiler", "cflags"],
+)
+def test_a_failing_compiler_warns_and_builds_a_pure_wheel(source: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """The environment's CC, CFLAGS and LDSHARED reach the build (here: to make it fail)."""
+    wheel, stderr = build(source, tmp_path / "out", **env)
     assert wheel.name.endswith("py3-none-any.whl")
     assert extension_files(wheel) == []
     assert "C speedups not built" in stderr
 
 
 def _suffix() -> str:
-    import sysconfig
-
     return str(sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def hook() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tmcd_hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def var(name: str) -> list[str]:
+    return shlex.split(str(sysconfig.get_config_var(name) or ""))
+
+
+def test_build_commands_are_the_interpreters_own() -> None:
+    """sysconfig's CC, CFLAGS, CCSHARED and LDSHARED, with NDEBUG defined."""
+    compile_cmd, link_cmd = hook().build_commands(Path("x.c"), Path("x.o"), Path("x.so"), {})
+    cc, cflags, ccshared, ldshared = var("CC"), var("CFLAGS") or var("OPT"), var("CCSHARED"), var("LDSHARED")
+    assert compile_cmd[: len(cc) + len(cflags)] == cc + cflags
+    assert all(flag in compile_cmd for flag in ccshared) and "-DNDEBUG" in compile_cmd
+    assert compile_cmd[-4:] == ["-c", "x.c", "-o", "x.o"]
+    assert link_cmd == [*ldshared, "x.o", "-o", "x.so"]
+
+
+def test_build_commands_take_cc_cflags_and_ldshared_from_the_environment() -> None:
+    build_commands = hook().build_commands
+    env = {"CC": "my-cc --target=x", "CFLAGS": "-O1 -DEXTRA", "LDFLAGS": "-L/opt/lib"}
+    compile_cmd, link_cmd = build_commands(Path("x.c"), Path("x.o"), Path("x.so"), env)
+    assert compile_cmd[:2] == ["my-cc", "--target=x"]
+    # added after the interpreter's flags, so the later -O1 wins over its -O3
+    assert compile_cmd.index("-O1") > len(var("CFLAGS") or var("OPT")) and "-DEXTRA" in compile_cmd
+    if " ".join(var("LDSHARED")).startswith(" ".join(var("CC"))):  # the linker follows CC too
+        assert link_cmd[:2] == ["my-cc", "--target=x"]
+    assert link_cmd[-6:] == ["-L/opt/lib", "-O1", "-DEXTRA", "x.o", "-o", "x.so"]
+    _, link_cmd = build_commands(Path("x.c"), Path("x.o"), Path("x.so"), {"LDSHARED": "my-ld -shared"})
+    assert link_cmd == ["my-ld", "-shared", "x.o", "-o", "x.so"]

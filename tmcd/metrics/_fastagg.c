@@ -6,8 +6,16 @@
  * direction, the event-lag histogram, and the failed events.  The pure-Python path does
  * this with a dozen C-level passes (attrgetter, Counter, sort, bisect); this module does
  * it in one loop that reads the Struct fields at their slot offsets.  Both paths give the
- * same counts and buckets (tests/test_metrics_fastagg.py checks it); sums may differ in
- * the last bits (plain addition here, math.fsum there).
+ * same counts and buckets (tests/test_metrics_fastagg.py checks it, and tmcd checks it
+ * once at start); sums may differ in the last bits (plain addition here, math.fsum there).
+ *
+ * Two rules keep a failure harmless, so that the caller can redo the batch in Python:
+ * - all or nothing: the only writes outside this call (the ``known`` values) come after
+ *   everything that can fail has been computed, and are undone if one of them fails;
+ * - no borrowed reference is held across a call that can run Python code (a __float__,
+ *   __bool__ or __hash__, a property, a dict lookup): an event whose fields are not of the
+ *   exact types msgspec decodes (whose handling runs no Python code) is held, with its
+ *   fields, by strong references, and so are the count table's keys and ``known`` values.
  *
  * The module is optional: the wheel build hook (hatch_build.py) compiles it when a C
  * compiler is available, and tmcd falls back to the pure-Python path otherwise.
@@ -16,13 +24,18 @@
 #include <Python.h>
 #include <structmember.h>
 
-/* Slot offsets of the fields we read, for one event type (SyncEvent). */
+/* The fields we read, by slot offset, for one event type (SyncEvent). */
+enum { FLD_RESOURCE, FLD_OP, FLD_DIRECTION, FLD_LATENCY, FLD_OK, FLD_TIMESTAMP, N_FIELDS };
+static const char *const field_names[N_FIELDS] = {
+    "resource", "op", "direction", "latency_seconds", "ok", "timestamp",
+};
+
 typedef struct {
-    PyTypeObject *type;
-    Py_ssize_t resource, op, direction, latency, ok, timestamp;
+    PyTypeObject *type; /* strong */
+    Py_ssize_t offset[N_FIELDS];
 } Layout;
 
-static Layout layout = {NULL, 0, 0, 0, 0, 0, 0};
+static Layout layout = {NULL, {0}};
 static PyObject *str_up = NULL;
 static PyObject *str_value = NULL;
 
@@ -44,7 +57,7 @@ field_offset(PyTypeObject *tp, const char *name, Py_ssize_t *out)
         Py_DECREF(descr);
         return -1;
     }
-    *out = m->offset;
+    *out = m->offset; /* read before the DECREF: m belongs to the descriptor's type */
     Py_DECREF(descr);
     return 0;
 }
@@ -56,27 +69,40 @@ ensure_layout(PyTypeObject *tp)
         return 0;
     }
     Layout l;
-    l.type = tp;
-    if (field_offset(tp, "resource", &l.resource) < 0 || field_offset(tp, "op", &l.op) < 0 ||
-        field_offset(tp, "direction", &l.direction) < 0 ||
-        field_offset(tp, "latency_seconds", &l.latency) < 0 || field_offset(tp, "ok", &l.ok) < 0 ||
-        field_offset(tp, "timestamp", &l.timestamp) < 0) {
-        return -1;
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (field_offset(tp, field_names[i], &l.offset[i]) < 0) {
+            return -1;
+        }
     }
-    Py_INCREF(tp);
-    Py_XDECREF(layout.type);
-    layout = l;
+    l.type = (PyTypeObject *)Py_NewRef((PyObject *)tp);
+    PyTypeObject *old = layout.type;
+    layout = l; /* before the DECREF, which can run arbitrary code */
+    Py_XDECREF(old);
     return 0;
 }
 
-static inline PyObject *
-slot(PyObject *obj, Py_ssize_t offset, const char *name)
+static inline void
+release_fields(PyObject **f, int n)
 {
-    PyObject *v = *(PyObject **)((char *)obj + offset);
-    if (v == NULL) {
-        PyErr_Format(PyExc_AttributeError, "event has no %s", name);
+    for (int i = 0; i < n; i++) {
+        Py_DECREF(f[i]);
     }
-    return v;
+}
+
+/* Strong references to an event's fields, released by the caller with release_fields. */
+static inline int
+take_fields(const Layout *lay, PyObject *ev, PyObject **f)
+{
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *v = *(PyObject **)((char *)ev + lay->offset[i]);
+        if (v == NULL) {
+            PyErr_Format(PyExc_AttributeError, "event has no %s", field_names[i]);
+            release_fields(f, i);
+            return -1;
+        }
+        f[i] = Py_NewRef(v);
+    }
+    return 0;
 }
 
 static inline int
@@ -104,7 +130,7 @@ bucket_of(const double *bounds, Py_ssize_t n, double v)
 }
 
 /* Equality of two str objects (the hashes already matched). */
-static inline int
+static inline Py_ALWAYS_INLINE int
 str_equal(PyObject *a, PyObject *b)
 {
     if (a == b) {
@@ -117,38 +143,149 @@ str_equal(PyObject *a, PyObject *b)
     return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len * PyUnicode_KIND(a)) == 0;
 }
 
-typedef struct {
-    Py_hash_t hash;
-    PyObject *resource, *op, *direction; /* borrowed from the events */
-    Py_ssize_t count;
-    Py_ssize_t order;
-} Entry;
+/* A dict lookup that returns a strong reference: 1 found, 0 missing, -1 error. */
+static inline int
+dict_get_ref(PyObject *d, PyObject *key, PyObject **out)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyDict_GetItemRef(d, key, out);
+#else
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL) {
+        *out = NULL;
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    *out = Py_NewRef(v);
+    return 1;
+#endif
+}
 
 #define MAX_BOUNDS 64
+
+typedef struct {
+    Py_hash_t hash;
+    PyObject *resource, *op, *direction; /* strong */
+    Py_ssize_t count;
+} Entry;
+
+/* Everything one call accumulates before it builds its result. */
+typedef struct {
+    double now;
+    double sync_bounds[MAX_BOUNDS], lag_bounds[MAX_BOUNDS];
+    Py_ssize_t n_sync, n_lag;
+    Py_ssize_t down[MAX_BOUNDS], up[MAX_BOUNDS], lag[MAX_BOUNDS];
+    double down_sum, up_sum, lag_sum;
+    Entry *table;
+    Py_ssize_t cap, distinct;
+    Py_ssize_t *seen; /* the table's used slots in first-seen order (distinct of them) */
+    PyObject *failed; /* list */
+} Batch;
 
 static int
 read_bounds(PyObject *seq, double *out, Py_ssize_t *n, const char *what)
 {
-    PyObject *fast = PySequence_Fast(seq, what);
-    if (fast == NULL) {
+    /* a tuple: its items stay alive even if a __float__ below mutates the caller's list */
+    PyObject *tuple = PySequence_Tuple(seq);
+    if (tuple == NULL) {
         return -1;
     }
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t len = PyTuple_GET_SIZE(tuple);
     if (len < 1 || len > MAX_BOUNDS) {
         PyErr_Format(PyExc_ValueError, "%s: expected 1 to %d bounds", what, MAX_BOUNDS);
-        Py_DECREF(fast);
+        Py_DECREF(tuple);
         return -1;
     }
-    PyObject **items = PySequence_Fast_ITEMS(fast);
     for (Py_ssize_t i = 0; i < len; i++) {
-        if (as_double(items[i], &out[i]) < 0) {
-            Py_DECREF(fast);
+        if (as_double(PyTuple_GET_ITEM(tuple, i), &out[i]) < 0) {
+            Py_DECREF(tuple);
             return -1;
         }
     }
     *n = len;
-    Py_DECREF(fast);
+    Py_DECREF(tuple);
     return 0;
+}
+
+/* Count one event's fields ``f``.  ``exact``: they are of the exact types msgspec decodes
+ * (str, float, bool), so no check is needed and no Python code runs; a constant at each
+ * call site, so that each inlined copy keeps only its own branches. */
+static inline Py_ALWAYS_INLINE int
+count_event(Batch *b, PyObject *ev, PyObject *const *f, const int exact)
+{
+    PyObject *resource = f[FLD_RESOURCE], *op = f[FLD_OP], *direction = f[FLD_DIRECTION];
+    if (!exact && (!PyUnicode_Check(resource) || !PyUnicode_Check(op) || !PyUnicode_Check(direction))) {
+        PyErr_SetString(PyExc_TypeError, "resource, op and direction must be str");
+        return -1;
+    }
+    /* count per (resource, op, direction) */
+    Py_hash_t hr = PyObject_Hash(resource), ho = PyObject_Hash(op), hd = PyObject_Hash(direction);
+    if (hr == -1 || ho == -1 || hd == -1) {
+        return -1;
+    }
+    Py_uhash_t h = (Py_uhash_t)hr * 1000003u ^ (Py_uhash_t)ho * 69069u ^ (Py_uhash_t)hd;
+    Py_ssize_t at = (Py_ssize_t)(h & (Py_uhash_t)(b->cap - 1));
+    for (;;) {
+        Entry *e = &b->table[at];
+        if (e->resource == NULL) {
+            e->hash = (Py_hash_t)h;
+            e->resource = Py_NewRef(resource);
+            e->op = Py_NewRef(op);
+            e->direction = Py_NewRef(direction);
+            e->count = 1;
+            b->seen[b->distinct++] = at;
+            break;
+        }
+        if (e->hash == (Py_hash_t)h && str_equal(e->resource, resource) && str_equal(e->op, op) &&
+            str_equal(e->direction, direction)) {
+            e->count++;
+            break;
+        }
+        at = (at + 1) & (b->cap - 1);
+    }
+    /* sync latency per direction */
+    double v;
+    if (exact) {
+        v = PyFloat_AS_DOUBLE(f[FLD_LATENCY]);
+    }
+    else if (as_double(f[FLD_LATENCY], &v) < 0) {
+        return -1;
+    }
+    Py_ssize_t k = bucket_of(b->sync_bounds, b->n_sync, v);
+    if (str_equal(direction, str_up)) {
+        if (k < b->n_sync) {
+            b->up[k]++;
+        }
+        b->up_sum += v;
+    }
+    else {
+        if (k < b->n_sync) {
+            b->down[k]++;
+        }
+        b->down_sum += v;
+    }
+    /* event lag */
+    double ts;
+    if (exact) {
+        ts = PyFloat_AS_DOUBLE(f[FLD_TIMESTAMP]);
+    }
+    else if (as_double(f[FLD_TIMESTAMP], &ts) < 0) {
+        return -1;
+    }
+    double l = b->now - ts;
+    k = bucket_of(b->lag_bounds, b->n_lag, l);
+    if (k < b->n_lag) {
+        b->lag[k]++;
+    }
+    if (l > 0.0) {
+        b->lag_sum += l;
+    }
+    /* failures */
+    PyObject *ok = f[FLD_OK];
+    int is_ok = (ok == Py_True) ? 1 : (exact || ok == Py_False) ? 0 : PyObject_IsTrue(ok);
+    if (is_ok < 0) {
+        return -1;
+    }
+    return (!is_ok && PyList_Append(b->failed, ev) < 0) ? -1 : 0;
 }
 
 static PyObject *
@@ -169,6 +306,121 @@ counts_list(const Py_ssize_t *counts, Py_ssize_t n)
     return list;
 }
 
+/* A count to add to a caller's value object (from ``known``). */
+typedef struct {
+    PyObject *value; /* strong */
+    Py_ssize_t count;
+    PyObject *old; /* strong once applied: value._value before, to undo with */
+} Pending;
+
+/* value._value += count for each; all or nothing: on an error the ones already applied
+ * are set back (in reverse, so a value object shared by two keys ends where it began). */
+static int
+apply_pending(Pending *p, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        PyObject *old = PyObject_GetAttr(p[i].value, str_value);
+        if (old == NULL) {
+            break;
+        }
+        PyObject *c = PyLong_FromSsize_t(p[i].count);
+        PyObject *sum = c ? PyNumber_Add(old, c) : NULL;
+        int rc = sum ? PyObject_SetAttr(p[i].value, str_value, sum) : -1;
+        Py_XDECREF(c);
+        Py_XDECREF(sum);
+        if (rc < 0) {
+            Py_DECREF(old);
+            break;
+        }
+        p[i].old = old;
+    }
+    if (i == n) {
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+#endif
+    while (i-- > 0) {
+        /* setting back a value just set cannot fail for the caller's value objects; if a
+         * strange one does, the first error is still the one raised */
+        if (PyObject_SetAttr(p[i].value, str_value, p[i].old) < 0) {
+            PyErr_Clear();
+        }
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(type, exc, tb);
+#endif
+    return -1;
+}
+
+/* The result tuple; known keys' counts are added to their values last (see apply_pending). */
+static PyObject *
+build_result(Batch *b, PyObject *known)
+{
+    Pending *pending = PyMem_Malloc(sizeof(Pending) * (size_t)(b->distinct ? b->distinct : 1));
+    Py_ssize_t n_pending = 0;
+    PyObject *counts = PyDict_New();
+    PyObject *down_l = NULL, *up_l = NULL, *lag_l = NULL, *result = NULL;
+    if (pending == NULL || counts == NULL) {
+        if (counts != NULL) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < b->distinct; i++) {
+        Entry *e = &b->table[b->seen[i]];
+        PyObject *key = PyTuple_Pack(3, e->resource, e->op, e->direction);
+        if (key == NULL) {
+            goto done;
+        }
+        PyObject *value = NULL;
+        int found = known != Py_None ? dict_get_ref(known, key, &value) : 0;
+        if (found > 0) {
+            pending[n_pending].value = value;
+            pending[n_pending].count = e->count;
+            pending[n_pending].old = NULL;
+            n_pending++;
+            Py_DECREF(key);
+            continue;
+        }
+        PyObject *c = found == 0 ? PyLong_FromSsize_t(e->count) : NULL;
+        int rc = c != NULL ? PyDict_SetItem(counts, key, c) : -1;
+        Py_XDECREF(c);
+        Py_DECREF(key);
+        if (rc < 0) {
+            goto done;
+        }
+    }
+    down_l = counts_list(b->down, b->n_sync);
+    up_l = down_l ? counts_list(b->up, b->n_sync) : NULL;
+    lag_l = up_l ? counts_list(b->lag, b->n_lag) : NULL;
+    if (lag_l == NULL) {
+        goto done;
+    }
+    result = Py_BuildValue("(OOOddOdO)", counts, down_l, up_l, b->down_sum, b->up_sum, lag_l, b->lag_sum,
+                           b->failed);
+    if (result != NULL && apply_pending(pending, n_pending) < 0) {
+        Py_CLEAR(result);
+    }
+done:
+    for (Py_ssize_t i = 0; i < n_pending; i++) {
+        Py_DECREF(pending[i].value);
+        Py_XDECREF(pending[i].old);
+    }
+    PyMem_Free(pending);
+    Py_XDECREF(counts);
+    Py_XDECREF(down_l);
+    Py_XDECREF(up_l);
+    Py_XDECREF(lag_l);
+    return result;
+}
+
 PyDoc_STRVAR(aggregate_doc,
 "aggregate(events, now, sync_bounds, lag_bounds, known=None) -> tuple\n"
 "\n"
@@ -176,9 +428,11 @@ PyDoc_STRVAR(aggregate_doc,
 "upper bounds, ascending, ending with +Inf.  ``known`` maps (resource, op, direction)\n"
 "to objects whose ``_value`` the count is added to (prometheus-client values).  Returns\n"
 "``(counts, down, up, down_sum, up_sum, lag, lag_sum, failed)``: counts per (resource,\n"
-"op, direction) not in ``known``, in first-seen order; per-bucket (not cumulative) sync-latency counts for direction down and up and\n"
-"their sums; per-bucket counts of ``now - timestamp`` and their sum (negative lags\n"
-"count in the first bucket and add 0 to the sum); and the events whose ``ok`` is false.");
+"op, direction) not in ``known``, in first-seen order; per-bucket (not cumulative)\n"
+"sync-latency counts for direction down and up and their sums; per-bucket counts of\n"
+"``now - timestamp`` and their sum (negative lags count in the first bucket and add 0 to\n"
+"the sum); and the events whose ``ok`` is false.  All or nothing: when it raises, no\n"
+"``known`` value was changed.");
 
 static PyObject *
 aggregate(PyObject *Py_UNUSED(self), PyObject *args)
@@ -192,196 +446,99 @@ aggregate(PyObject *Py_UNUSED(self), PyObject *args)
         PyErr_SetString(PyExc_TypeError, "known must be a dict or None");
         return NULL;
     }
-    double sync_bounds[MAX_BOUNDS], lag_bounds[MAX_BOUNDS];
-    Py_ssize_t n_sync, n_lag;
-    if (read_bounds(sync_obj, sync_bounds, &n_sync, "sync_bounds") < 0 ||
-        read_bounds(lag_obj, lag_bounds, &n_lag, "lag_bounds") < 0) {
+    Batch b;
+    b.now = now;
+    b.down_sum = b.up_sum = b.lag_sum = 0.0;
+    b.distinct = 0;
+    if (read_bounds(sync_obj, b.sync_bounds, &b.n_sync, "sync_bounds") < 0 ||
+        read_bounds(lag_obj, b.lag_bounds, &b.n_lag, "lag_bounds") < 0) {
         return NULL;
     }
+    memset(b.down, 0, sizeof(b.down[0]) * (size_t)b.n_sync);
+    memset(b.up, 0, sizeof(b.up[0]) * (size_t)b.n_sync);
+    memset(b.lag, 0, sizeof(b.lag[0]) * (size_t)b.n_lag);
     PyObject *events = PySequence_Fast(events_obj, "events must be a sequence");
     if (events == NULL) {
         return NULL;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(events);
-    PyObject **items = PySequence_Fast_ITEMS(events);
-
-    Py_ssize_t down[MAX_BOUNDS] = {0}, up[MAX_BOUNDS] = {0}, lag[MAX_BOUNDS] = {0};
-    double down_sum = 0.0, up_sum = 0.0, lag_sum = 0.0;
-    PyObject *failed = PyList_New(0);
     PyObject *result = NULL;
-    Py_ssize_t cap = 16;
-    while (cap < 2 * n) {
-        cap <<= 1;
+    Layout lay = {NULL, {0}};
+    b.cap = 16;
+    while (b.cap < 2 * n) {
+        b.cap <<= 1;
     }
-    Entry *table = PyMem_Calloc((size_t)cap, sizeof(Entry));
-    Py_ssize_t distinct = 0;
-    if (failed == NULL || table == NULL) {
-        if (table == NULL) {
+    b.failed = PyList_New(0);
+    b.table = PyMem_Calloc((size_t)b.cap, sizeof(Entry));
+    b.seen = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
+    if (b.failed == NULL || b.table == NULL || b.seen == NULL) {
+        if (b.failed != NULL) {
             PyErr_NoMemory();
         }
         goto done;
     }
-    if (n > 0 && ensure_layout(Py_TYPE(items[0])) < 0) {
-        goto done;
+    if (n > 0) {
+        if (ensure_layout(Py_TYPE(PySequence_Fast_GET_ITEM(events, 0))) < 0) {
+            goto done;
+        }
+        /* our own copy: a call made from Python code that runs below may change the cache */
+        lay = layout;
+        Py_INCREF(lay.type);
     }
+    PyObject **items = PySequence_Fast_ITEMS(events);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ev = items[i];
-        if (Py_TYPE(ev) != layout.type) {
-            PyErr_Format(PyExc_TypeError, "events must all be %s, not %s", layout.type->tp_name,
-                         Py_TYPE(ev)->tp_name);
+        if (Py_TYPE(ev) != lay.type) {
+            PyErr_Format(PyExc_TypeError, "events must all be %s, not %s", lay.type->tp_name, Py_TYPE(ev)->tp_name);
             goto done;
         }
-        PyObject *resource = slot(ev, layout.resource, "resource");
-        PyObject *op = slot(ev, layout.op, "op");
-        PyObject *direction = slot(ev, layout.direction, "direction");
-        PyObject *latency = slot(ev, layout.latency, "latency_seconds");
-        PyObject *ok = slot(ev, layout.ok, "ok");
-        PyObject *timestamp = slot(ev, layout.timestamp, "timestamp");
-        if (!resource || !op || !direction || !latency || !ok || !timestamp) {
-            goto done;
+        PyObject *f[N_FIELDS];
+        int present = 1;
+        for (int k = 0; k < N_FIELDS; k++) {
+            f[k] = *(PyObject **)((char *)ev + lay.offset[k]);
+            present &= f[k] != NULL;
         }
-        if (!PyUnicode_Check(resource) || !PyUnicode_Check(op) || !PyUnicode_Check(direction)) {
-            PyErr_SetString(PyExc_TypeError, "resource, op and direction must be str");
-            goto done;
-        }
-        /* count per (resource, op, direction) */
-        Py_hash_t hr = PyObject_Hash(resource), ho = PyObject_Hash(op), hd = PyObject_Hash(direction);
-        if (hr == -1 || ho == -1 || hd == -1) {
-            goto done;
-        }
-        Py_uhash_t h = (Py_uhash_t)hr * 1000003u ^ (Py_uhash_t)ho * 69069u ^ (Py_uhash_t)hd;
-        Py_ssize_t at = (Py_ssize_t)(h & (Py_uhash_t)(cap - 1));
-        for (;;) {
-            Entry *e = &table[at];
-            if (e->resource == NULL) {
-                e->hash = (Py_hash_t)h;
-                e->resource = resource;
-                e->op = op;
-                e->direction = direction;
-                e->count = 1;
-                e->order = distinct++;
-                break;
+        /* Fields of the exact types msgspec decodes: counting them runs no Python code, so
+         * nothing can free what is borrowed from the events (the common case, kept cheap). */
+        if (present && PyUnicode_CheckExact(f[FLD_RESOURCE]) && PyUnicode_CheckExact(f[FLD_OP]) &&
+            PyUnicode_CheckExact(f[FLD_DIRECTION]) && PyFloat_CheckExact(f[FLD_LATENCY]) &&
+            PyFloat_CheckExact(f[FLD_TIMESTAMP]) && PyBool_Check(f[FLD_OK])) {
+            if (count_event(&b, ev, f, 1) < 0) {
+                goto done;
             }
-            if (e->hash == (Py_hash_t)h && str_equal(e->resource, resource) && str_equal(e->op, op) &&
-                str_equal(e->direction, direction)) {
-                e->count++;
-                break;
-            }
-            at = (at + 1) & (cap - 1);
+            continue;
         }
-        if (PyErr_Occurred()) {
+        /* Anything else may run Python code (__float__, __bool__, __hash__) that drops the
+         * event's or its fields' last other reference, or changes the list: hold them. */
+        Py_INCREF(ev);
+        if (take_fields(&lay, ev, f) < 0) {
+            Py_DECREF(ev);
             goto done;
         }
-        /* sync latency per direction */
-        double v;
-        if (as_double(latency, &v) < 0) {
+        int rc = count_event(&b, ev, f, 0);
+        release_fields(f, N_FIELDS);
+        Py_DECREF(ev);
+        if (rc < 0) {
             goto done;
         }
-        Py_ssize_t b = bucket_of(sync_bounds, n_sync, v);
-        if (str_equal(direction, str_up)) {
-            if (b < n_sync) {
-                up[b]++;
-            }
-            up_sum += v;
-        }
-        else {
-            if (b < n_sync) {
-                down[b]++;
-            }
-            down_sum += v;
-        }
-        /* event lag */
-        double ts;
-        if (as_double(timestamp, &ts) < 0) {
+        if (PySequence_Fast_GET_SIZE(events) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "events changed size during aggregate()");
             goto done;
         }
-        double l = now - ts;
-        b = bucket_of(lag_bounds, n_lag, l);
-        if (b < n_lag) {
-            lag[b]++;
-        }
-        if (l > 0.0) {
-            lag_sum += l;
-        }
-        /* failures */
-        int is_ok = (ok == Py_True) ? 1 : (ok == Py_False) ? 0 : PyObject_IsTrue(ok);
-        if (is_ok < 0) {
-            goto done;
-        }
-        if (!is_ok && PyList_Append(failed, ev) < 0) {
-            goto done;
-        }
+        items = PySequence_Fast_ITEMS(events); /* a list may have moved its items */
     }
-    {
-        /* counts in first-seen order */
-        PyObject **keys = PyMem_Calloc((size_t)(distinct ? distinct : 1), sizeof(PyObject *));
-        Py_ssize_t *values = PyMem_Calloc((size_t)(distinct ? distinct : 1), sizeof(Py_ssize_t));
-        PyObject *counts = PyDict_New();
-        PyObject *down_l = NULL, *up_l = NULL, *lag_l = NULL;
-        if (keys == NULL || values == NULL || counts == NULL) {
-            if (keys == NULL || values == NULL) {
-                PyErr_NoMemory();
-            }
-            goto counts_done;
-        }
-        for (Py_ssize_t i = 0; i < cap; i++) {
-            Entry *e = &table[i];
-            if (e->resource != NULL) {
-                keys[e->order] = PyTuple_Pack(3, e->resource, e->op, e->direction);
-                values[e->order] = e->count;
-                if (keys[e->order] == NULL) {
-                    goto counts_done;
-                }
-            }
-        }
-        for (Py_ssize_t i = 0; i < distinct; i++) {
-            PyObject *c = PyLong_FromSsize_t(values[i]);
-            if (c == NULL) {
-                goto counts_done;
-            }
-            PyObject *value = known != Py_None ? PyDict_GetItemWithError(known, keys[i]) : NULL;
-            if (value != NULL) {
-                /* a known key: value._value += count (the caller's metric value object) */
-                PyObject *old = PyObject_GetAttr(value, str_value);
-                PyObject *sum = old ? PyNumber_Add(old, c) : NULL;
-                int failed_set = sum ? PyObject_SetAttr(value, str_value, sum) : -1;
-                Py_XDECREF(old);
-                Py_XDECREF(sum);
-                Py_DECREF(c);
-                if (failed_set < 0) {
-                    goto counts_done;
-                }
-                continue;
-            }
-            if (PyErr_Occurred() || PyDict_SetItem(counts, keys[i], c) < 0) {
-                Py_DECREF(c);
-                goto counts_done;
-            }
-            Py_DECREF(c);
-        }
-        down_l = counts_list(down, n_sync);
-        up_l = down_l ? counts_list(up, n_sync) : NULL;
-        lag_l = up_l ? counts_list(lag, n_lag) : NULL;
-        if (lag_l != NULL) {
-            result = Py_BuildValue("(OOOddOdO)", counts, down_l, up_l, down_sum, up_sum, lag_l, lag_sum,
-                                   failed);
-        }
-    counts_done:
-        if (keys != NULL) {
-            for (Py_ssize_t i = 0; i < distinct; i++) {
-                Py_XDECREF(keys[i]);
-            }
-        }
-        PyMem_Free(keys);
-        PyMem_Free(values);
-        Py_XDECREF(counts);
-        Py_XDECREF(down_l);
-        Py_XDECREF(up_l);
-        Py_XDECREF(lag_l);
-    }
+    result = build_result(&b, known);
 done:
-    PyMem_Free(table);
-    Py_XDECREF(failed);
+    for (Py_ssize_t i = 0; i < b.distinct; i++) {
+        Entry *e = &b.table[b.seen[i]];
+        Py_DECREF(e->resource);
+        Py_DECREF(e->op);
+        Py_DECREF(e->direction);
+    }
+    PyMem_Free(b.seen);
+    PyMem_Free(b.table);
+    Py_XDECREF(b.failed);
+    Py_XDECREF(lay.type);
     Py_DECREF(events);
     return result;
 }

@@ -50,7 +50,9 @@ class MetricsAgent:
                 ctx.metrics.registry,
                 ctx.metrics.event_lag,
                 max_resources_per_cluster=ctx.config.metrics.max_resources_per_cluster,
+                on_fallback=lambda: ctx.metrics.set_speedups("python"),
             )
+            ctx.metrics.set_speedups(self.fleet.aggregation)  # tmc_build_info says what runs
         return self.fleet
 
     async def run(self, ctx: AgentContext) -> None:

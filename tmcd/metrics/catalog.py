@@ -275,9 +275,10 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "tmc_build_info",
         "info",
-        "tmcd build information.",
-        ("version",),
-        example="count by (version) (tmc_build_info)",
+        "tmcd build information: version, and which per-event aggregation the metrics agent runs "
+        "(speedups: c, the C extension, or python; python after a C failure or with TMCD_NO_SPEEDUPS).",
+        ("version", "speedups"),
+        example="count by (version, speedups) (tmc_build_info)",
     ),
 )
 """Every tmc_* metric."""

@@ -1,5 +1,6 @@
 """The metrics agent's state: syncer, cluster, connection and placement metrics, updated
-from decoded messages.  No I/O; time comes in as arguments.
+from decoded messages.  No I/O (but one warning if the C path is given up); time comes in
+as arguments.
 
 The hot path (sync events) never calls ``.labels()`` per event: children are cached per
 cluster, counts are aggregated per batch, and histogram observations are binned locally
@@ -7,23 +8,29 @@ and added once per batch.  The per-event pass runs in the optional C extension
 :mod:`tmcd.metrics._fastagg` when it was built (a wheel built with a C compiler), else in
 C-level Python builtins; both give the same counts and buckets.  ``TMCD_NO_SPEEDUPS=1``
 forces the pure-Python path.
+
+The C path is fail-safe: once per process it must give the Python path's series on a
+small batch (:func:`self_check`), and if it ever raises, the batch is counted in Python
+and the process stays on the Python path (one warning; ``tmc_build_info{speedups}``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from bisect import bisect_left, bisect_right
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse, repeat
-from math import fsum
+from math import fsum, isclose
 from operator import attrgetter, eq, ne, sub
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
+from tmcd.config import parse_bool
 from tmcd.contracts.messages import (
     ConnectionEvent,
     PlacementDecision,
@@ -50,6 +57,50 @@ except ImportError:  # built without a C compiler: the pure-Python path
 SPEEDUPS_AVAILABLE = _fastagg is not None and values.ValueClass is values.MutexValue
 """Whether the C extension was built and imports (and prometheus-client is not in
 multiprocess mode: the C path adds to the children's values directly, see ``_add_counts``)."""
+
+NO_SPEEDUPS_ENV = "TMCD_NO_SPEEDUPS"
+Aggregation = Literal["c", "python"]
+log = logging.getLogger("tmcd.metrics")
+
+
+def speedups_disabled(env: Mapping[str, str] | None = None) -> bool:
+    """``TMCD_NO_SPEEDUPS`` read as every boolean setting is (unset or empty: False);
+    :class:`tmcd.config.ConfigError` (one line naming the variable) if it is no boolean."""
+    text = (os.environ if env is None else env).get(NO_SPEEDUPS_ENV, "")
+    return bool(text.strip()) and parse_bool(text, NO_SPEEDUPS_ENV)
+
+
+def speedups_mode(env: Mapping[str, str] | None = None) -> Aggregation:
+    """The per-event path a :class:`FleetMetrics` runs by default: "c" when the extension
+    is built, ``TMCD_NO_SPEEDUPS`` is not true, and the C path passed its self-check and
+    has not failed since; else "python".  The first call in a process runs the self-check."""
+    if speedups_disabled(env) or not SPEEDUPS_AVAILABLE:
+        return "python"
+    return "c" if _SPEEDUPS.usable() else "python"
+
+
+@dataclass
+class _Speedups:
+    """The C path's standing in this process: self-checked once, given up for good."""
+
+    checked: bool = False
+    failure: str | None = None
+
+    def usable(self) -> bool:
+        if not self.checked:
+            self.checked = True
+            reason = self_check()
+            if reason is not None:
+                self.give_up(f"the start-up self-check of the C aggregation failed: {reason}")
+        return self.failure is None
+
+    def give_up(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            log.warning("%s; the metrics agent now runs the pure-Python aggregation", reason)
+
+
+_SPEEDUPS = _Speedups()
 
 
 @dataclass
@@ -82,8 +133,10 @@ class FleetMetrics:
         *,
         max_resources_per_cluster: int = 20,
         speedups: bool | None = None,
+        on_fallback: Callable[[], None] | None = None,
     ) -> None:
-        """``speedups``: use the C extension (None: when built, unless TMCD_NO_SPEEDUPS is set)."""
+        """``speedups``: use the C extension (None: as :func:`speedups_mode` says);
+        ``on_fallback`` is called when a C failure switches this instance to Python."""
 
         def make(name: str) -> Any:
             return catalog.create(name, registry)
@@ -105,11 +158,12 @@ class FleetMetrics:
         self.conn_changed = cast(Gauge, make("tmc_connection_last_change_timestamp_seconds"))
         self.lag = lag
         if speedups is None:
-            speedups = SPEEDUPS_AVAILABLE and not os.environ.get("TMCD_NO_SPEEDUPS")
+            speedups = speedups_mode() == "c"
         if speedups and not SPEEDUPS_AVAILABLE:
             raise RuntimeError("tmcd.metrics._fastagg is not built (install from a wheel built with a C compiler)")
-        self.aggregation = "c" if speedups else "python"
+        self.aggregation: Aggregation = "c" if speedups else "python"
         """Which per-event path runs: "c" or "python"."""
+        self._on_fallback = on_fallback
         self._sync_bounds = tuple(self.sync_duration._upper_bounds)
         self._lag_bounds = tuple(lag._upper_bounds)
         self.max_resources = max_resources_per_cluster
@@ -149,20 +203,26 @@ class FleetMetrics:
         if not n:
             return 0
         cs = self._cluster(cluster, now)
-        if self.aggregation == "c":
-            self._aggregate_c(cs, events, now)
-        else:
+        if self.aggregation != "c" or not self._aggregate_c(cs, events, now):
             self._aggregate_py(cs, events, now, n)
         return n
 
-    def _aggregate_c(self, cs: ClusterSeries, events: Sequence[SyncEvent], now: float) -> None:
+    def _aggregate_c(self, cs: ClusterSeries, events: Sequence[SyncEvent], now: float, *, strict: bool = False) -> bool:
+        """Count a batch in C; False, with nothing counted, when the C pass raised (and from
+        then on this instance runs the Python path).  ``strict``: raise instead."""
         # Known keys are added to their children's values in C; the metric children are
         # only written from the event loop's thread, so adding without taking each value's
         # lock loses nothing (readers still lock).
-        fast = cs.synced_fast
-        counts, down, up, down_sum, up_sum, lag, lag_sum, failed = _fastagg.aggregate(
-            events, now, self._sync_bounds, self._lag_bounds, fast
-        )
+        try:
+            counts, down, up, down_sum, up_sum, lag, lag_sum, failed = _fastagg.aggregate(
+                events, now, self._sync_bounds, self._lag_bounds, cs.synced_fast
+            )
+        except Exception as exc:
+            # aggregate() changes nothing when it raises, so the caller can count the batch again
+            if strict:
+                raise
+            self._fall_back(f"the C aggregation raised {_describe(exc)}")
+            return False
         for key, c in counts.items():
             self._synced_value(cs, key)._value += c
         for direction, buckets, total in (("down", down, down_sum), ("up", up, up_sum)):
@@ -171,6 +231,13 @@ class FleetMetrics:
         _add_counts(self.lag, lag, lag_sum)
         if failed:
             self._count_errors(cs, failed)
+        return True
+
+    def _fall_back(self, reason: str) -> None:
+        self.aggregation = "python"
+        _SPEEDUPS.give_up(reason)
+        if self._on_fallback is not None:
+            self._on_fallback()
 
     def _aggregate_py(self, cs: ClusterSeries, events: Sequence[SyncEvent], now: float, n: int) -> None:
         # counts per (resource, op, direction); cached per raw key, incremented once per batch
@@ -357,6 +424,70 @@ def _add_counts(histogram: Any, counts: list[int], total: float) -> None:
         if c:
             buckets[i]._value += c
     histogram._sum._value += total
+
+
+# -- the self-check -------------------------------------------------------------------
+
+_CHECK_NOW = 1000.0
+
+
+def _check_batches() -> list[tuple[str, list[SyncEvent]]]:
+    """Batches through every branch of the C pass: more resources than the cap (two keys
+    share the 'other' child), both directions, failures, latencies and lags on bucket bounds
+    and past the last one, clock skew; a cluster's second batch adds to known keys."""
+    now = _CHECK_NOW
+    resources = ("apps/v1/deployments", "v1/configmaps", "v1/secrets", "example.io/v1/widgets")
+    latencies = (0.0, 0.005, 0.1, 0.3, 10.0, 12.0, 0.25)
+    # lags exactly on bounds need exact differences: 0.25, 0.5, 1.0, 60.0 (and 0, and past 60)
+    timestamps = (now - 0.25, now - 0.5, now + 0.5, now - 1.0, now - 90.0, now, now - 60.0, now - 0.1)
+    events = [
+        SyncEvent(
+            cluster="check",
+            timestamp=timestamps[i % 8],
+            resource=resources[i % 4],
+            op=("create", "update", "delete")[i % 3],
+            direction="up" if i % 5 in (1, 4) else "down",
+            latency_seconds=latencies[i % 7],
+            ok=i % 6 != 2,
+            error_reason="" if i % 6 != 2 else ("Conflict", "NotFound", "odd reason")[i % 3],
+        )
+        for i in range(30)
+    ]
+    return [("check", events[:12]), ("check", events), ("other", events[3:4])]
+
+
+def self_check() -> str | None:
+    """Why the C path's series differ from the Python path's on :func:`_check_batches`
+    (sums may differ in the last bits), or None when they agree (or C is not built)."""
+    if not SPEEDUPS_AVAILABLE:
+        return None
+    try:
+        got: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
+        for speedups in (True, False):
+            reg = CollectorRegistry(auto_describe=False)
+            lag = cast(Histogram, catalog.create("tmc_event_lag_seconds", reg))
+            fm = FleetMetrics(reg, lag, max_resources_per_cluster=2, speedups=speedups)
+            for cluster, events in _check_batches():
+                if speedups:  # strict: an exception is a failed check, not a fallback
+                    fm._aggregate_c(fm._cluster(cluster, _CHECK_NOW), events, _CHECK_NOW, strict=True)
+                else:
+                    fm.on_sync_events(cluster, events, _CHECK_NOW)
+            samples = (s for m in reg.collect() for s in m.samples if not s.name.endswith("_created"))
+            got.append({(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples})
+    except Exception as exc:
+        return _describe(exc)
+    c, py = got
+    for key in sorted(c.keys() | py.keys()):
+        a, b = c.get(key), py.get(key)
+        sums_close = a is not None and b is not None and key[0].endswith("_sum") and isclose(a, b, abs_tol=1e-9)
+        if a != b and not sums_close:
+            labels = ",".join(f'{k}="{v}"' for k, v in key[1])
+            return f"{key[0]}{{{labels}}} is {a} in C but {b} in Python"
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _amount(q: ResourceQuantities, resource: str) -> float:

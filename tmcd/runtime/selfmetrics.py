@@ -2,6 +2,10 @@
 
 Agents add their metrics to the same registry; ``/metrics`` renders it.  Definitions
 (names, labels, help) come from :mod:`tmcd.metrics.catalog`.
+
+Creating one is where a daemon starts, so it is also where ``TMCD_NO_SPEEDUPS`` is read
+and the metrics agent's C path is self-checked (both once; a bad value raises
+:class:`tmcd.config.ConfigError`, which the CLI turns into one line and exit code 2).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from tmcd import __version__
 from tmcd.metrics.catalog import create, spec
+from tmcd.metrics.model import speedups_mode
 
 # `_created` series double every counter's output and nobody queries them.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -29,10 +34,16 @@ class SelfMetrics:
         PlatformCollector(registry=self.registry)
         info = spec("tmc_build_info")
         self.build_info = Info(info.base, info.help, registry=self.registry)
-        self.build_info.info({"version": __version__})
+        self.speedups = ""
+        self.set_speedups(speedups_mode())
         self.events_invalid = cast(Counter, create("tmc_events_invalid_total", self.registry))
         self.events_processed = cast(Counter, create("tmc_events_processed_total", self.registry))
         self.agent_restarts = cast(Counter, create("tmc_agent_restarts_total", self.registry))
         self.nats_connected = cast(Gauge, create("tmc_nats_connected", self.registry))
         self.event_lag = cast(Histogram, create("tmc_event_lag_seconds", self.registry))
         self.consumer_pending = cast(Gauge, create("tmc_consumer_pending_messages", self.registry))
+
+    def set_speedups(self, mode: str) -> None:
+        """Record which per-event path the metrics agent runs ("c" or "python") in tmc_build_info."""
+        self.speedups = mode
+        self.build_info.info({"version": __version__, "speedups": mode})
