@@ -82,13 +82,19 @@ def compile_extension(root: Path, module: str, source: str) -> Path:
     return out
 
 
+def _true(text: str) -> bool:
+    """A boolean switch read as tmcd reads every boolean (``tmcd.config.parse_bool``, which this
+    hook cannot import: it runs in the build environment): true/1/yes on, anything else off."""
+    return text.strip().lower() in ("true", "1", "yes")
+
+
 class SpeedupsHook(BuildHookInterface):  # type: ignore[type-arg]
     """Builds the C extensions when it can; never fails the build because of them."""
 
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name != "wheel" or os.environ.get("TMCD_NO_EXTENSIONS"):
+        if self.target_name != "wheel" or _true(os.environ.get("TMCD_NO_EXTENSIONS", "")):
             return
         root = Path(self.root)
         for module, source in EXTENSIONS.items():

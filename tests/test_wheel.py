@@ -69,10 +69,18 @@ def test_wheel_carries_the_compiled_extension(source: Path, tmp_path: Path) -> N
     assert done.stdout.startswith(f"True {site}")
 
 
-def test_no_extensions_builds_a_pure_wheel(source: Path, tmp_path: Path) -> None:
-    wheel, _ = build(source, tmp_path / "out", TMCD_NO_EXTENSIONS="1")
+@pytest.mark.parametrize("value", ["1", "true", "YES"])
+def test_no_extensions_builds_a_pure_wheel(source: Path, tmp_path: Path, value: str) -> None:
+    wheel, _ = build(source, tmp_path / "out", TMCD_NO_EXTENSIONS=value)
     assert wheel.name.endswith("py3-none-any.whl")
     assert extension_files(wheel) == []
+
+
+def test_no_extensions_is_a_boolean(source: Path, tmp_path: Path) -> None:
+    """``TMCD_NO_EXTENSIONS=0`` reads as false, as every tmcd boolean does: the extension is built."""
+    tools.require_compiler()
+    wheel, _ = build(source, tmp_path / "out", TMCD_NO_EXTENSIONS="0")
+    assert extension_files(wheel) == [f"tmcd/metrics/_fastagg{_suffix()}"]
 
 
 @pytest.mark.parametrize(
