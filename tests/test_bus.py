@@ -4,6 +4,7 @@ connection state across a server restart."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -142,7 +143,10 @@ async def test_kv_compare_and_set(nats_server: EmbeddedNats) -> None:
         await bus.close()
 
 
-async def test_connection_state_follows_server_restart(nats_server: EmbeddedNats) -> None:
+async def test_connection_state_follows_server_restart(
+    nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tmcd.bus")
     metrics = SelfMetrics()
     bus = Bus(NatsConfig(reconnect_wait_min=0.05, reconnect_wait_max=0.2), metrics, url=nats_server.url)
     states: list[bool] = []
@@ -161,12 +165,16 @@ async def test_connection_state_follows_server_restart(nats_server: EmbeddedNats
         nats_server.port = port
         await asyncio.to_thread(nats_server.start)
 
-        async def up() -> bool:
-            return bus.connected
+        async def up() -> bool:  # nats-py says connected a flush before it calls the reconnect callback
+            return bus.connected and states[-1] is True
 
         await wait_for(up, what="reconnect", timeout=15)
         assert states[0] is True and False in states and states[-1] is True
         assert bus.reconnects >= 1 and metrics.nats_connected._value.get() == 1
+        said = [r.getMessage() for r in caplog.records]
+        assert f"connected to NATS at {nats_server.url}" in said
+        assert f"reconnected to NATS at {nats_server.url}" in said  # the URL, not nats-py's ParseResult
+        assert "disconnected from NATS" in said
         nc = await nats.connect(nats_server.url)
         await nc.close()
     finally:

@@ -35,6 +35,7 @@ GARBAGE = {
     "truncated": (b'{"cluster": "gbg-1", "timestamp": 1.0, "res', "malformed_json"),
     "wrong_types": (b'{"cluster": 12, "timestamp": "yesterday", "schema": 1}', "invalid_fields"),
     "future_schema": (b'{"schema": 99, "cluster": "gbg-1", "timestamp": 1.0}', "unsupported_schema"),
+    "too_deep": (b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}", "too_deep"),  # valid JSON the decoder cannot follow
 }
 
 
@@ -102,7 +103,7 @@ async def test_garbage_on_every_consumed_subject(
         await sub.unsubscribe()
         await nc.close()
 
-    # logged once per subject (four bad messages each, within a minute), naming the subject
+    # logged once per subject (five bad messages each, within a minute), naming the subject
     for subject in CONSUMED:
         lines = [r.getMessage() for r in caplog.records if f"invalid message on {subject}:" in r.getMessage()]
         assert len(lines) == 1, (subject, lines)
@@ -146,3 +147,112 @@ async def test_bad_request_on_served_subject_gets_400_and_dead_letter(nats_url: 
         await dsub.unsubscribe()
         await nc.close()
         await bus.close()
+
+
+DEEP = b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}"
+
+
+async def test_too_deep_on_core_subscription_and_request(nats_url: str) -> None:
+    from tmcd.bus import Bus
+    from tmcd.config import NatsConfig
+    from tmcd.contracts.codec import decode_as
+    from tmcd.contracts.messages import ControlReply
+    from tmcd.runtime.selfmetrics import SelfMetrics
+
+    metrics = SelfMetrics()
+    bus = Bus(NatsConfig(), metrics, url=nats_url)
+    await bus.connect(retry=False)
+    nc = await nats.connect(nats_url)
+    dead: list[tuple[str, str]] = []
+    handled: list[object] = []
+
+    async def on_dead(msg: nats.aio.msg.Msg) -> None:
+        dead.append((msg.subject, (msg.headers or {}).get("Tmc-Reason", "")))
+
+    async def handler(d: object) -> None:
+        handled.append(d)
+
+    async def answer(d: object) -> ControlReply:
+        return ControlReply(ok=True)
+
+    dsub = await nc.subscribe("tmc.dead.>", cb=on_dead)
+    await nc.flush()
+    sub = await bus.subscribe(s.syncer_sync("deep-1"), handler, channel=s.SYNCER_SYNC)
+    srv = await bus.serve("tmc.ctl.sync.deep-1.*", answer, channel=s.CTL_SYNC)
+    try:
+        await nc.publish(s.syncer_sync("deep-1"), DEEP)
+        rep = await nc.request(s.ctl_sync("deep-1", "pause"), DEEP, timeout=2)
+        reply = decode_as(ControlReply, rep.data)
+        assert not reply.ok and reply.code == 400 and reply.message.startswith("too_deep")
+
+        async def both_dead() -> bool:
+            return len(dead) == 2
+
+        await wait_for(both_dead, what="two dead letters")
+        assert sorted(dead) == [
+            ("tmc.dead.tmc.ctl.sync.deep-1.pause", "too_deep"),
+            ("tmc.dead.tmc.syncer.deep-1.sync", "too_deep"),
+        ]
+        assert metrics.events_invalid.labels("sync_event", "too_deep")._value.get() == 1
+        assert metrics.events_invalid.labels("sync_control", "too_deep")._value.get() == 1
+        assert handled == []
+    finally:
+        await sub.unsubscribe()
+        await srv.unsubscribe()
+        await dsub.unsubscribe()
+        await nc.close()
+        await bus.close()
+
+
+async def _dead_letters_through_close(
+    nats_url: str, cluster: str, count: int, max_dead_letters: int
+) -> tuple[list[bytes], float]:
+    """``count`` malformed messages handed to the bus's hot path, then close() at once."""
+    from nats.aio.msg import Msg
+
+    from tmcd.bus import Bus
+    from tmcd.config import NatsConfig
+    from tmcd.runtime.selfmetrics import SelfMetrics
+
+    metrics = SelfMetrics()
+    bus = Bus(NatsConfig(), metrics, url=nats_url, max_dead_letters=max_dead_letters)
+    await bus.connect(retry=False)
+    nc = await nats.connect(nats_url)
+    got: list[bytes] = []
+
+    async def on_dead(msg: nats.aio.msg.Msg) -> None:
+        got.append(msg.data)
+
+    dsub = await nc.subscribe(f"tmc.dead.tmc.syncer.{cluster}.>", cb=on_dead)
+    await nc.flush()
+    subject = s.syncer_sync(cluster)
+    try:
+        for i in range(count):  # no await in between: nothing is published before close()
+            bus.handle_delivery_sync(Msg(bus.nc, subject=subject, data=b"garbage %d" % i), lambda d: None, "core")
+        await bus.close()
+        await nc.flush()
+
+        async def arrived() -> bool:
+            return len(got) >= min(count, max_dead_letters)
+
+        await wait_for(arrived, what="the dead letters")
+        await nc.flush()
+    finally:
+        await dsub.unsubscribe()
+        await nc.close()
+    return got, metrics.events_invalid.labels("sync_event", "malformed_json")._value.get()
+
+
+async def test_dead_letters_queued_just_before_close_are_published(nats_url: str) -> None:
+    got, counted = await _dead_letters_through_close(nats_url, "dl-1", 3000, 10000)
+    assert counted == 3000
+    assert got == [b"garbage %d" % i for i in range(3000)]
+
+
+async def test_dead_letter_backlog_is_bounded(nats_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tmcd.bus")
+    got, counted = await _dead_letters_through_close(nats_url, "dl-2", 150, 100)
+    assert counted == 150  # every message is still counted
+    assert got == [b"garbage %d" % i for i in range(100)]
+    full = [r.getMessage() for r in caplog.records if "dead-letter backlog full" in r.getMessage()]
+    assert len(full) == 1 and "100 messages" in full[0]

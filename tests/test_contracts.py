@@ -174,6 +174,34 @@ def test_invalid_fields(data: bytes) -> None:
     assert info.value.kind == SyncerHeartbeat.KIND
 
 
+def _deep(n: int, opener: bytes = b"[", closer: bytes = b"]") -> bytes:
+    return opener * n + b"1" + closer * n if opener == b"[" else b'{"a":' * n + b"1" + b"}" * n
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":' + _deep(2000) + b"}",  # an unknown field: skipped, but still parsed
+        b'{"a":' + _deep(200_000) + b"}",
+        _deep(2000, b"{", b"}"),
+        HB_DATA[:-1] + b',"extra":' + _deep(5000) + b"}",  # after a valid heartbeat
+    ],
+    ids=["array-2000", "array-200000", "object-2000", "valid-then-deep"],
+)
+def test_too_deep(data: bytes) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        decode(HB_SUBJECT, data)
+    assert info.value.reason == "too_deep"
+    assert info.value.kind == SyncerHeartbeat.KIND
+
+
+def test_deep_but_wrong_fields_is_invalid_fields() -> None:
+    # the schema probe that tells invalid_fields from unsupported_schema must not blow up either
+    data = b'{"cluster": 5, "timestamp": 1.0, "a":' + _deep(5000) + b"}"
+    assert _reason(HB_SUBJECT, data) == "invalid_fields"  # the first error msgspec meets
+    assert _reason(HB_SUBJECT, b'{"cluster": 5, "a":' + _deep(100) + b"}") == "invalid_fields"
+
+
 def test_invalid_fields_on_other_messages() -> None:
     ws = s.WORKLOAD_STATS
     body = _builtins(EXAMPLES[ws.message])

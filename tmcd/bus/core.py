@@ -20,16 +20,17 @@ from opentelemetry import context as otel_context
 
 from tmcd.bus import tracing
 from tmcd.bus.consumer import PullConsumer
-from tmcd.bus.deadletter import InvalidMessages
+from tmcd.bus.deadletter import MAX_DEAD_LETTERS, DeadLetterQueue, InvalidMessages
 from tmcd.bus.kv import KvStore
 from tmcd.bus.metrics import BusMetrics
-from tmcd.bus.options import backoff_delay, credential_options, servers, tls_context
+from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, describe
+from tmcd.bus.options import backoff_delay, credential_options, display_url, server_text, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
 from tmcd.bus.service import Endpoint, start_service
 from tmcd.config import Config, NatsConfig
 from tmcd.contracts.codec import InvalidMessage, decode, decode_as, encode
 from tmcd.contracts.messages import ControlReply, Message, SyncEventBatch
-from tmcd.contracts.subjects import Channel, dead_letter_subject
+from tmcd.contracts.subjects import Channel
 
 log = logging.getLogger("tmcd.bus")
 
@@ -77,19 +78,21 @@ class Bus:
         *,
         url: str | None = None,
         clock: Callable[[], float] = time.time,
+        max_dead_letters: int = MAX_DEAD_LETTERS,
     ) -> None:
         self._cfg = cfg
         self._url = url if url is not None else cfg.url
         self._metrics = metrics
-        self._clock = clock
+        self._clock = clock  # timestamps of replies, and the once-a-minute log limits
         self._nc: Client | None = None
         self._js: Any = None
-        self.invalid = InvalidMessages(metrics, time.monotonic)
+        self.invalid = InvalidMessages(metrics, clock)
+        self.errors = NatsErrorLog(clock)
         self.state_listeners: list[Callable[[bool], None]] = []
         self.reconnects = 0
         self._closing = False
         self._processed_children: dict[str, Any] = {}
-        self._background: set[asyncio.Future[None]] = set()
+        self._dead = DeadLetterQueue(self._publish_dead, clock, max_dead_letters)
 
     @property
     def url(self) -> str:
@@ -122,14 +125,24 @@ class Bus:
 
         async def on_reconnect() -> None:
             self.reconnects += 1
-            log.info("reconnected to NATS at %s", self._nc.connected_url if self._nc else "?")
+            log.info("reconnected to NATS at %s", self._server())
             self._set_state(True)
 
         async def on_error(exc: Exception) -> None:
-            log.debug("NATS error: %s", exc)
+            if self._nc is None:  # the first connection: connect() says why it fails
+                log.debug("NATS: %s", describe(exc))
+            else:
+                self.errors.report(exc)
 
         async def on_closed() -> None:
             self._set_state(False)
+            if not self._closing:  # e.g. the server revoked tmcd's authorization: nats-py gives up
+                err = self._nc.last_error if self._nc is not None else None
+                log.error(
+                    "NATS connection to %s closed%s; tmcd does not reconnect on its own: fix the cause and restart it",
+                    self._server(),
+                    f" ({describe(err)})" if err is not None else "",
+                )
 
         opts: dict[str, Any] = {
             "servers": servers(self._url),
@@ -159,13 +172,16 @@ class Bus:
         attempt = 0
         while True:
             try:
-                self._nc = await nats.connect(**self._options())
+                nc = ReportingClient()
+                await nc.connect(**self._options())
+                self._nc = nc
                 break
             except (OSError, TimeoutError, nats_errors.Error) as exc:
+                where = display_url(self._url)
                 if not retry:
-                    raise BusError(f"cannot connect to NATS at {self._url}: {_reason(exc)}") from exc
+                    raise BusError(f"cannot connect to NATS at {where}: {_reason(exc)}") from exc
                 delay = backoff_delay(attempt, self._cfg.reconnect_wait_min, self._cfg.reconnect_wait_max)
-                log.warning("cannot connect to NATS at %s (%s); retrying in %.1fs", self._url, _reason(exc), delay)
+                log.warning("cannot connect to NATS at %s (%s); retrying in %.1fs", where, _reason(exc), delay)
                 attempt += 1
                 if stop is not None:
                     try:
@@ -176,8 +192,13 @@ class Bus:
                 await asyncio.sleep(delay)
         self._nc.options["max_reconnect_attempts"] = -1
         self._js = self._nc.jetstream()
-        log.info("connected to NATS at %s", self._nc.connected_url.netloc if self._nc.connected_url else self._url)
+        log.info("connected to NATS at %s", self._server())
         self._set_state(True)
+
+    def _server(self) -> str:
+        """The server the client is (or was last) connected to, for log lines."""
+        parsed = self._nc.connected_url if self._nc is not None else None
+        return server_text(parsed) if parsed is not None else display_url(self._url)
 
     @property
     def nc(self) -> Client:
@@ -186,16 +207,24 @@ class Bus:
             raise NotConnectedError("not connected to NATS")
         return self._nc
 
-    async def close(self) -> None:
-        """Drain subscriptions, flush pending publishes (acks included) and close."""
+    async def close(self, dead_letter_timeout: float = 5.0) -> None:
+        """Publish queued dead letters, drain subscriptions, flush pending publishes (acks included), close.
+
+        Dead letters get ``dead_letter_timeout`` seconds; what is still queued after the
+        connection closed is dropped with one warning.
+        """
         if self._nc is None or self._nc.is_closed:
+            await self._dead.settle(0, closed=True)
             return
         self._closing = True
+        await self._dead.settle(dead_letter_timeout, closed=False)
         try:
             await self._nc.drain()
         except (nats_errors.Error, OSError, TimeoutError) as exc:
             log.debug("drain failed (%s); closing", exc)
             await self._nc.close()
+        # handlers that ran while subscriptions drained may have queued more
+        await self._dead.settle(dead_letter_timeout, closed=True)
 
     # -- core NATS --------------------------------------------------------
 
@@ -225,18 +254,17 @@ class Bus:
         await self.nc.flush(int(max(1, timeout)))
 
     def _dead_letter_soon(self, subject: str, data: bytes, err: InvalidMessage) -> None:
-        """Count, log (rate-limited) and queue a copy to tmc.dead.<subject> (publish is buffered)."""
+        """Count, log (rate-limited) and queue a copy to tmc.dead.<subject>."""
         self.invalid.record(subject, err)
-        headers = {"Tmc-Reason": err.reason, "Tmc-Subject": subject, "Tmc-Kind": err.kind}
-        task = asyncio.ensure_future(self._publish_dead(dead_letter_subject(subject), data, headers))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._dead.add(subject, data, err)
+
+    def _handler_failed(self, msg: Msg, exc: Exception, kind: str) -> None:
+        """A handler raised: count, log its traceback (rate-limited) and dead-letter the message."""
+        self.invalid.handler_failed(msg.subject, exc, kind)
+        self._dead.add(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), kind))
 
     async def _publish_dead(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        try:
-            await self.nc.publish(subject, data, headers=headers)
-        except (nats_errors.Error, OSError) as exc:
-            log.warning("could not dead-letter message to %s: %s", subject, exc)
+        await self.nc.publish(subject, data, headers=headers)
 
     def _processed(self, label: str, msg: Message) -> None:
         if not label:  # a secondary consumer of the stream: the primary one accounts for it
@@ -273,8 +301,7 @@ class Bus:
         try:
             handler(Delivery(msg.subject, decoded, msg.headers))
         except Exception as exc:
-            log.exception("handler failed for %s", msg.subject)
-            self._dead_letter_soon(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), decoded.KIND))
+            self._handler_failed(msg, exc, decoded.KIND)
             return
         finally:
             if token is not None:
@@ -293,8 +320,7 @@ class Bus:
         try:
             await handler(Delivery(msg.subject, decoded, msg.headers))
         except Exception as exc:
-            log.exception("handler failed for %s", msg.subject)
-            self._dead_letter_soon(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), decoded.KIND))
+            self._handler_failed(msg, exc, decoded.KIND)
             return None
         finally:
             if token is not None:
@@ -303,14 +329,27 @@ class Bus:
         return decoded
 
     async def subscribe(
-        self, subject: str, handler: Handler, *, channel: Channel | None = None, queue: str = ""
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        channel: Channel | None = None,
+        queue: str = "",
+        max_pending: int | None = None,
     ) -> Any:
-        """Subscribe with a typed handler; returns the subscription (call ``drain()`` to stop)."""
+        """Subscribe with a typed handler; returns the subscription (call ``drain()`` to stop).
+
+        ``max_pending`` bounds the messages waiting for the handler (nats-py's default
+        otherwise); beyond it messages are dropped and logged as a slow consumer.
+        """
 
         async def cb(msg: Msg) -> None:
             await self.handle_delivery(msg, handler, "core", True, channel)
 
-        sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
+        if max_pending is None:
+            sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
+        else:
+            sub = await self.nc.subscribe(subject, queue=queue, cb=cb, pending_msgs_limit=max_pending)
         await self.nc.flush()  # the server knows the interest once this returns
         return sub
 
@@ -330,8 +369,8 @@ class Bus:
                 return
             try:
                 reply = await handler(Delivery(msg.subject, decoded, msg.headers))
-            except Exception as exc:
-                log.exception("request handler failed for %s", msg.subject)
+            except Exception as exc:  # the requester gets the error; nothing to dead-letter
+                self.invalid.handler_failed(msg.subject, exc, decoded.KIND, dead_lettered=False)
                 reply = ControlReply(ok=False, code=500, message=repr(exc), timestamp=self._clock())
             self._metrics.events_processed.labels("core").inc()
             if msg.reply:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
-from nats.js import api
 from nats.js import errors as js_errors
+
+from tmcd.bus.changefeed import MAX_PENDING, ChangeFeed
 
 T = TypeVar("T")
 
@@ -117,45 +117,28 @@ class KvStore(Generic[T]):
             await watcher.stop()
         return entries, revision
 
-    async def changes(self, after_revision: int, stop: asyncio.Event) -> AsyncIterator[KvChange[T]]:
-        """Every change after ``after_revision``, in order, until ``stop`` is set."""
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+    def change_feed(
+        self, after_revision: int, stop: asyncio.Event, max_pending: int = MAX_PENDING
+    ) -> ChangeFeed[KvChange[T]]:
+        """Every change after ``after_revision``, in order, until ``stop`` is set, with at most
+        ``max_pending`` changes buffered (see :mod:`tmcd.bus.changefeed`); ``async with`` it."""
+        return ChangeFeed(self._js, self._bucket, self._change, after_revision, stop, max_pending)
 
-        async def cb(msg: Any) -> None:
-            await queue.put(msg)
+    async def changes(
+        self, after_revision: int, stop: asyncio.Event, max_pending: int = MAX_PENDING
+    ) -> AsyncIterator[KvChange[T]]:
+        """Every change after ``after_revision``, in order, until ``stop`` is set.
 
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, after_revision + 1)
-        )
-        sub = await self._js.subscribe(
-            f"$KV.{self._bucket}.>", stream=f"KV_{self._bucket}", cb=cb, ordered_consumer=True, config=config
-        )
-        prefix = len(f"$KV.{self._bucket}.")
+        A reader that stops iterating should ``aclose()`` the iterator (or let it be
+        garbage-collected): that deletes the server-side consumer and stops its tasks.
+        """
+        feed = self.change_feed(after_revision, stop, max_pending)
         try:
-            while not stop.is_set():
-                getter = asyncio.ensure_future(queue.get())
-                stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                for f in (getter, stopper):
-                    if f not in done:
-                        f.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await f
-                if getter not in done:
-                    break
-                msg = getter.result()
-                seq: int = msg.metadata.sequence.stream
-                op = (msg.headers or {}).get("KV-Operation")
-                key = msg.subject[prefix:]
-                if op in ("DEL", "PURGE") or not msg.data:
-                    yield KvChange(key, None, seq)
-                else:
-                    yield KvChange(key, self._decoder.decode(msg.data), seq)
+            await feed.start()
+            async for change in feed:
+                yield change
         finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # closed connection: nats-py then leaves its consumer tasks running
-                jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
-                for task in (getattr(jsi, "_hbtask", None), getattr(jsi, "_fctask", None)):
-                    if task is not None:
-                        task.cancel()
+            await feed.close()
+
+    def _change(self, key: str, data: bytes | None, revision: int) -> KvChange[T]:
+        return KvChange(key, None if data is None else self._decoder.decode(data), revision)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from tmcd.config import NatsConfig
 
@@ -50,3 +51,31 @@ def credential_options(cfg: NatsConfig) -> dict[str, Any]:
 def servers(url: str) -> list[str]:
     """The comma-separated server list of a NATS URL setting."""
     return [u.strip() for u in url.split(",") if u.strip()]
+
+
+class _Url(Protocol):
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def hostname(self) -> str | None: ...
+
+    @property
+    def port(self) -> int | None: ...
+
+
+def server_text(url: _Url) -> str:
+    """``nats://host:port`` of a parsed server URL, without user, password or token."""
+    host = url.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    return f"{url.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def display_url(url: str) -> str:
+    """A NATS URL setting as it may be logged: each server without credentials."""
+    return ",".join(server_text(urlsplit(u if "://" in u else f"nats://{u}")) for u in servers(url)) or url

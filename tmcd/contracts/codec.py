@@ -4,6 +4,7 @@
 raises :class:`InvalidMessage` with a short ``reason`` that becomes a metric label:
 
 ``malformed_json``      not JSON, truncated, or not an object
+``too_deep``            JSON nested deeper than the decoder can follow (e.g. 2,000 ``[``)
 ``invalid_fields``      JSON of the wrong shape: missing fields, wrong types, bad values
 ``unsupported_schema``  a ``schema`` version this build does not know
 ``subject_mismatch``    a payload name differs from the subject token (e.g. cluster)
@@ -55,7 +56,7 @@ def encode(msg: Message) -> bytes:
 def _schema_of(data: bytes) -> Any:
     try:
         return _schema_decoder.decode(data).schema
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 
@@ -74,6 +75,8 @@ def decode_as(tp: type[M], data: bytes) -> M:
         raise InvalidMessage("invalid_fields", str(exc), tp.KIND) from exc
     except msgspec.DecodeError as exc:
         raise InvalidMessage("malformed_json", str(exc), tp.KIND) from exc
+    except RecursionError as exc:  # msgspec recurses per nesting level and gives up at Python's limit
+        raise InvalidMessage("too_deep", "JSON nested too deeply to decode", tp.KIND) from exc
     if msg.schema != SCHEMA_VERSION:
         raise InvalidMessage("unsupported_schema", f"schema {msg.schema} is not supported", tp.KIND)
     return msg

@@ -17,5 +17,8 @@ def setup_logging(level: str = "info") -> None:
     handler._tmcd = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # nats-py logs reconnect noise at error level; our bus reports state itself.
-    logging.getLogger("nats").setLevel(logging.CRITICAL)
+    # nats-py logs only what its error callback cannot take (an exception in its read loop):
+    # let it through.  The errors it hands to the callback (authorization, permissions, slow
+    # consumer, stale connection) tmcd.bus logs itself, one warning per kind a minute; the
+    # reconnect noise among them stays at debug level.
+    logging.getLogger("nats").setLevel(logging.NOTSET)
