@@ -13,7 +13,7 @@ LOCK   := constraints.txt
 .PHONY: demo test tools lint pytest schema docs krew lock clean
 
 # PIP_CONSTRAINT (not -c) so the pins also reach the isolated build environment (hatchling)
-$(STAMP): pyproject.toml hatch_build.py tmcd/metrics/_fastagg.c $(LOCK)
+$(STAMP): pyproject.toml hatch_build.py tmcd/metrics/_fastagg.c tmcd/metrics/_fastagg_fields.h $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)

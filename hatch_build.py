@@ -69,7 +69,9 @@ def compile_extension(root: Path, module: str, source: str) -> Path:
     """Compile one C source into ``<module><EXT_SUFFIX>`` next to it; returns the path."""
     out = root / f"{module}{_var('EXT_SUFFIX')}"
     src = root / source
-    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+    # the source and the headers beside it named after it (``_fastagg_*.h``)
+    inputs = [src, *src.parent.glob(f"{src.stem}_*.h")]
+    if out.exists() and out.stat().st_mtime >= max(p.stat().st_mtime for p in inputs):
         return out
     tmp = Path(str(out) + ".tmp")
     with tempfile.TemporaryDirectory(prefix="tmcd-build-") as work:
