@@ -4,7 +4,17 @@ Everything else publishes and receives typed messages (msgspec Structs) through
 :class:`tmcd.bus.core.Bus`.
 """
 
-from tmcd.bus.core import Bus, BusError, Delivery, NotConnectedError
+from tmcd.bus.core import Bus, Delivery
+from tmcd.bus.errors import BusError, CorruptValueError, NotConnectedError
 from tmcd.bus.kv import CasConflictError, KvEntry, KvStore
 
-__all__ = ["Bus", "BusError", "CasConflictError", "Delivery", "KvEntry", "KvStore", "NotConnectedError"]
+__all__ = [
+    "Bus",
+    "BusError",
+    "CasConflictError",
+    "CorruptValueError",
+    "Delivery",
+    "KvEntry",
+    "KvStore",
+    "NotConnectedError",
+]

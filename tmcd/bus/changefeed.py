@@ -34,14 +34,15 @@ class ChangeFeed(Generic[T]):
     """The changes of one bucket after ``after_revision`` until ``stop`` is set or it is closed.
 
     Use as ``async with feed: async for change in feed: ...``; each change is built by
-    ``make(key, data_or_None, revision)`` (None data means the key was deleted).
+    ``make(key, data_or_None, revision)`` (None data means the key was deleted); a change
+    ``make`` returns None for (a value it cannot use) is skipped.
     """
 
     def __init__(
         self,
         js: Any,
         bucket: str,
-        make: Callable[[str, bytes | None, int], T],
+        make: Callable[[str, bytes | None, int], T | None],
         after_revision: int,
         stop: asyncio.Event,
         max_pending: int = MAX_PENDING,
@@ -107,7 +108,10 @@ class ChangeFeed(Generic[T]):
                 msg = self._buf.popleft()
                 op = (msg.headers or {}).get("KV-Operation")
                 data = None if op in ("DEL", "PURGE") or not msg.data else msg.data
-                return self._make(msg.subject[self._prefix :], data, msg.metadata.sequence.stream)
+                change = self._make(msg.subject[self._prefix :], data, msg.metadata.sequence.stream)
+                if change is None:
+                    continue
+                return change
             if self._paused:
                 await self._resume()
                 continue

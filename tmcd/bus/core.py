@@ -21,6 +21,7 @@ from opentelemetry import context as otel_context
 from tmcd.bus import tracing
 from tmcd.bus.consumer import PullConsumer
 from tmcd.bus.deadletter import MAX_DEAD_LETTERS, DeadLetterQueue, InvalidMessages
+from tmcd.bus.errors import BusError, NotConnectedError
 from tmcd.bus.kv import KvStore
 from tmcd.bus.metrics import BusMetrics
 from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, describe
@@ -45,14 +46,6 @@ nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, R
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
 T = TypeVar("T")
-
-
-class BusError(Exception):
-    """A NATS operation failed (connection refused, timeout, no responders, ...)."""
-
-
-class NotConnectedError(BusError):
-    """The bus is not connected."""
 
 
 @dataclass(slots=True)
@@ -407,7 +400,11 @@ class Bus:
     async def kv(self, logical: str, value_type: type[T]) -> KvStore[T]:
         """A typed KV store for one of tmcd's buckets (clusters, canaries, revisions, leases)."""
         bucket = KV_BUCKETS.get(logical, logical)
-        return KvStore(await self.js.key_value(bucket), value_type, self.js, bucket)
+        try:
+            kv = await self.js.key_value(bucket)
+        except (nats_errors.Error, TimeoutError) as exc:
+            raise BusError(f"KV bucket {bucket}: {exc}") from exc
+        return KvStore(kv, value_type, self.js, bucket, on_invalid=self._dead_letter_soon)
 
     async def service(
         self, name: str, version: str, description: str, endpoints: Sequence[Endpoint], queue_group: str = "tmcd"

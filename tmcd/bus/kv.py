@@ -1,22 +1,51 @@
-"""Typed JetStream KV access with compare-and-set on revision."""
+"""Typed JetStream KV access with compare-and-set on revision.
+
+Every failure reaches the caller as a :class:`~tmcd.bus.errors.BusError` (or
+:class:`CasConflictError`), never as a nats-py exception.  A stored value that does not
+decode as the bucket's type is treated like any malformed message: counted in
+``tmc_events_invalid_total``, logged (rate-limited) and copied to
+``tmc.dead.$KV.<bucket>.<key>``; snapshots and change streams then skip it, and
+:meth:`KvStore.get` raises :class:`~tmcd.bus.errors.CorruptValueError`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgspec
+from nats import errors as nats_errors
 from nats.js import errors as js_errors
 
 from tmcd.bus.changefeed import MAX_PENDING, ChangeFeed
+from tmcd.bus.errors import BusError, CorruptValueError
+from tmcd.contracts.codec import InvalidMessage
 
 T = TypeVar("T")
+OnInvalid = Callable[[str, bytes, InvalidMessage], None]
+"""Told of a stored value that does not decode: (subject, bytes, why)."""
 
 
 class CasConflictError(Exception):
     """The key changed since the revision the caller read (or already exists on create)."""
+
+
+@contextlib.contextmanager
+def _nats_errors(what: str) -> Iterator[None]:
+    """nats-py's errors (and timeouts) as BusError, naming the operation."""
+    try:
+        yield
+    except (nats_errors.Error, TimeoutError) as exc:
+        raise BusError(f"{what}: {exc or type(exc).__name__}") from exc
+
+
+def _kind(tp: type) -> str:
+    """``SyncTarget`` -> ``sync_target``: the ``kind`` label of an invalid stored value."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", tp.__name__).lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,81 +69,117 @@ class KvChange(Generic[T]):
 class KvStore(Generic[T]):
     """One KV bucket holding values of one msgspec type."""
 
-    def __init__(self, kv: Any, value_type: type[T], js: Any = None, bucket: str = "") -> None:
+    def __init__(
+        self, kv: Any, value_type: type[T], js: Any = None, bucket: str = "", on_invalid: OnInvalid | None = None
+    ) -> None:
         self._kv = kv
         self._js = js
         self._bucket = bucket
         self._type = value_type
         self._decoder = msgspec.json.Decoder(value_type)
         self._encoder = msgspec.json.Encoder()
+        self._on_invalid = on_invalid
+        self._kind = _kind(value_type)
+
+    def _decode(self, key: str, data: bytes) -> T | None:
+        """The value, or None (reported as invalid) when it does not decode."""
+        try:
+            return self._decoder.decode(data)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                reason = "too_deep"
+            elif isinstance(exc, msgspec.ValidationError):
+                reason = "invalid_fields"
+            else:
+                reason = "malformed_json"
+            if self._on_invalid is not None:
+                self._on_invalid(f"$KV.{self._bucket}.{key}", data, InvalidMessage(reason, str(exc), self._kind))
+            return None
 
     async def get(self, key: str) -> KvEntry[T] | None:
         """The current entry, or None when the key is absent or deleted."""
-        try:
-            entry = await self._kv.get(key)
-        except js_errors.KeyNotFoundError:
-            return None
+        with _nats_errors(f"KV {self._bucket} get {key}"):
+            try:
+                entry = await self._kv.get(key)
+            except js_errors.KeyNotFoundError:
+                return None
         if entry.value is None:
             return None
-        return KvEntry(key, self._decoder.decode(entry.value), entry.revision)
+        value = self._decode(key, entry.value)
+        if value is None:
+            raise CorruptValueError(f"KV {self._bucket}: the value of {key} is not a valid {self._type.__name__}")
+        return KvEntry(key, value, entry.revision)
 
     async def put(self, key: str, value: T) -> int:
         """Write unconditionally; returns the new revision."""
-        rev: int = await self._kv.put(key, self._encoder.encode(value))
+        with _nats_errors(f"KV {self._bucket} put {key}"):
+            rev: int = await self._kv.put(key, self._encoder.encode(value))
         return rev
 
     async def create(self, key: str, value: T) -> int:
         """Write only if the key does not exist; raises CasConflictError otherwise."""
-        try:
-            rev: int = await self._kv.create(key, self._encoder.encode(value))
-        except (js_errors.KeyWrongLastSequenceError, js_errors.BadRequestError) as exc:
-            raise CasConflictError(f"{key} already exists") from exc
+        with _nats_errors(f"KV {self._bucket} create {key}"):
+            try:
+                rev: int = await self._kv.create(key, self._encoder.encode(value))
+            except (js_errors.KeyWrongLastSequenceError, js_errors.BadRequestError) as exc:
+                raise CasConflictError(f"{key} already exists") from exc
         return rev
 
     async def update(self, key: str, value: T, revision: int) -> int:
         """Write only if the key is still at ``revision``; raises CasConflictError otherwise."""
-        try:
-            rev: int = await self._kv.update(key, self._encoder.encode(value), last=revision)
-        except (js_errors.KeyWrongLastSequenceError, js_errors.BadRequestError) as exc:
-            raise CasConflictError(f"{key} changed since revision {revision}") from exc
+        with _nats_errors(f"KV {self._bucket} update {key}"):
+            try:
+                rev: int = await self._kv.update(key, self._encoder.encode(value), last=revision)
+            except (js_errors.KeyWrongLastSequenceError, js_errors.BadRequestError) as exc:
+                raise CasConflictError(f"{key} changed since revision {revision}") from exc
         return rev
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         """Delete the key (only at ``revision`` when given)."""
-        try:
-            await self._kv.delete(key, last=revision)
-        except (js_errors.KeyWrongLastSequenceError, js_errors.BadRequestError) as exc:
-            raise CasConflictError(f"{key} changed since revision {revision}") from exc
+        with _nats_errors(f"KV {self._bucket} delete {key}"):
+            try:
+                await self._kv.delete(key, last=revision)
+            except (js_errors.KeyWrongLastSequenceError, js_errors.BadRequestError) as exc:
+                raise CasConflictError(f"{key} changed since revision {revision}") from exc
 
     async def keys(self) -> list[str]:
         """All live keys (empty list for an empty bucket)."""
-        try:
-            keys: list[str] = await self._kv.keys()
-        except js_errors.NoKeysError:
-            return []
+        with _nats_errors(f"KV {self._bucket} keys"):
+            try:
+                keys: list[str] = await self._kv.keys()
+            except js_errors.NoKeysError:
+                return []
         return keys
 
     async def revision(self) -> int:
         """The bucket's latest revision (its stream's last sequence)."""
-        info = await self._js.stream_info(f"KV_{self._bucket}")
+        with _nats_errors(f"KV {self._bucket} revision"):
+            info = await self._js.stream_info(f"KV_{self._bucket}")
         last: int = info.state.last_seq
         return last
 
     async def snapshot(self) -> tuple[list[KvEntry[T]], int]:
-        """Every live entry and the bucket revision they are consistent with (one stream pass)."""
+        """Every live entry and the bucket revision they are consistent with (one stream pass).
+
+        Values that do not decode are reported (see the module docstring) and left out.
+        """
         revision = await self.revision()
-        watcher = await self._kv.watch(">", ignore_deletes=True)
         entries: list[KvEntry[T]] = []
-        try:
-            while True:
-                e = await watcher.updates(timeout=10)
-                if e is None:
-                    break
-                if e.value:
-                    entries.append(KvEntry(e.key, self._decoder.decode(e.value), e.revision))
-                    revision = max(revision, e.revision)
-        finally:
-            await watcher.stop()
+        with _nats_errors(f"KV {self._bucket} snapshot"):
+            watcher = await self._kv.watch(">", ignore_deletes=True)
+            try:
+                while True:
+                    e = await watcher.updates(timeout=10)
+                    if e is None:
+                        break
+                    if e.value:
+                        revision = max(revision, e.revision)
+                        value = self._decode(e.key, e.value)
+                        if value is not None:
+                            entries.append(KvEntry(e.key, value, e.revision))
+            finally:
+                with contextlib.suppress(nats_errors.Error, TimeoutError):
+                    await watcher.stop()
         return entries, revision
 
     def change_feed(
@@ -140,5 +205,9 @@ class KvStore(Generic[T]):
         finally:
             await feed.close()
 
-    def _change(self, key: str, data: bytes | None, revision: int) -> KvChange[T]:
-        return KvChange(key, None if data is None else self._decoder.decode(data), revision)
+    def _change(self, key: str, data: bytes | None, revision: int) -> KvChange[T] | None:
+        """A change; None (skipped by the feed) for a value that does not decode."""
+        if data is None:
+            return KvChange(key, None, revision)
+        value = self._decode(key, data)
+        return None if value is None else KvChange(key, value, revision)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
-from tmcd.bus import BusError, CasConflictError, Delivery, KvStore
+from tmcd.bus import BusError, CasConflictError, CorruptValueError, Delivery, KvStore
 from tmcd.config import HealthConfig
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import (
@@ -89,10 +89,9 @@ class HealthAgent:
 
     async def _load(self, store: KvStore[SyncTarget], now: float) -> None:
         self.clusters.clear()
-        for key in await store.keys():
-            entry = await store.get(key)
-            if entry is None:
-                continue
+        entries, _revision = await store.snapshot()  # one pass; undecodable values are dead-lettered
+        for entry in entries:
+            key = entry.key
             self.clusters[key] = model.from_sync_target(entry.value, now)
             self._revisions[key] = entry.revision
             self._specs[key] = entry.value.spec
@@ -343,7 +342,14 @@ class HealthAgent:
                 return True
             except CasConflictError:
                 # someone else (an operator cordoning it, another replica) wrote it: keep their spec
-                entry = await store.get(name)
+                try:
+                    entry = await store.get(name)
+                except CorruptValueError:
+                    # unreadable (already dead-lettered): this agent's state replaces it
+                    self._revisions[name] = await store.put(name, obj)
+                    self._persisted[name] = now
+                    self._dirty.discard(name)
+                    return True
                 if entry is None:
                     self._revisions.pop(name, None)
                     continue
@@ -385,9 +391,8 @@ def _change(
 
 
 def _transient(exc: BaseException) -> bool:
-    """A failure to retry later: the bus's errors, timeouts, socket errors, and the nats-py
-    errors the KV store lets through (told by their module: only tmcd.bus imports nats-py)."""
-    return isinstance(exc, (BusError, TimeoutError, OSError)) or type(exc).__module__.split(".")[0] == "nats"
+    """A failure to retry later: the bus's errors (the KV store's included), timeouts, socket errors."""
+    return isinstance(exc, (BusError, TimeoutError, OSError))
 
 
 async def _first(*events: asyncio.Event) -> None:
