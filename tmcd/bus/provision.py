@@ -47,6 +47,7 @@ class StreamSpec:
     max_bytes: int
     replicas: int
     storage: str
+    duplicate_window: float = 120.0
 
     def config(self) -> api.StreamConfig:
         """The nats-py StreamConfig."""
@@ -59,6 +60,8 @@ class StreamSpec:
             storage=api.StorageType.FILE if self.storage == "file" else api.StorageType.MEMORY,
             retention=api.RetentionPolicy.LIMITS,
             discard=api.DiscardPolicy.OLD,
+            # JetStream refuses a window longer than the stream keeps messages
+            duplicate_window=min(self.duplicate_window, self.max_age) if self.max_age > 0 else self.duplicate_window,
         )
 
 
@@ -67,7 +70,17 @@ def stream_specs(cfg: Config) -> list[StreamSpec]:
     specs = []
     for name, subjects in STREAM_SUBJECTS.items():
         limits: StreamLimits = getattr(cfg.streams, _STREAM_SECTION[name])
-        specs.append(StreamSpec(name, subjects, limits.max_age, limits.max_bytes, limits.replicas, limits.storage))
+        specs.append(
+            StreamSpec(
+                name,
+                subjects,
+                limits.max_age,
+                limits.max_bytes,
+                limits.replicas,
+                limits.storage,
+                limits.duplicate_window,
+            )
+        )
     return specs
 
 
@@ -81,6 +94,8 @@ def _differs(have: api.StreamConfig, want: api.StreamConfig) -> list[str]:
         diffs.append("max_bytes")
     if (have.num_replicas or 1) != (want.num_replicas or 1):
         diffs.append("replicas")
+    if abs((have.duplicate_window or 0) - (want.duplicate_window or 0)) > 1e-6:
+        diffs.append("duplicate_window")
     return diffs
 
 

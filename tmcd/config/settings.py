@@ -57,6 +57,8 @@ class StreamLimits(_Section):
     """Bytes the stream may hold; -1 is unlimited."""
     replicas: Annotated[int, Meta(ge=1, le=5)] = 1
     storage: str = "file"
+    duplicate_window: Annotated[float, Meta(ge=0)] = 120.0
+    """Seconds JetStream remembers ``Nats-Msg-Id`` headers and drops repeats (capped at max_age)."""
 
 
 class StreamsConfig(_Section):
@@ -65,7 +67,9 @@ class StreamsConfig(_Section):
     syncer: StreamLimits = msgspec.field(default_factory=StreamLimits)
     placement: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=7 * 86400.0))
     workload: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=3600.0))
-    events: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=30 * 86400.0))
+    events: StreamLimits = msgspec.field(
+        default_factory=lambda: StreamLimits(max_age=30 * 86400.0, duplicate_window=3600.0)
+    )
     dead: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=7 * 86400.0, max_bytes=256 << 20))
 
 
