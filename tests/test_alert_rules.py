@@ -27,6 +27,7 @@ EXPECTED_ALERTS = {
     "TmcSyncErrorRatioHigh",
     "TmcSyncQueueBackingUp",
     "TmcNotReady",
+    "TmcNatsAccessDenied",
     "TmcEventLagHigh",
     "TmcCanaryRolledBack",
 }

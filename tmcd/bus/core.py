@@ -80,12 +80,14 @@ class Bus:
         self._nc: Client | None = None
         self._js: Any = None
         self.invalid = InvalidMessages(metrics, clock)
-        self.errors = NatsErrorLog(clock)
+        self.errors = NatsErrorLog(clock, lambda kind: metrics.nats_errors.labels(kind).inc())
         self.state_listeners: list[Callable[[bool], None]] = []
         self.reconnects = 0
         self._closing = False
         self._processed_children: dict[str, Any] = {}
-        self._dead = DeadLetterQueue(self._publish_dead, clock, max_dead_letters)
+        self._dead = DeadLetterQueue(
+            self._publish_dead, clock, max_dead_letters, on_drop=metrics.dead_letters_dropped.inc
+        )
 
     @property
     def url(self) -> str:

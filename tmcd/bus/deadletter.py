@@ -79,8 +79,10 @@ class DeadLetterQueue:
         clock: Callable[[], float],
         max_messages: int = MAX_DEAD_LETTERS,
         max_bytes: int = MAX_DEAD_LETTER_BYTES,
+        on_drop: Callable[[int], object] | None = None,
     ) -> None:
         self._publish = publish
+        self._on_drop = on_drop
         self._task: asyncio.Task[None] | None = None
         self._queue: deque[DeadLetter] = deque()
         self._bytes = 0
@@ -92,9 +94,15 @@ class DeadLetterQueue:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def _drop(self, n: int) -> None:
+        """``n`` copies will never reach tmc.dead (counted in tmc_dead_letters_dropped_total)."""
+        if self._on_drop is not None and n:
+            self._on_drop(n)
+
     def add(self, subject: str, data: bytes, err: InvalidMessage) -> bool:
         """Queue a copy of a message; False (and a rate-limited warning) when the backlog is full."""
         if len(self._queue) >= self._max_messages or self._bytes + len(data) > self._max_bytes:
+            self._drop(1)
             held = self._dropped.hit("backlog")
             if held is not None:
                 log.warning(
@@ -120,6 +128,7 @@ class DeadLetterQueue:
             try:
                 await self._publish(letter.subject, letter.data, letter.headers)
             except Exception as exc:  # a lost copy is logged; the next one may still go out
+                self._drop(1)
                 held = self._failed.hit("publish")
                 if held is not None:
                     lost = more(held, "dead letters lost")
@@ -138,5 +147,6 @@ class DeadLetterQueue:
                 await asyncio.wait({task})
         if closed and self._queue:
             log.warning("%d dead letters not published: the NATS connection is closed", len(self._queue))
+            self._drop(len(self._queue))
             self._queue.clear()
             self._bytes = 0

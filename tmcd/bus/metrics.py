@@ -19,3 +19,7 @@ class BusMetrics(Protocol):
     """``tmc_nats_connected``."""
     consumer_pending: Gauge
     """``tmc_consumer_pending_messages{stream}``."""
+    nats_errors: Counter
+    """``tmc_nats_errors_total{kind}``."""
+    dead_letters_dropped: Counter
+    """``tmc_dead_letters_dropped_total``."""

@@ -25,6 +25,16 @@ PERMISSIONS = "permissions violation"
 SLOW_CONSUMER = "slow consumer"
 STALE_CONNECTION = "stale connection"
 
+METRIC_KINDS: tuple[str, ...] = (
+    "authorization_violation",
+    "permissions_violation",
+    "slow_consumer",
+    "stale_connection",
+    "timeout",
+    "other",
+)
+"""The ``kind`` label of ``tmc_nats_errors_total`` (a fixed set, whatever nats-py raises)."""
+
 _HINTS = {
     AUTHORIZATION: "the server rejected tmcd's credentials: check nats.user/password, token, creds_file, ...",
     PERMISSIONS: "tmcd's NATS user lacks a publish or subscribe permission it needs",
@@ -64,6 +74,13 @@ def classify(exc: BaseException) -> str | None:
     return type(exc).__name__
 
 
+def metric_kind(kind: str) -> str:
+    """A :func:`classify` kind as one of :data:`METRIC_KINDS`."""
+    if kind in (AUTHORIZATION, PERMISSIONS, SLOW_CONSUMER, STALE_CONNECTION):
+        return kind.replace(" ", "_")
+    return "timeout" if "Timeout" in kind else "other"
+
+
 def describe(exc: BaseException) -> str:
     """One line about the error (nats-py's own text names a subscription by its repr)."""
     if isinstance(exc, nats_errors.SlowConsumerError):
@@ -75,8 +92,9 @@ def describe(exc: BaseException) -> str:
 class NatsErrorLog:
     """Logs nats-py's asynchronous errors: one warning per kind per minute, with a count."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], count: Callable[[str], None] | None = None) -> None:
         self._throttle = Throttle(clock)
+        self._count = count
         self.seen: Counter[str] = Counter()
         """Errors per kind since the start, logged or held back (reconnect noise not counted)."""
 
@@ -87,6 +105,8 @@ class NatsErrorLog:
             log.debug("NATS: %s", describe(exc))
             return
         self.seen[kind] += 1
+        if self._count is not None:
+            self._count(metric_kind(kind))
         held = self._throttle.hit(kind)
         if held is None:
             return

@@ -258,6 +258,13 @@ class HealthAgent:
         keeps its work for the next delivery and the others go on; losing NATS stops the whole
         delivery at once.  True when the outbox is empty afterwards.
         """
+        try:
+            return await self._deliver(ctx, store)
+        finally:
+            if self.metrics is not None:
+                self.metrics.outbox.set(len(self.outbox))
+
+    async def _deliver(self, ctx: AgentContext, store: KvStore[SyncTarget]) -> bool:
         if not self.outbox:
             return True
         if not ctx.bus.connected:

@@ -25,6 +25,7 @@ class HealthMetrics:
         self.fleet = cast(Gauge, create("tmc_fleet_clusters", registry))
         for st in STATUSES:
             self.fleet.labels(st).set(0)
+        self.outbox = cast(Gauge, create("tmc_health_outbox_pending", registry))
 
     def set_status(self, cluster: str, status: str) -> None:
         """1 for ``status``, 0 for the other statuses."""

@@ -188,6 +188,14 @@ SPECS: tuple[MetricSpec, ...] = (
         group="health",
     ),
     MetricSpec(
+        "tmc_health_outbox_pending",
+        "gauge",
+        "Health events, registry writes and forgets the health agent holds until NATS takes them "
+        "(above 0 while NATS is unreachable; bounded, see docs/health.md).",
+        example="max_over_time(tmc_health_outbox_pending[10m]) > 0",
+        group="health",
+    ),
+    MetricSpec(
         "tmc_fleet_clusters",
         "gauge",
         "Clusters per health status across the fleet.",
@@ -256,6 +264,22 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "1 while tmcd is connected to NATS, else 0.",
         example="min(tmc_nats_connected)",
+    ),
+    MetricSpec(
+        "tmc_nats_errors_total",
+        "counter",
+        "Errors the NATS client reported outside a call, by kind: authorization_violation, "
+        "permissions_violation, slow_consumer, stale_connection, timeout or other (each kind is also "
+        "logged, at most once a minute).",
+        ("kind",),
+        example='increase(tmc_nats_errors_total{kind=~"authorization_violation|permissions_violation"}[10m]) > 0',
+    ),
+    MetricSpec(
+        "tmc_dead_letters_dropped_total",
+        "counter",
+        "Malformed messages not copied to tmc.dead.<subject> because the dead-letter backlog was full "
+        "(still counted in tmc_events_invalid_total).",
+        example="increase(tmc_dead_letters_dropped_total[10m]) > 0",
     ),
     MetricSpec(
         "tmc_health_check_status",

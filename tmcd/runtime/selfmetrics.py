@@ -18,6 +18,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from tmcd import __version__
+from tmcd.bus.natserrors import METRIC_KINDS as NATS_ERROR_KINDS
 from tmcd.metrics.catalog import create, spec
 from tmcd.metrics.model import speedups_mode
 
@@ -42,6 +43,10 @@ class SelfMetrics:
         self.nats_connected = cast(Gauge, create("tmc_nats_connected", self.registry))
         self.event_lag = cast(Histogram, create("tmc_event_lag_seconds", self.registry))
         self.consumer_pending = cast(Gauge, create("tmc_consumer_pending_messages", self.registry))
+        self.nats_errors = cast(Counter, create("tmc_nats_errors_total", self.registry))
+        for kind in NATS_ERROR_KINDS:  # exported at 0, so rate() has a series from the start
+            self.nats_errors.labels(kind)
+        self.dead_letters_dropped = cast(Counter, create("tmc_dead_letters_dropped_total", self.registry))
 
     def set_speedups(self, mode: str) -> None:
         """Record which per-event path the metrics agent runs ("c" or "python") in tmc_build_info."""
