@@ -91,8 +91,13 @@ class Bus:
 
     @property
     def url(self) -> str:
-        """The server URL(s) this bus connects to."""
+        """The server URL(s) this bus connects to (may carry credentials: log :attr:`display_url`)."""
         return self._url
+
+    @property
+    def display_url(self) -> str:
+        """:attr:`url` as it may be logged or printed: without user, password or token."""
+        return display_url(self._url)
 
     @property
     def connected(self) -> bool:

@@ -50,7 +50,7 @@ async def run_demo(cfg: Config, *, clusters: int, rate: float, seed: int) -> int
         nonlocal sim_task
         assert d.bus is not None
         sim_task = asyncio.create_task(_sim(d, d.bus.url), name="demo-sim")
-        print(banner(d, d.bus.url, clusters, rate), flush=True)
+        print(banner(d, d.bus.display_url, clusters, rate), flush=True)
 
     async def _sim(d: Daemon, url: str) -> object:
         nonlocal sim_bus

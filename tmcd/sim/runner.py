@@ -69,7 +69,13 @@ async def run_sim(
         return reply
 
     sub = await bus.serve(subjects.CTL_SYNC.wildcard, on_control, channel=subjects.CTL_SYNC)
-    log.info("simulating %d clusters at %g sync events/s (seed %d) on %s", opts.clusters, opts.rate, opts.seed, bus.url)
+    log.info(
+        "simulating %d clusters at %g sync events/s (seed %d) on %s",
+        opts.clusters,
+        opts.rate,
+        opts.seed,
+        bus.display_url,
+    )
     buffers: dict[str, list[SyncEvent]] = {}
 
     async def flush(cluster: str, now: float) -> None:
