@@ -28,6 +28,8 @@ SWITCHES: dict[str, str] = {
     "TMCD_NO_EXTENSIONS": "a boolean, read when the wheel is built: true builds it without the C extension",
 }
 """``TMCD_*`` environment variables that are not settings of the config tree."""
+BOOLEAN_SWITCHES: tuple[str, ...] = ("TMCD_NO_SPEEDUPS", "TMCD_NO_EXTENSIONS")
+"""Switches read as booleans: :func:`load_config` rejects any other value, as for settings."""
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
 
 
@@ -210,6 +212,9 @@ def load_config(
         for key, value in _flatten(data).items():
             flat[key] = raw[key] = value
             origin[key] = path
+    for var in BOOLEAN_SWITCHES:
+        if env.get(var, "").strip():
+            parse_bool(env[var], var)
     for key in _leaves():
         var = env_name(key)
         if var in env:
