@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import tools
-from tests.helpers import nats_connect
+from tests.helpers import NatsWithConfig, nats_connect
 from tmcd.runtime.embedded import EmbeddedNats, find_binary
 
 
@@ -62,6 +62,24 @@ def nats_server(nats_server_bin: str, tmp_path: Path) -> Iterator[EmbeddedNats]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def serve(nats_server_bin: str, tmp_path: Path) -> Iterator[NatsWithConfig]:
+    """Start per-test nats-servers with the given configuration text (stopped after the test)."""
+    started: list[EmbeddedNats] = []
+
+    def start(conf: str) -> EmbeddedNats:
+        path = tmp_path / f"server-{len(started)}.conf"
+        path.write_text(conf)
+        server = EmbeddedNats(nats_server_bin, tmp_path / f"store-{len(started)}", config_file=path)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

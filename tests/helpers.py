@@ -20,11 +20,15 @@ from nats.aio.client import Client
 from tmcd.bus.natserrors import ReportingClient
 from tmcd.config import Config, load_config
 from tmcd.runtime.daemon import Daemon
+from tmcd.runtime.embedded import EmbeddedNats
 
 if TYPE_CHECKING:
     from click.testing import Result
 
 T = TypeVar("T")
+
+NatsWithConfig = Callable[[str], EmbeddedNats]
+"""The ``serve`` fixture: start a per-test nats-server with this configuration text."""
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import aiohttp
 import nkeys
 import pytest
 
-from tests.helpers import free_port, get, kill, read_until, start_tmcd, wait_for
+from tests.helpers import NatsWithConfig, free_port, get, kill, read_until, start_tmcd, wait_for
 from tmcd.bus import Bus, BusError
 from tmcd.config import NatsConfig
 from tmcd.runtime.embedded import EmbeddedNats
@@ -58,22 +58,14 @@ Serve = Callable[[str], AuthServer]
 
 
 @pytest.fixture
-def serve(nats_server_bin: str, tmp_path: Path) -> Iterator[Serve]:
-    """Start a nats-server with the given configuration (and monitoring on loopback)."""
-    started: list[EmbeddedNats] = []
+def auth_server(serve: NatsWithConfig) -> Serve:
+    """Start a nats-server with the given configuration, and monitoring on loopback."""
 
     def start(conf: str) -> AuthServer:
         monitor = f"127.0.0.1:{free_port()}"
-        path = tmp_path / f"server-{len(started)}.conf"
-        path.write_text(f'{conf}\nhttp: "{monitor}"\n')
-        server = EmbeddedNats(nats_server_bin, tmp_path / f"store-{len(started)}", config_file=path)
-        server.start()
-        started.append(server)
-        return AuthServer(server, f"http://{monitor}")
+        return AuthServer(serve(f'{conf}\nhttp: "{monitor}"\n'), f"http://{monitor}")
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 async def _roundtrip(cfg: NatsConfig, url: str) -> None:
@@ -107,36 +99,36 @@ async def assert_nobody_got_in(server: AuthServer, closed_before: dict[int, str]
     assert set(new.values()) == {"Authentication Failure"}, new
 
 
-async def test_user_password(serve: Serve) -> None:
-    server = serve('authorization { users = [ { user: "alice", password: "s3cret" } ] }\n')
+async def test_user_password(auth_server: Serve) -> None:
+    server = auth_server('authorization { users = [ { user: "alice", password: "s3cret" } ] }\n')
     await _roundtrip(NatsConfig(user="alice", password="s3cret"), server.url)
     await assert_refused(NatsConfig(user="alice", password="wrong"), server)
 
 
-async def test_token(serve: Serve) -> None:
-    server = serve('authorization { token: "t0ken" }\n')
+async def test_token(auth_server: Serve) -> None:
+    server = auth_server('authorization { token: "t0ken" }\n')
     await _roundtrip(NatsConfig(token="t0ken"), server.url)
     await assert_refused(NatsConfig(token="nope"), server)
 
 
-def _nkey_server(serve: Serve, tmp_path: Path) -> tuple[AuthServer, Path, Path]:
+def _nkey_server(auth_server: Serve, tmp_path: Path) -> tuple[AuthServer, Path, Path]:
     """A server that lets in one NKey user: (server, that user's seed file, another user's seed file)."""
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     public = nkeys.from_seed(seed).public_key.decode()
     right, wrong = tmp_path / "user.nk", tmp_path / "other.nk"
     right.write_bytes(seed)
     wrong.write_bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
-    return serve(f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'), right, wrong
+    return auth_server(f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'), right, wrong
 
 
-async def test_nkey_seed_file(serve: Serve, tmp_path: Path) -> None:
-    server, right, wrong = _nkey_server(serve, tmp_path)
+async def test_nkey_seed_file(auth_server: Serve, tmp_path: Path) -> None:
+    server, right, wrong = _nkey_server(auth_server, tmp_path)
     await _roundtrip(NatsConfig(nkey_seed_file=str(right)), server.url)
     await assert_refused(NatsConfig(nkey_seed_file=str(wrong)), server)
 
 
-async def test_tmcd_run_with_a_wrong_nkey_seed_says_why_in_one_line(serve: Serve, tmp_path: Path) -> None:
-    server, _, wrong = _nkey_server(serve, tmp_path)
+async def test_tmcd_run_with_a_wrong_nkey_seed_says_why_in_one_line(auth_server: Serve, tmp_path: Path) -> None:
+    server, _, wrong = _nkey_server(auth_server, tmp_path)
     await tmcd_run_is_refused(server, tmp_path, {"TMCD_NATS_NKEY_SEED_FILE": str(wrong)})
 
 
@@ -215,7 +207,7 @@ def _creds(path: Path, user: nkeys.KeyPair, seed: bytes, account: nkeys.KeyPair)
     return path
 
 
-def _operator_mode(serve: Serve, tmp_path: Path) -> tuple[AuthServer, Path, dict[str, Path]]:
+def _operator_mode(auth_server: Serve, tmp_path: Path) -> tuple[AuthServer, Path, dict[str, Path]]:
     """A server in operator mode that knows one account: (server, creds of a user of that account,
     creds it must refuse by what is wrong with them)."""
     _, operator = _keypair(nkeys.PREFIX_BYTE_OPERATOR)
@@ -226,7 +218,7 @@ def _operator_mode(serve: Serve, tmp_path: Path) -> tuple[AuthServer, Path, dict
     sys_jwt = _jwt({"sub": sys_pub, "name": "SYS", "nats": {"type": "account", "version": 2}}, operator)
     op_jwt = _jwt({"sub": op_pub, "name": "op", "nats": {"type": "operator", "version": 2}}, operator)
     (tmp_path / "op.jwt").write_text(op_jwt)
-    server = serve(
+    server = auth_server(
         f'operator: "{tmp_path / "op.jwt"}"\nsystem_account: {sys_pub}\nresolver: MEMORY\n'
         f'resolver_preload: {{ {acc_pub}: "{_account_jwt(account, "acc", operator)}", {sys_pub}: "{sys_jwt}" }}\n'
     )
@@ -240,8 +232,8 @@ def _operator_mode(serve: Serve, tmp_path: Path) -> tuple[AuthServer, Path, dict
     return server, right, wrong
 
 
-async def test_creds_file_operator_mode(serve: Serve, tmp_path: Path) -> None:
-    server, right, wrong = _operator_mode(serve, tmp_path)
+async def test_creds_file_operator_mode(auth_server: Serve, tmp_path: Path) -> None:
+    server, right, wrong = _operator_mode(auth_server, tmp_path)
     await _roundtrip(NatsConfig(creds_file=str(right)), server.url)
     for what, creds in wrong.items():
         try:
@@ -250,8 +242,8 @@ async def test_creds_file_operator_mode(serve: Serve, tmp_path: Path) -> None:
             raise AssertionError(f"creds with {what}: {exc}") from exc
 
 
-async def test_tmcd_run_with_creds_of_another_account_says_why_in_one_line(serve: Serve, tmp_path: Path) -> None:
-    server, _, wrong = _operator_mode(serve, tmp_path)
+async def test_tmcd_run_with_creds_of_another_account_says_why_in_one_line(auth_server: Serve, tmp_path: Path) -> None:
+    server, _, wrong = _operator_mode(auth_server, tmp_path)
     await tmcd_run_is_refused(server, tmp_path, {"TMCD_NATS_CREDS_FILE": str(wrong["another account"])})
 
 
@@ -274,8 +266,8 @@ def certs(tmp_path: Path) -> Path:
     return d
 
 
-async def test_tls_with_client_certificate(serve: Serve, certs: Path) -> None:
-    server = serve(
+async def test_tls_with_client_certificate(auth_server: Serve, certs: Path) -> None:
+    server = auth_server(
         f'tls {{ cert_file: "{certs / "server.pem"}", key_file: "{certs / "server.key"}", '
         f'ca_file: "{certs / "ca.pem"}", verify: true }}\n'
     )

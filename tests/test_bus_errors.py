@@ -8,14 +8,13 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats import errors as nats_errors
 
-from tests.helpers import nats_connect, wait_for
+from tests.helpers import NatsWithConfig, nats_connect, wait_for
 from tmcd.bus import Bus, BusError, Delivery
 from tmcd.bus.natserrors import AUTHORIZATION, PERMISSIONS, classify, connect_failure
 from tmcd.bus.options import display_url
@@ -214,29 +213,11 @@ async def test_failing_subscribe_and_serve_handlers_are_rate_limited(
 # -- nats-py's own errors ---------------------------------------------------------------
 
 
-@pytest.fixture
-def serve(nats_server_bin: str, tmp_path: Path) -> Iterator[Callable[[str], EmbeddedNats]]:
-    """Start a nats-server with the given configuration (stopped after the test)."""
-    started: list[EmbeddedNats] = []
-
-    def start(conf: str) -> EmbeddedNats:
-        path = tmp_path / f"server-{len(started)}.conf"
-        path.write_text(conf)
-        server = EmbeddedNats(nats_server_bin, tmp_path / f"store-{len(started)}", config_file=path)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 USERS = 'authorization {{ users = [ {{ user: "tmcd", password: "{password}"{extra} }} ] }}\n'
 
 
 async def test_permissions_violation_is_one_warning_a_minute(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tmcd.bus")
     server = serve(USERS.format(password="pw", extra=', permissions: { publish: { deny: ["tmc.forbidden.>"] } }'))
@@ -271,7 +252,7 @@ async def test_permissions_violation_is_one_warning_a_minute(
 
 
 async def test_authorization_violation_on_reconnect_is_shown(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tmcd.bus")
     server = serve(USERS.format(password="pw", extra=""))
@@ -446,7 +427,7 @@ async def test_flush_covers_what_was_sent_just_before(nats_url: str) -> None:
 
 
 async def test_stale_connection_is_a_warning_and_the_bus_reconnects(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="tmcd.bus")
     server = serve('ping_interval: "100ms"\nping_max: 2\n')
@@ -478,7 +459,7 @@ async def test_stale_connection_is_a_warning_and_the_bus_reconnects(
 
 
 async def test_connect_lines_name_the_server_without_credentials(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="tmcd.bus")
     server = serve(USERS.format(password="s3cret", extra=""))
@@ -497,7 +478,7 @@ async def test_connect_lines_name_the_server_without_credentials(
 
 
 async def test_authorization_revoked_mid_connection_is_an_error(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tmcd.bus")
     server = serve(USERS.format(password="pw", extra=""))
