@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import tools
+from tests.helpers import NatsWithConfig, nats_connect
 from tmcd.runtime.embedded import EmbeddedNats, find_binary
 
 
@@ -20,11 +22,37 @@ def nats_server_bin() -> str:
 
 @pytest.fixture(scope="session")
 def nats_url(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A session-wide real nats-server with JetStream on a free loopback port."""
+    """A session-wide real nats-server with JetStream on a free loopback port.
+
+    Every test shares it, in any order: a test here uses subjects and names of its own, and
+    daemons get a ``durable_prefix`` of their own.  A test whose assertions count what a
+    stream or consumer holds (processed totals, pending messages, "no events") takes the
+    per-test ``nats_server`` instead: it starts in ~20 ms.
+    """
     server = EmbeddedNats(nats_server_bin, tmp_path_factory.mktemp("nats-session"))
     url = server.start()
     yield url
     server.stop()
+
+
+@pytest.fixture
+async def durable_prefix(nats_url: str) -> AsyncIterator[str]:
+    """A ``consumer.durable_prefix`` of this test's own, for daemons on the shared ``nats_url``.
+
+    Its durable consumers start at each stream's first message, so a test that counts must
+    count only its own subjects (or use ``nats_server``).  They are deleted afterwards.
+    """
+    prefix = f"t{secrets.token_hex(4)}"
+    yield prefix
+    nc = await nats_connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for stream in await js.streams_info():
+            for consumer in await js.consumers_info(stream.config.name):
+                if consumer.name.startswith(prefix):
+                    await js.delete_consumer(stream.config.name, consumer.name)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture
@@ -34,6 +62,24 @@ def nats_server(nats_server_bin: str, tmp_path: Path) -> Iterator[EmbeddedNats]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def serve(nats_server_bin: str, tmp_path: Path) -> Iterator[NatsWithConfig]:
+    """Start per-test nats-servers with the given configuration text (stopped after the test)."""
+    started: list[EmbeddedNats] = []
+
+    def start(conf: str) -> EmbeddedNats:
+        path = tmp_path / f"server-{len(started)}.conf"
+        path.write_text(conf)
+        server = EmbeddedNats(nats_server_bin, tmp_path / f"store-{len(started)}", config_file=path)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

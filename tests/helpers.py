@@ -1,23 +1,34 @@
-"""Test helpers: an in-process daemon on a given NATS, and bounded polling."""
+"""Test helpers: an in-process daemon on a given NATS, tmcd as a real process, bounded polling,
+HTTP gets and Prometheus text samples."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import os
 import socket
+import sys
+from asyncio.subprocess import Process
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiohttp
+from nats.aio.client import Client
 
+from tmcd.bus.natserrors import ReportingClient
 from tmcd.config import Config, load_config
 from tmcd.runtime.daemon import Daemon
+from tmcd.runtime.embedded import EmbeddedNats
 
 if TYPE_CHECKING:
     from click.testing import Result
 
 T = TypeVar("T")
+
+NatsWithConfig = Callable[[str], EmbeddedNats]
+"""The ``serve`` fixture: start a per-test nats-server with this configuration text."""
 
 
 def free_port() -> int:
@@ -57,24 +68,93 @@ async def _all_started(daemon: Daemon) -> bool:
 
 
 async def wait_for(
-    cond: Callable[[], Awaitable[T]], *, timeout: float = 10.0, what: str = "condition", step: float = 0.02
+    cond: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0, what: str = "condition", step: float = 0.02
 ) -> T:
-    """Poll an async condition until it is truthy (bounded); returns its value."""
+    """Poll a condition (a plain or an async callable) until it is truthy (bounded); returns its value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = await cond()
+        value = cond()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
-            return value
+            return cast(T, value)
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(step)
+
+
+async def nats_connect(url: str) -> Client:
+    """A plain NATS connection for a test, as the bus's client class: its flush() returns once the
+    server has seen every SUB and PUB made before it (nats-py's own may return earlier)."""
+    nc = ReportingClient()
+    await nc.connect(url)
+    return nc
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str]:
     """GET ``url``: (status, body text)."""
     async with session.get(url) as r:
         return r.status, await r.text()
+
+
+async def fetch(url: str, **kw: Any) -> tuple[int, str, dict[str, str]]:
+    """GET ``url`` on a session of its own: (status, body text, headers)."""
+    async with aiohttp.ClientSession() as s, s.get(url, **kw) as r:
+        return r.status, await r.text(), dict(r.headers)
+
+
+# --------------------------------------------------------------------------- tmcd as a real process
+
+
+async def start_tmcd(*args: str, env: dict[str, str] | None = None, stdout: int | None = None) -> Process:
+    """``python -m tmcd.cli.main ARGS`` as a real process; stderr is piped, stdout discarded unless given."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tmcd.cli.main",
+        *args,
+        stdout=asyncio.subprocess.DEVNULL if stdout is None else stdout,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+
+
+async def wait_ready(base_url: str, proc: Process, timeout: float = 30.0) -> None:
+    """Poll ``/readyz`` of a tmcd process until it answers 200 (bounded); fails at once if it exits."""
+
+    async def ready() -> bool:
+        assert proc.returncode is None, f"tmcd exited ({proc.returncode}) before it was ready"
+        try:
+            return (await fetch(f"{base_url}/readyz"))[0] == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(ready, timeout=timeout, what=f"{base_url}/readyz", step=0.05)
+
+
+async def read_until(stream: asyncio.StreamReader, text: str, seen: list[str], timeout: float = 30.0) -> str:
+    """Read lines into ``seen`` until one contains ``text`` (bounded); returns that line."""
+
+    async def read() -> str:
+        while True:
+            line = (await stream.readline()).decode()
+            assert line, f"stream ended before {text!r}: {''.join(seen)}"
+            seen.append(line)
+            if text in line:
+                return line
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"no line with {text!r} within {timeout}s: {''.join(seen)}") from None
+
+
+async def kill(proc: Process | None) -> None:
+    """Kill a process that is still running, and reap it."""
+    if proc is not None and proc.returncode is None:
+        proc.kill()
+        await proc.wait()
 
 
 def kubectl_tmc(nats_url: str | None, *args: str, input: str | None = None) -> Result:
@@ -85,6 +165,19 @@ def kubectl_tmc(nats_url: str | None, *args: str, input: str | None = None) -> R
 
     extra = ["--nats-url", nats_url] if nats_url is not None else []
     return CliRunner().invoke(cli, [*args, *extra], input=input, prog_name="kubectl tmc")
+
+
+async def kubectl_tmc_async(*args: str, input: str | None = None) -> tuple[int, str]:
+    """``kubectl tmc ARGS`` in-process, in a thread: for tests whose daemon runs on this event loop.
+
+    Returns (exit code, output); exceptions propagate.
+    """
+    from click.testing import CliRunner
+
+    from tmcd.kubectl.root import cli
+
+    result = await asyncio.to_thread(CliRunner().invoke, cli, list(args), input=input, catch_exceptions=False)
+    return result.exit_code, result.output
 
 
 async def scrape(base_url: str) -> str:

@@ -12,10 +12,9 @@ from typing import Any
 
 import aiohttp
 import msgspec
-import nats
 import pytest
 
-from tests.helpers import daemon_config, new_object, running_daemon, wait_for
+from tests.helpers import daemon_config, nats_connect, new_object, running_daemon, wait_for
 from tmcd.api.auth import authorize
 from tmcd.api.errors import ApiError
 from tmcd.config import ApiConfig, ApiToken
@@ -222,7 +221,7 @@ async def test_saved_placement_is_decided_and_published(
     api: tuple[Daemon, aiohttp.ClientSession], nats_server: EmbeddedNats
 ) -> None:
     _, s = api
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_connect(nats_server.url)
     got: list[PlacementDecision] = []
 
     async def on_decision(msg: Any) -> None:

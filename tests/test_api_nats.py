@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client
 
-from tests.helpers import daemon_config, new_object, running_daemon, wait_for
+from tests.helpers import daemon_config, nats_connect, new_object, running_daemon, wait_for
 from tmcd.resources.examples import example
 from tmcd.runtime.embedded import EmbeddedNats
 
@@ -23,7 +22,7 @@ obj = new_object
 @pytest.fixture
 async def nc(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Client]:
     async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics,placement")):
-        client = await nats.connect(nats_server.url)
+        client = await nats_connect(nats_server.url)
         try:
             yield client
         finally:

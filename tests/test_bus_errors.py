@@ -8,16 +8,15 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats import errors as nats_errors
 
-from tests.helpers import wait_for
+from tests.helpers import NatsWithConfig, nats_connect, wait_for
 from tmcd.bus import Bus, BusError, Delivery
-from tmcd.bus.natserrors import AUTHORIZATION, PERMISSIONS, classify
+from tmcd.bus.natserrors import AUTHORIZATION, PERMISSIONS, classify, connect_failure
 from tmcd.bus.options import display_url
 from tmcd.bus.ratelog import Throttle
 from tmcd.config import NatsConfig, load_config
@@ -82,6 +81,17 @@ def test_nats_errors_are_sorted_into_kinds() -> None:
     assert classify(RuntimeError("bug in a callback")) == "RuntimeError"
 
 
+def test_a_first_connect_says_why_it_failed() -> None:
+    denied = nats_errors.Error("nats: 'Authorization Violation'")
+    hint = "the server rejected tmcd's credentials: check nats.user/password, token, creds_file, ..."
+    # nats-py ends with NoServersError; the error callback saw the reason on the way
+    assert connect_failure(nats_errors.NoServersError(), denied) == f"authorization violation ({hint})"
+    assert connect_failure(nats_errors.NoServersError(), None) == "no servers available (connection refused?)"
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert connect_failure(nats_errors.NoServersError(), refused) == "no servers available (connection refused?)"
+    assert connect_failure(TimeoutError("timed out"), None) == "timed out"
+
+
 def test_urls_are_logged_without_credentials() -> None:
     assert display_url("nats://alice:s3cret@127.0.0.1:4222") == "nats://127.0.0.1:4222"
     assert display_url("tls://tok@a.example:4443, nats://[::1]:4222") == "tls://a.example:4443,nats://[::1]:4222"
@@ -93,7 +103,7 @@ def test_urls_are_logged_without_credentials() -> None:
 
 @contextlib.asynccontextmanager
 async def dead_letters(url: str, subject: str) -> AsyncIterator[list[bytes]]:
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
     got: list[bytes] = []
 
     async def on_dead(msg: nats.aio.msg.Msg) -> None:
@@ -203,29 +213,11 @@ async def test_failing_subscribe_and_serve_handlers_are_rate_limited(
 # -- nats-py's own errors ---------------------------------------------------------------
 
 
-@pytest.fixture
-def serve(nats_server_bin: str, tmp_path: Path) -> Iterator[Callable[[str], EmbeddedNats]]:
-    """Start a nats-server with the given configuration (stopped after the test)."""
-    started: list[EmbeddedNats] = []
-
-    def start(conf: str) -> EmbeddedNats:
-        path = tmp_path / f"server-{len(started)}.conf"
-        path.write_text(conf)
-        server = EmbeddedNats(nats_server_bin, tmp_path / f"store-{len(started)}", config_file=path)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 USERS = 'authorization {{ users = [ {{ user: "tmcd", password: "{password}"{extra} }} ] }}\n'
 
 
 async def test_permissions_violation_is_one_warning_a_minute(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tmcd.bus")
     server = serve(USERS.format(password="pw", extra=', permissions: { publish: { deny: ["tmc.forbidden.>"] } }'))
@@ -260,7 +252,7 @@ async def test_permissions_violation_is_one_warning_a_minute(
 
 
 async def test_authorization_violation_on_reconnect_is_shown(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tmcd.bus")
     server = serve(USERS.format(password="pw", extra=""))
@@ -313,7 +305,7 @@ async def test_slow_consumer_is_one_warning_a_minute(nats_url: str, caplog: pyte
         handled.append(d.msg.name)
 
     sub = await bus.subscribe(subject, handler, channel=s.SYNCER_SYNC, max_pending=5)
-    nc = await nats.connect(nats_url)
+    nc = await nats_connect(nats_url)
     try:
         for i in range(200):
             await nc.publish(subject, encode(ev("slow-1", f"e-{i}")))
@@ -344,10 +336,12 @@ async def test_slow_consumer_is_one_warning_a_minute(nats_url: str, caplog: pyte
 
 
 class FreezingProxy:
-    """A loopback TCP proxy in front of a nats-server that can stop forwarding what clients send."""
+    """A loopback TCP proxy in front of a nats-server that can stop forwarding what clients send
+    (and keeps a copy of what they sent, in ``sent``)."""
 
     def __init__(self, port: int) -> None:
         self._port = port
+        self.sent = bytearray()
         self._frozen: list[list[bool]] = []
         self._clients: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -382,15 +376,19 @@ class FreezingProxy:
         frozen = [False]
         self._frozen.append(frozen)
         self._clients.append(writer)
-        for src, dst, flag in ((reader, up_writer, frozen), (up_reader, writer, [False])):
-            task = asyncio.create_task(self._pipe(src, dst, flag))
+        for src, dst, flag, copy in ((reader, up_writer, frozen, self.sent), (up_reader, writer, [False], None)):
+            task = asyncio.create_task(self._pipe(src, dst, flag, copy))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, frozen: list[bool]) -> None:
+    async def _pipe(
+        src: asyncio.StreamReader, dst: asyncio.StreamWriter, frozen: list[bool], copy: bytearray | None
+    ) -> None:
         try:
             while data := await src.read(65536):
+                if copy is not None:
+                    copy += data
                 if not frozen[0]:
                     dst.write(data)
                     await dst.drain()
@@ -400,8 +398,36 @@ class FreezingProxy:
             dst.close()
 
 
+async def test_flush_covers_what_was_sent_just_before(nats_url: str) -> None:
+    """nats-py's flush() writes its PING ahead of commands still queued for its flusher task; the
+    bus's client writes those first, so when subscribe() (or flush()) returns, the server has seen
+    the SUB (or PUB) and a request from another connection finds its responder."""
+    port = int(nats_url.rsplit(":", 1)[1])
+    async with FreezingProxy(port) as proxy:
+        bus = Bus(NatsConfig(), SelfMetrics(), url=proxy.url)
+        await bus.connect(retry=False)
+        try:
+
+            async def handler(d: Delivery[SyncEvent]) -> None:
+                pass
+
+            for i in range(20):
+                start = len(proxy.sent)
+                sub = await bus.subscribe(s.syncer_sync(f"fl-{i}"), handler, channel=s.SYNCER_SYNC)
+                wire = bytes(proxy.sent[start:])
+                assert wire.index(f"SUB tmc.syncer.fl-{i}.sync ".encode()) < wire.index(b"PING\r\n"), wire
+                await sub.unsubscribe()
+                start = len(proxy.sent)
+                await bus.publish_raw(f"tmc.test.flush.{i}", b"x")
+                await bus.flush()
+                wire = bytes(proxy.sent[start:])
+                assert wire.index(f"PUB tmc.test.flush.{i} ".encode()) < wire.index(b"PING\r\n"), wire
+        finally:
+            await bus.close()
+
+
 async def test_stale_connection_is_a_warning_and_the_bus_reconnects(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="tmcd.bus")
     server = serve('ping_interval: "100ms"\nping_max: 2\n')
@@ -433,7 +459,7 @@ async def test_stale_connection_is_a_warning_and_the_bus_reconnects(
 
 
 async def test_connect_lines_name_the_server_without_credentials(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="tmcd.bus")
     server = serve(USERS.format(password="s3cret", extra=""))
@@ -452,7 +478,7 @@ async def test_connect_lines_name_the_server_without_credentials(
 
 
 async def test_authorization_revoked_mid_connection_is_an_error(
-    serve: Callable[[str], EmbeddedNats], caplog: pytest.LogCaptureFixture
+    serve: NatsWithConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tmcd.bus")
     server = serve(USERS.format(password="pw", extra=""))

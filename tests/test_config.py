@@ -249,6 +249,14 @@ def test_string_overrides_convert_like_env() -> None:
         ("[streams.events]\nmax_age = -1.0", "streams.events.max_age = -1.0: expected a number >= 0"),
         ("[consumer]\nmax_ack_pending = 0", "consumer.max_ack_pending = 0: expected an integer >= 1"),
         ("[nats]\nurl = 4222", "nats.url = 4222: expected a string"),
+        (
+            '[consumer]\ndurable_prefix = "tmcd.eu"',  # a dot would split the consumer's subject
+            "consumer.durable_prefix = 'tmcd.eu': expected a string matching ^[A-Za-z0-9_-]{1,64}$",
+        ),
+        (
+            '[consumer]\ndurable_prefix = ""',
+            "consumer.durable_prefix = '': expected a string matching ^[A-Za-z0-9_-]{1,64}$",
+        ),
         ('agents = "metrics"', "agents = 'metrics': expected a list of strings"),
         ("agents = [1, 2]", "agents = [1, 2]: expected a list of strings"),
         ("nats = 5", "nats = 5: expected a table [nats]"),

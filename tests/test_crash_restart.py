@@ -9,12 +9,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 
-from tests.helpers import free_port, sample, scrape
+from tests.helpers import free_port, kill, read_until, sample, scrape, start_tmcd, wait_for, wait_ready
 
 READY_TIMEOUT = 30.0
 
@@ -36,43 +35,10 @@ def _nats_servers_of(data: Path) -> list[int]:
 
 
 async def _tmcd(data: Path, port: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tmcd.cli.main",
-        "run",
-        "--data-dir",
-        str(data),
-        "--http-listen",
-        f"127.0.0.1:{port}",
-        "--agents",
-        "metrics",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "TMCD_CONSUMER_FETCH_TIMEOUT": "0.2"},
+    return await start_tmcd(
+        *("run", "--data-dir", str(data), "--http-listen", f"127.0.0.1:{port}", "--agents", "metrics"),
+        env={"TMCD_CONSUMER_FETCH_TIMEOUT": "0.2"},
     )
-
-
-async def _until(
-    what: str, cond: Callable[[], Awaitable[object]], timeout: float, proc: asyncio.subprocess.Process | None = None
-) -> None:
-    """Poll ``cond`` until truthy, bounded; fails early when ``proc`` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None:
-            assert proc.returncode is None, f"process exited early waiting for {what}"
-        if await cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-async def _ready(base: str) -> bool:
-    try:
-        async with aiohttp.ClientSession() as s, s.get(f"{base}/readyz") as r:
-            return r.status == 200
-    except aiohttp.ClientError:
-        return False
 
 
 async def _processed(base: str) -> float:
@@ -80,24 +46,6 @@ async def _processed(base: str) -> float:
         return sample(await scrape(base), "tmc_events_processed_total", stream="TMC_SYNCER")
     except aiohttp.ClientError:
         return 0.0
-
-
-async def _line(stream: asyncio.StreamReader, text: str, timeout: float, seen: list[str]) -> None:
-    async def read() -> None:
-        while True:
-            line = (await stream.readline()).decode()
-            assert line, f"stream ended before {text!r}: {''.join(seen)}"
-            seen.append(line)
-            if text in line:
-                return
-
-    await asyncio.wait_for(read(), timeout)
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
 
 
 async def test_kill_9_restart_keeps_the_port_and_the_simulator_reconnects(tmp_path: Path) -> None:
@@ -108,7 +56,7 @@ async def test_kill_9_restart_keeps_the_port_and_the_simulator_reconnects(tmp_pa
     second: asyncio.subprocess.Process | None = None
     try:
         first_base = f"http://127.0.0.1:{first_port}"
-        await _until("tmcd ready", lambda: _ready(first_base), READY_TIMEOUT, first)
+        await wait_ready(first_base, first, READY_TIMEOUT)
         url = (data / "nats.url").read_text().strip()
         assert url.startswith("nats://127.0.0.1:") and (data / "nats.port").read_text().strip() == url.split(":")[-1]
 
@@ -122,26 +70,27 @@ async def test_kill_9_restart_keeps_the_port_and_the_simulator_reconnects(tmp_pa
         )
         assert sim.stderr is not None and sim.stdout is not None
         sim_log: list[str] = []
-        await _line(sim.stderr, f"on {url}", READY_TIMEOUT, sim_log)  # it found the URL in the data dir
-        await _until("events on the first tmcd", lambda: _processed(first_base), READY_TIMEOUT, first)
+        await read_until(sim.stderr, f"on {url}", sim_log, READY_TIMEOUT)  # it found the URL in the data dir
+        await wait_for(lambda: _processed(first_base), timeout=READY_TIMEOUT, what="events on the first tmcd")
 
         first.kill()  # kill -9: no shutdown at all
         await first.wait()
         # the embedded nats-server dies with it (PR_SET_PDEATHSIG); the JetStream store stays
-        await _until("the nats-server to die with tmcd", lambda: _true(not _nats_servers_of(data)), 15)
-        await _line(sim.stderr, "disconnected from NATS", 15, sim_log)
+        await wait_for(lambda: not _nats_servers_of(data), timeout=READY_TIMEOUT, what="the nats-server to die")
+        await read_until(sim.stderr, "disconnected from NATS", sim_log, READY_TIMEOUT)
 
         second = await _tmcd(data, second_port)
         second_base = f"http://127.0.0.1:{second_port}"
-        await _until("the restarted tmcd ready", lambda: _ready(second_base), READY_TIMEOUT, second)
+        await wait_ready(second_base, second, READY_TIMEOUT)
         assert (data / "nats.url").read_text().strip() == url  # the same port
-        await _line(sim.stderr, "reconnected to NATS", READY_TIMEOUT, sim_log)  # on its own
+        await read_until(sim.stderr, "reconnected to NATS", sim_log, READY_TIMEOUT)  # on its own
         after_reconnect = await _processed(second_base)
 
         async def growing() -> bool:
+            assert second.returncode is None, "the restarted tmcd exited"
             return await _processed(second_base) >= after_reconnect + 200  # a second's worth of new events
 
-        await _until("the simulator's events on the restarted tmcd", growing, READY_TIMEOUT, second)
+        await wait_for(growing, timeout=READY_TIMEOUT, what="the simulator's events on the restarted tmcd")
 
         began = time.monotonic()
         sim.send_signal(signal.SIGINT)
@@ -160,9 +109,4 @@ async def test_kill_9_restart_keeps_the_port_and_the_simulator_reconnects(tmp_pa
         assert not (data / "nats.url").exists() and (data / "nats.port").exists()
     finally:
         for proc in (sim, second, first):
-            if proc is not None:
-                await _stop(proc)
-
-
-async def _true(value: bool) -> bool:
-    return value
+            await kill(proc)

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
-from tests.helpers import daemon_config, running_daemon, sample, scrape, wait_for
+from tests.helpers import daemon_config, nats_connect, running_daemon, sample, scrape, wait_for
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
 from tmcd.contracts.codec import decode_as
@@ -65,7 +64,7 @@ async def simulating(url: str, opts: SimOptions) -> Any:
 async def test_faults_show_up_and_clear(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     cfg = daemon_config(nats_server.url, tmp_path, **FAST)
     events: list[HealthChange] = []
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_connect(nats_server.url)
 
     async def on_event(msg: Any) -> None:
         events.append(decode_as(HealthChange, msg.data))
@@ -177,8 +176,9 @@ async def test_registry_in_kv_survives_a_restart(nats_server: EmbeddedNats, tmp_
 
 
 @pytest.mark.parametrize("query", ["?location=nowhere", "?clusters=false"])
-async def test_health_api_filters(nats_url: str, tmp_path: Path, query: str) -> None:
-    async with running_daemon(daemon_config(nats_url, tmp_path, **FAST)) as d:
+async def test_health_api_filters(nats_url: str, tmp_path: Path, durable_prefix: str, query: str) -> None:
+    cfg = daemon_config(nats_url, tmp_path, **FAST, **{"consumer.durable_prefix": durable_prefix})
+    async with running_daemon(cfg) as d:
         async with aiohttp.ClientSession() as s, s.get(f"{d.http.base_url}/api/v1/health{query}") as r:
             tree = await r.json()
         assert r.status == 200 and "fleet" in tree

@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
-from tests.helpers import daemon_config, wait_for
+from tests.helpers import daemon_config, nats_connect, wait_for
 from tmcd.bus import Bus, BusError, Delivery, KvStore
 from tmcd.config import Config
 from tmcd.contracts.codec import decode_as
@@ -85,7 +84,7 @@ async def driven(server: EmbeddedNats, tmp_path: Path, **overrides: object) -> A
 
 async def stored_events(url: str) -> list[HealthChange]:
     """Every HealthChange in TMC_EVENTS, in stream order."""
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
     try:
         js = nc.jetstream()
         info = await js.stream_info("TMC_EVENTS")

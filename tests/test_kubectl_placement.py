@@ -9,58 +9,53 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
-import nats
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from tests.helpers import daemon_config, new_object, running_daemon, wait_for
-from tmcd.kubectl.root import cli
+from tests.helpers import daemon_config, kubectl_tmc_async, nats_connect, new_object, running_daemon, wait_for
 from tmcd.resources.examples import example
 from tmcd.runtime.daemon import Daemon
 from tmcd.runtime.embedded import EmbeddedNats
+
+WATCH_TIMEOUT = 30.0
+"""Bound on each wait for the `get -w` subprocess (start-up included) on a loaded machine."""
 
 
 @pytest.fixture
 async def daemon(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Daemon]:
     async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics,placement")) as d:
-        nc = await nats.connect(nats_server.url)
+        nc = await nats_connect(nats_server.url)
         body = json.dumps({"object": msgspec.to_builtins(example("SyncTarget"))}).encode()
         await nc.request("tmc.api.create.synctargets", body, timeout=5)
         await nc.close()
         yield d
 
 
-async def kubectl_tmc(*args: str, stdin: str | None = None) -> tuple[int, str]:
-    result = await asyncio.to_thread(CliRunner().invoke, cli, list(args), input=stdin, catch_exceptions=False)
-    return result.exit_code, result.output
-
-
 async def test_simulate_from_file_and_stdin(daemon: Daemon, nats_server: EmbeddedNats, tmp_path: Path) -> None:
     manifest = tmp_path / "placement.yaml"
     manifest.write_text(yaml.safe_dump(new_object("Placement", name="what-if")))
-    code, out = await kubectl_tmc("placement", "simulate", "-f", str(manifest), "--nats-url", nats_server.url)
+    code, out = await kubectl_tmc_async("placement", "simulate", "-f", str(manifest), "--nats-url", nats_server.url)
     assert code == 0, out
     lines = out.splitlines()
     assert lines[0].startswith("Phase:") and "CLUSTER" in out and "sim-001" in out
-    code, out = await kubectl_tmc(
-        "placement", "simulate", "-f", "-", "-o", "json", "--server", daemon.http.base_url, stdin=manifest.read_text()
+    code, out = await kubectl_tmc_async(
+        "placement", "simulate", "-f", "-", "-o", "json", "--server", daemon.http.base_url, input=manifest.read_text()
     )
     assert code == 0, out
     decision = json.loads(out)
     assert {c["cluster"] for c in decision["candidates"]} == {"sim-001"}
-    code, out = await kubectl_tmc("placement", "simulate", "-f", str(tmp_path / "missing.yaml"))
+    code, out = await kubectl_tmc_async("placement", "simulate", "-f", str(tmp_path / "missing.yaml"))
     assert code == 1 and out.startswith("error: cannot read")
 
 
 async def test_explain_a_saved_placement(daemon: Daemon, nats_server: EmbeddedNats, tmp_path: Path) -> None:
     manifest = tmp_path / "web.yaml"
     manifest.write_text(yaml.safe_dump(new_object("Placement", name="web")))
-    code, out = await kubectl_tmc("apply", "-f", str(manifest), "--nats-url", nats_server.url)
+    code, out = await kubectl_tmc_async("apply", "-f", str(manifest), "--nats-url", nats_server.url)
     assert code == 0, out
 
     async def explained() -> str | None:  # once the placement agent has decided it
-        code, out = await kubectl_tmc("placement", "explain", "web", "--nats-url", nats_server.url)
+        code, out = await kubectl_tmc_async("placement", "explain", "web", "--nats-url", nats_server.url)
         assert code == 0, out
         return out if "sim-001" in out else None
 
@@ -69,7 +64,7 @@ async def test_explain_a_saved_placement(daemon: Daemon, nats_server: EmbeddedNa
     header = next(line for line in out.splitlines() if line.startswith("CLUSTER"))
     assert header.split() == ["CLUSTER", "SELECTED", "SCORE", "REASON", "DETAIL"]
     assert "sim-001" in out
-    code, out = await kubectl_tmc("placement", "explain", "nope", "--nats-url", nats_server.url)
+    code, out = await kubectl_tmc_async("placement", "explain", "nope", "--nats-url", nats_server.url)
     assert code == 1 and "NotFound" in out
 
 
@@ -83,29 +78,34 @@ async def test_get_watch_prints_a_row_per_change(daemon: Daemon, nats_server: Em
     )  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stderr is not None
-        assert "No resources found" in (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
-        nc = await nats.connect(nats_server.url)
+        assert "No resources found" in (await asyncio.wait_for(proc.stderr.readline(), WATCH_TIMEOUT)).decode()
+        nc = await nats_connect(nats_server.url)
         try:
             body = json.dumps({"object": new_object("Placement", name="watched")}).encode()
             await nc.request("tmc.api.create.placements", body, timeout=5)
             seen: list[str] = []
             # the plugin prints the note before its subscription reaches the server: should it have
-            # missed the first writes, a label change makes one more (at most 50, 0.2 s apart)
-            for poke in range(50):
+            # missed the first writes, a label change makes one more, every 0.2 s until a row comes
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WATCH_TIMEOUT
+            poke = 0
+            while not seen:
+                assert loop.time() < deadline, f"no row printed within {WATCH_TIMEOUT}s"
                 with contextlib.suppress(TimeoutError):
                     seen.append((await asyncio.wait_for(proc.stdout.readline(), 0.2)).decode())
                     break
+                poke += 1
                 patch = {"name": "watched", "patch": {"metadata": {"labels": {"poke": str(poke)}}}}
                 await nc.request("tmc.api.patch.placements", json.dumps(patch).encode(), timeout=5)
-            assert seen and seen[0].startswith("ADDED") and "watched" in seen[0]
+            assert seen[0].startswith("ADDED") and "watched" in seen[0]
             # decided by the placement agent (Bound), which a later change shows too (status is kept)
             patch = {"name": "watched", "patch": {"metadata": {"labels": {"team": "web"}}}}
             await nc.request("tmc.api.patch.placements", json.dumps(patch).encode(), timeout=5)
             while not any(line.startswith("MODIFIED") and "Bound" in line for line in seen):
-                seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+                seen.append((await asyncio.wait_for(proc.stdout.readline(), WATCH_TIMEOUT)).decode())
             await nc.request("tmc.api.delete.placements", json.dumps({"name": "watched"}).encode(), timeout=5)
             while not seen[-1].startswith("DELETED"):
-                seen.append((await asyncio.wait_for(proc.stdout.readline(), 10)).decode())
+                seen.append((await asyncio.wait_for(proc.stdout.readline(), WATCH_TIMEOUT)).decode())
             assert "watched" in seen[-1]
         finally:
             await nc.close()

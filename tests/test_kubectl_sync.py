@@ -7,12 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from tests.helpers import daemon_config, running_daemon, wait_for
+from tests.helpers import daemon_config, kubectl_tmc_async, running_daemon, wait_for
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
-from tmcd.kubectl.root import cli
 from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.model import SimOptions
@@ -38,28 +36,23 @@ async def fleet(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[str]
             await bus.close()
 
 
-async def kubectl_tmc(*args: str) -> tuple[int, str]:
-    result = await asyncio.to_thread(CliRunner().invoke, cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.output
-
-
 async def test_pause_status_resume_force(fleet: str) -> None:
     url = fleet
 
     async def three_known() -> bool:
-        code, out = await kubectl_tmc("sync", "status", "--nats-url", url)
+        code, out = await kubectl_tmc_async("sync", "status", "--nats-url", url)
         return code == 0 and all(f"sim-00{i}" in out for i in (1, 2, 3))
 
     await wait_for(three_known, what="three clusters in sync status")
-    code, out = await kubectl_tmc("sync", "pause", "sim-002", "--nats-url", url)
+    code, out = await kubectl_tmc_async("sync", "pause", "sim-002", "--nats-url", url)
     assert (code, out) == (0, "sim-002: paused\n")
 
     async def paused() -> bool:
-        _, out = await kubectl_tmc("sync", "status", "sim-002", "--nats-url", url)
+        _, out = await kubectl_tmc_async("sync", "status", "sim-002", "--nats-url", url)
         return out.splitlines()[1].split()[1] == "true"
 
     await wait_for(paused, what="PAUSED true for sim-002")
-    _, out = await kubectl_tmc("sync", "status", "--nats-url", url)
+    _, out = await kubectl_tmc_async("sync", "status", "--nats-url", url)
     assert out.splitlines()[0].split() == [
         "CLUSTER",
         "PAUSED",
@@ -71,25 +64,26 @@ async def test_pause_status_resume_force(fleet: str) -> None:
         "STATUS",
     ]
 
-    code, out = await kubectl_tmc("sync", "force", "sim-002", "--nats-url", url)
+    code, out = await kubectl_tmc_async("sync", "force", "sim-002", "--nats-url", url)
     assert code == 1 and "sim-002: refused (409)" in out  # a paused syncer cannot re-sync
-    code, out = await kubectl_tmc("sync", "resume", "--all", "--nats-url", url)
+    code, out = await kubectl_tmc_async("sync", "resume", "--all", "--nats-url", url)
     assert code == 0 and sorted(out.splitlines()) == ["sim-001: running", "sim-002: running", "sim-003: running"]
-    code, out = await kubectl_tmc("sync", "force", "sim-001", "--nats-url", url)
+    code, out = await kubectl_tmc_async("sync", "force", "sim-001", "--nats-url", url)
     assert (code, out) == (0, "sim-001: resyncing\n")
 
 
 async def test_unacknowledged_cluster_fails(fleet: str) -> None:
-    code, out = await kubectl_tmc("sync", "pause", "sim-001", "nope-9", "--nats-url", fleet, "--timeout", "1")
+    # both answer (the simulator refuses the cluster it does not know): a generous bound on the replies
+    code, out = await kubectl_tmc_async("sync", "pause", "sim-001", "nope-9", "--nats-url", fleet, "--timeout", "10")
     assert code == 1
     assert "sim-001: paused" in out and "nope-9: refused (404)" in out
 
 
 async def test_no_syncer_answering(nats_server: EmbeddedNats) -> None:
-    code, out = await kubectl_tmc("sync", "pause", "lonely-1", "--nats-url", nats_server.url, "--timeout", "1")
+    code, out = await kubectl_tmc_async("sync", "pause", "lonely-1", "--nats-url", nats_server.url, "--timeout", "1")
     assert code == 1 and out == "lonely-1: no syncer answered (no responders)\n"
 
 
 async def test_usage_errors() -> None:
-    code, out = await kubectl_tmc("sync", "pause", "--nats-url", "nats://127.0.0.1:1")
+    code, out = await kubectl_tmc_async("sync", "pause", "--nats-url", "nats://127.0.0.1:1")
     assert code == 2 and "give one or more clusters" in out

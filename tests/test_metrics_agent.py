@@ -4,18 +4,18 @@ failure switches to the Python path without losing or double-counting a batch.""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests import tools
-from tests.helpers import daemon_config, running_daemon, sample, scrape, wait_for
+from tests.helpers import daemon_config, nats_connect, running_daemon, sample, scrape, wait_for
 from tmcd.bus import tracing
 from tmcd.contracts import subjects as s
 from tmcd.contracts.codec import encode
@@ -28,12 +28,14 @@ from tmcd.contracts.messages import (
     SyncEventBatch,
 )
 from tmcd.metrics import model as fleet
+from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.telemetry import Telemetry
 
 
-async def test_events_become_metrics(nats_url: str, tmp_path: Path) -> None:
-    cfg = daemon_config(nats_url, tmp_path, agents="metrics")
-    nc = await nats.connect(nats_url)
+async def test_events_become_metrics(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    # stream-wide exact counts (processed, lag, pending): a server of its own, empty at start
+    cfg = daemon_config(nats_server.url, tmp_path, agents="metrics")
+    nc = await nats_connect(nats_server.url)
     js = nc.jetstream()
     try:
         async with running_daemon(cfg) as d:
@@ -95,16 +97,23 @@ async def test_events_become_metrics(nats_url: str, tmp_path: Path) -> None:
             assert sample(t, "tmc_placement_selected_clusters", placement="web") == 1
             assert sample(t, "tmc_event_lag_seconds_count") == 302
             assert sample(t, "tmc_consumer_pending_messages", stream="TMC_SYNCER") == 0
+            # the default durable names: tmcd-<agent>-<stream>
+            for stream in ("TMC_SYNCER", "TMC_PLACEMENT", "TMC_WORKLOAD"):
+                names = [c.name for c in await js.consumers_info(stream)]
+                assert names == [f"tmcd-metrics-{stream.removeprefix('TMC_').lower()}"]
     finally:
         await nc.close()
 
 
-async def test_publisher_traceparent_is_the_parent_of_tmcds_batch_span(nats_url: str, tmp_path: Path) -> None:
+async def test_publisher_traceparent_is_the_parent_of_tmcds_batch_span(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
     exporter = InMemorySpanExporter()
     telemetry = Telemetry.for_tests(exporter)
     publisher = TracerProvider().get_tracer("syncer")
-    cfg = daemon_config(nats_url, tmp_path, agents="metrics")
-    nc = await nats.connect(nats_url)
+    # the batch span must hold exactly the one event published here: a server of its own
+    cfg = daemon_config(nats_server.url, tmp_path, agents="metrics")
+    nc = await nats_connect(nats_server.url)
     js = nc.jetstream()
     try:
         async with running_daemon(cfg, telemetry=telemetry):
@@ -139,13 +148,14 @@ class Failing:
 
 
 async def test_a_c_failure_switches_to_python_and_build_info_says_so(
-    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tools.require_c_extension()
     monkeypatch.setattr(fleet, "_SPEEDUPS", fleet._Speedups())  # a process that has not given up on C
     monkeypatch.delenv("TMCD_NO_SPEEDUPS", raising=False)
-    cfg = daemon_config(nats_url, tmp_path, agents="metrics")
-    nc = await nats.connect(nats_url)
+    # tmc_event_lag_seconds_count counts every event the daemon consumed: a server of its own
+    cfg = daemon_config(nats_server.url, tmp_path, agents="metrics")
+    nc = await nats_connect(nats_server.url)
     js = nc.jetstream()
     synced = "tmc_syncer_resources_synced_total"
 
@@ -175,5 +185,44 @@ async def test_a_c_failure_switches_to_python_and_build_info_says_so(
             t = await wait_for(counted(15), what="the next batch")
             assert sample(t, "tmc_event_lag_seconds_count") == 15
             assert sample(t, "tmc_agent_restarts_total", agent="metrics") == 0
+    finally:
+        await nc.close()
+
+
+async def test_deployments_with_different_durable_prefixes_each_see_every_event(
+    nats_url: str, tmp_path: Path, durable_prefix: str
+) -> None:
+    """Two tmcd deployments on one NATS account (here the shared test server, with whatever
+    other tests left in its streams): each counts every event, through consumers of its own."""
+    cluster = f"dp-{durable_prefix}"
+    nc = await nats_connect(nats_url)
+    js = nc.jetstream()
+    synced = "tmc_syncer_resources_synced_total"
+    prefixes = (f"{durable_prefix}a", f"{durable_prefix}b")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            daemons = [
+                await stack.enter_async_context(
+                    running_daemon(
+                        daemon_config(nats_url, tmp_path / p, agents="metrics", **{"consumer.durable_prefix": p})
+                    )
+                )
+                for p in prefixes
+            ]
+            now = time.time()
+            events = [SyncEvent(cluster=cluster, timestamp=now, resource="v1/secrets") for _ in range(40)]
+            for i in range(0, 40, 10):
+                batch = SyncEventBatch(cluster=cluster, timestamp=now, events=events[i : i + 10])
+                await js.publish(s.syncer_batch(cluster), encode(batch))
+
+            for d in daemons:
+
+                async def counted(d: Any = d) -> bool:
+                    return sample(await scrape(d.http.base_url), synced, cluster=cluster) == 40
+
+                await wait_for(counted, what="all 40 events counted by each deployment")
+            for p in prefixes:
+                info = await js.consumer_info("TMC_SYNCER", f"{p}-metrics-syncer")
+                assert info.config.durable_name == f"{p}-metrics-syncer"
     finally:
         await nc.close()

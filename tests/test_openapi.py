@@ -166,8 +166,10 @@ async def test_docs_page_and_its_assets_are_served_by_tmcd_without_external_urls
         assert spec.status == 200 and (await spec.json())["openapi"] == "3.1.0"
 
 
-async def test_openapi_json_served_by_the_daemon_is_the_built_document(nats_url: str, tmp_path: Path) -> None:
-    cfg = daemon_config(nats_url, tmp_path, agents="metrics")
+async def test_openapi_json_served_by_the_daemon_is_the_built_document(
+    nats_url: str, tmp_path: Path, durable_prefix: str
+) -> None:
+    cfg = daemon_config(nats_url, tmp_path, agents="metrics", **{"consumer.durable_prefix": durable_prefix})
     async with (
         running_daemon(cfg) as d,
         aiohttp.ClientSession() as s,

@@ -10,9 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
-
-from tests.helpers import daemon_config, wait_for
+from tests.helpers import daemon_config, nats_connect, wait_for
 from tmcd.api.store import ResourceStore
 from tmcd.bus import Bus, KvStore
 from tmcd.config import Config, NatsConfig, load_config
@@ -41,13 +39,16 @@ class FakeTime:
     def clock(self) -> float:
         return self.now
 
-    async def sleep(self, delay: float) -> None:
+    def sleep(self, delay: float) -> asyncio.Future[None]:
+        """A future that resolves once the clock passes ``now + delay``.
+
+        Registered when called, not when first awaited: the agent wraps it in a task, and a
+        sleeper that registered only once that task ran could miss an advance() made before.
+        """
         entry = (self.now + delay, asyncio.get_running_loop().create_future())
         self._sleepers.append(entry)
-        try:
-            await entry[1]
-        finally:
-            self._sleepers.remove(entry)
+        entry[1].add_done_callback(lambda _: self._sleepers.remove(entry))
+        return entry[1]
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -157,7 +158,7 @@ async def fleet(url: str, tmp_path: Path, replicas: int = 1) -> AsyncIterator[Fl
     await bus.provision(cfg)
     f = Fleet(url, bus, cfg)
     f.clusters = await bus.kv("clusters", SyncTarget)
-    nc = await nats.connect(url)
+    nc = await nats_connect(url)
 
     async def on_decision(msg: Any) -> None:
         f.decisions.append(decode_as(PlacementDecision, msg.data))

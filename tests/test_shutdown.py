@@ -8,19 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, kill, nats_connect, running_daemon, start_tmcd, wait_for, wait_ready
 from tmcd.config import load_config
 from tmcd.contracts import subjects as s
 from tmcd.contracts.codec import encode
@@ -29,44 +26,17 @@ from tmcd.runtime.daemon import Daemon
 from tmcd.runtime.embedded import EmbeddedNats
 
 
-async def _wait_ready(url: str, proc: asyncio.subprocess.Process, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.returncode is None, "tmcd exited early"
-            try:
-                async with session.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("tmcd did not become ready")
-
-
 async def test_sigterm_under_load_acks_everything_once(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tmcd.cli.main",
-        "run",
-        "--nats-url",
-        nats_server.url,
-        "--http-listen",
-        f"127.0.0.1:{port}",
-        "--data-dir",
-        str(tmp_path),
-        "--agents",
-        "metrics",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "TMCD_CONSUMER_BATCH": "100"},
+    proc = await start_tmcd(
+        *("run", "--nats-url", nats_server.url, "--http-listen", f"127.0.0.1:{port}"),
+        *("--data-dir", str(tmp_path), "--agents", "metrics"),
+        env={"TMCD_CONSUMER_BATCH": "100"},
     )
-    nc = await nats.connect(nats_server.url)
+    nc = await nats_connect(nats_server.url)
     js = nc.jetstream()
     try:
-        await _wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        await wait_ready(f"http://127.0.0.1:{port}", proc)
         acked: list[int] = []
         stop_publishing = asyncio.Event()
         enough = asyncio.Event()
@@ -106,9 +76,7 @@ async def test_sigterm_under_load_acks_everything_once(nats_server: EmbeddedNats
         assert info.delivered.consumer_seq == info.delivered.stream_seq
         assert info.num_redelivered == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await kill(proc)
         await nc.close()
 
 
@@ -137,29 +105,11 @@ async def _raise(*_args: object, **_kw: object) -> None:
     raise RuntimeError("broken on purpose")
 
 
-@contextlib.asynccontextmanager
-async def _embedded_daemon(data: Path) -> AsyncIterator[Daemon]:
-    cfg = load_config(
-        None,
-        env={},
-        overrides={
-            "data_dir": str(data),
-            "http.listen": "127.0.0.1:0",
-            "agents": "metrics",
-            "runtime.shutdown_timeout": SHUTDOWN_TIMEOUT,
-        },
-    )
-    d = Daemon(cfg)
-    await d.start()
-    try:
-        await wait_for(lambda: _started(d), what="agents started")
-        yield d
-    finally:
-        await d.stop()
-
-
-async def _started(d: Daemon) -> bool:
-    return d.supervisor is not None and all(s.started for s in d.supervisor.states.values())
+def _embedded_daemon(data: Path) -> contextlib.AbstractAsyncContextManager[Daemon]:
+    """A daemon with its embedded nats-server (no nats.url), started and stopped by running_daemon."""
+    overrides = {"data_dir": str(data), "http.listen": "127.0.0.1:0", "agents": "metrics"}
+    cfg = load_config(None, env={}, overrides={**overrides, "runtime.shutdown_timeout": SHUTDOWN_TIMEOUT})
+    return running_daemon(cfg)
 
 
 def _sabotage(
@@ -266,7 +216,7 @@ async def test_cancelled_stop_still_terminates_nats_and_propagates(
         proc = d.embedded._proc
         cleanups = _sabotage(monkeypatch, d, ["agents"], _hang)
         stopping = asyncio.create_task(d.stop())
-        await wait_for(lambda: _true(d.stop_event.is_set()), what="stop started")
+        await wait_for(lambda: d.stop_event.is_set(), what="stop started")
         stopping.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stopping
@@ -274,7 +224,3 @@ async def test_cancelled_stop_still_terminates_nats_and_propagates(
         assert not (data / "nats.url").exists()
         monkeypatch.undo()
         await _cleanup(cleanups)
-
-
-async def _true(value: bool) -> bool:
-    return value

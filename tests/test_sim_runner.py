@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 import aiohttp
-import nats
 import pytest
 from click.testing import CliRunner
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from tests.helpers import daemon_config, running_daemon, wait_for
+from tests.helpers import daemon_config, free_port, kill, nats_connect, running_daemon, wait_for
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
 from tmcd.contracts import subjects
@@ -44,8 +43,9 @@ from tmcd.sim.runner import run_sim
 M = TypeVar("M", bound=Message)
 
 SENTINEL = "tmc.syncer.test-end.sentinel"
-HEALTH_SLACK = 3.0
-"""Scheduling slack on a loaded 2-core machine, on top of one health interval."""
+HEALTH_WAIT = 30.0
+"""Bound on waiting for the health tree: generous for a loaded machine, far below the 600 s
+heartbeat interval the test sets (so only the start-up heartbeats can put clusters there)."""
 SUMMARY = re.compile(r"^sim: published heartbeats=(\d+) sync=(\d+) conn=(\d+) in [0-9.]+s$")
 
 
@@ -96,7 +96,7 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 
 @pytest.fixture
 async def received(nats_url: str) -> AsyncIterator[Received]:
-    nc: Client = await nats.connect(nats_url)
+    nc: Client = await nats_connect(nats_url)
     rec = Received()
     await nc.subscribe("tmc.syncer.>", cb=rec.on_msg)
     await nc.flush()
@@ -258,23 +258,15 @@ def test_cli_without_url(tmp_path: Path) -> None:
     )
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_cli_unreachable_url_from_env_and_data_dir(tmp_path: Path) -> None:
-    url = f"nats://127.0.0.1:{_closed_port()}"
+    url = f"nats://127.0.0.1:{free_port()}"
     (tmp_path / "nats.url").write_text(url + "\n")
     env = {"TMCD_NATS_URL": None, "TMCD_DATA_DIR": str(tmp_path)}
     result = CliRunner().invoke(sim, ["--duration", "1"], env=env)
     assert result.exit_code == 1
     assert result.stderr == f"error: cannot reach NATS at {url}: Connection refused\n"
 
-    other = f"nats://127.0.0.1:{_closed_port()}"
+    other = f"nats://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(sim, ["--duration", "1"], env={**env, "TMCD_NATS_URL": other})
     assert result.exit_code == 1 and result.stderr.startswith(f"error: cannot reach NATS at {other}: ")
 
@@ -344,9 +336,11 @@ async def test_batches_by_default_and_single_events_on_request(bus: Bus, receive
 # --------------------------------------------------------------------------- start-up heartbeats, Ctrl-C in every state
 
 
-async def test_fresh_clusters_appear_within_one_health_interval(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+async def test_fresh_clusters_appear_without_waiting_a_heartbeat_interval(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
     """Each simulated syncer heartbeats as it starts: with a 10-minute heartbeat interval the
-    whole fleet is still in the health tree within one health evaluation."""
+    whole fleet is still in the health tree at once (bounded well below those 10 minutes)."""
     interval = 1.0
     cfg = daemon_config(
         nats_server.url, tmp_path, agents="health", **{"health.interval": interval, "health.startup_grace": 0.0}
@@ -364,7 +358,7 @@ async def test_fresh_clusters_appear_within_one_health_interval(nats_server: Emb
                 names = {c["name"] for loc in tree["locations"] for c in loc["clusters"]}
                 return names == set(cluster_names(5))
 
-            await wait_for(fleet, timeout=interval + HEALTH_SLACK, what="all five clusters in /api/v1/health")
+            await wait_for(fleet, timeout=HEALTH_WAIT, what="all five clusters in /api/v1/health")
         finally:
             stop.set()
             stats = await asyncio.wait_for(task, 10)
@@ -434,15 +428,13 @@ async def test_ctrl_c_while_connecting_exits_cleanly() -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        await wait_for(lambda: _value(len(accepted) >= 2), timeout=30, what="the probe and the NATS connection")
+        await wait_for(lambda: len(accepted) >= 2, timeout=30, what="the probe and the NATS connection")
         began = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 15)
         took = time.monotonic() - began
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await kill(proc)
         for w in accepted:
             w.close()
         server.close()
@@ -450,7 +442,3 @@ async def test_ctrl_c_while_connecting_exits_cleanly() -> None:
     assert proc.returncode == 0, err.decode()
     assert "Traceback" not in err.decode() and took < 5.0
     assert out.decode().startswith("sim: published heartbeats=0 sync=0 conn=0 in ")
-
-
-async def _value(v: bool) -> bool:
-    return v

@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-import nats
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracer, SpanKind
 
+from tests.helpers import nats_connect
 from tmcd.bus import tracing
 from tmcd.config import OtelConfig, validate_otel
 from tmcd.config.otel import exporter_installed
@@ -150,7 +150,7 @@ async def test_traceparent_survives_nats_core_and_jetstream(
     nats_url: str, telemetry: Telemetry, spans: InMemorySpanExporter, publisher: trace.Tracer
 ) -> None:
     tracer = telemetry.tracer()
-    nc = await nats.connect(nats_url)
+    nc = await nats_connect(nats_url)
     js = nc.jetstream()
     suffix = uuid.uuid4().hex[:8]
     subject, stream = f"tmc.test.telemetry.{suffix}", f"TELEMETRY_{suffix}"

@@ -31,6 +31,7 @@ from prometheus_client import Histogram as PromHistogram
 from prometheus_client import Info as PromInfo
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from tests.helpers import wait_for
 from tmcd.config import OtelConfig
 from tmcd.metrics.catalog import EVENT_LAG_BUCKETS
 from tmcd.telemetry import MetricsPusher, PrometheusBridge, Telemetry
@@ -246,11 +247,7 @@ async def test_metrics_push_periodic_and_final(registry: CollectorRegistry, span
     tel = Telemetry(cfg, span_exporter=spans, metric_exporter=cap).start()
     pusher = tel.start_metrics_push(registry)
     assert pusher is not None and tel.start_metrics_push(registry) is pusher
-    for _ in range(250):
-        if len(cap.batches) >= 2:
-            break
-        await asyncio.sleep(0.01)
-    assert len(cap.batches) >= 2
+    await wait_for(lambda: len(cap.batches) >= 2, what="two periodic exports", step=0.01)
     Counter("tmc_at_shutdown", "Set just before stopping.", registry=registry).inc(7)
     await tel.aclose()
     assert cap.shut_down and pusher.failures == 0 and pusher.exports == len(cap.batches)

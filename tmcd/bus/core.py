@@ -24,7 +24,7 @@ from tmcd.bus.deadletter import MAX_DEAD_LETTERS, DeadLetterQueue, InvalidMessag
 from tmcd.bus.errors import BusError, NotConnectedError
 from tmcd.bus.kv import KvStore
 from tmcd.bus.metrics import BusMetrics
-from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, describe
+from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, classify, connect_failure, describe
 from tmcd.bus.options import backoff_delay, credential_options, display_url, server_text, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
 from tmcd.bus.service import Endpoint, start_service
@@ -83,6 +83,8 @@ class Bus:
         self.errors = NatsErrorLog(clock, lambda kind: metrics.nats_errors.labels(kind).inc())
         self.state_listeners: list[Callable[[bool], None]] = []
         self.reconnects = 0
+        self._connect_error: BaseException | None = None
+        """What nats-py reported during the current first-connect attempt (a rejected credential wins)."""
         self._closing = False
         self._processed_children: dict[str, Any] = {}
         self._dead = DeadLetterQueue(
@@ -130,6 +132,8 @@ class Bus:
 
         async def on_error(exc: Exception) -> None:
             if self._nc is None:  # the first connection: connect() says why it fails
+                if self._connect_error is None or classify(exc) is not None:  # not hidden by a reset after it
+                    self._connect_error = exc
                 log.debug("NATS: %s", describe(exc))
             else:
                 self.errors.report(exc)
@@ -171,17 +175,18 @@ class Bus:
         """Connect; with ``retry`` keep trying with backoff until connected or ``stop`` is set."""
         attempt = 0
         while True:
+            self._connect_error = None
             try:
                 nc = ReportingClient()
                 await nc.connect(**self._options())
                 self._nc = nc
                 break
             except (OSError, TimeoutError, nats_errors.Error) as exc:
-                where = display_url(self._url)
+                where, why = display_url(self._url), connect_failure(exc, self._connect_error)
                 if not retry:
-                    raise BusError(f"cannot connect to NATS at {where}: {_reason(exc)}") from exc
+                    raise BusError(f"cannot connect to NATS at {where}: {why}") from exc
                 delay = backoff_delay(attempt, self._cfg.reconnect_wait_min, self._cfg.reconnect_wait_max)
-                log.warning("cannot connect to NATS at %s (%s); retrying in %.1fs", where, _reason(exc), delay)
+                log.warning("cannot connect to NATS at %s (%s); retrying in %.1fs", where, why, delay)
                 attempt += 1
                 if stop is not None:
                     try:

@@ -89,6 +89,16 @@ def describe(exc: BaseException) -> str:
     return text.removeprefix("nats: ").strip("'")
 
 
+def connect_failure(exc: BaseException, seen: BaseException | None) -> str:
+    """Why a first connect failed, in one line.  ``seen`` is what nats-py handed the error
+    callback meanwhile: its NoServersError hides a rejected credential found on the way."""
+    if seen is not None and classify(seen) == AUTHORIZATION:
+        return f"{AUTHORIZATION} ({_HINTS[AUTHORIZATION]})"
+    if isinstance(exc, nats_errors.NoServersError):
+        return "no servers available (connection refused?)"
+    return str(exc) or type(exc).__name__
+
+
 class NatsErrorLog:
     """Logs nats-py's asynchronous errors: one warning per kind per minute, with a count."""
 
@@ -124,13 +134,24 @@ class NatsErrorLog:
 
 
 class ReportingClient(_NatsClient):
-    """nats-py's client, also telling the error callback about a stale connection.
+    """nats-py's client, also telling the error callback about a stale connection, and with a
+    flush() that covers everything sent before it.
 
     nats-py drops a stale connection (unanswered pings, or the server's ``-ERR 'Stale
     Connection'``) and reconnects without calling the error callback, so a network path
     that silently eats traffic would only show as reconnects.  Overrides one private
     method; tests/test_bus_errors.py fails if a nats-py upgrade bypasses it.
     """
+
+    async def flush(self, timeout: int = 10) -> None:
+        """Write what waits for nats-py's flusher task, then PING and wait for the PONG.
+
+        nats-py's own flush() writes its PING straight to the socket, ahead of a SUB or PUB
+        still queued for the flusher task: the PONG could come back before the server had
+        seen them, and a request from another connection find no responder.
+        """
+        await self._flush_pending(force_flush=True)
+        await super().flush(timeout)
 
     async def _process_op_err(self, e: Exception) -> None:
         if (

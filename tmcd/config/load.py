@@ -131,7 +131,7 @@ def _expected(info: mi.Type) -> str:
         bounds = [f"{op} {_num(b)}" for op, b in limits if b is not None]
         return " and ".join([f"{noun} {bounds[0]}", *bounds[1:]]) if bounds else noun
     if isinstance(info, mi.StrType):
-        return "a string"
+        return f"a string matching {info.pattern}" if info.pattern else "a string"
     if isinstance(info, mi.ListType):
         item = _expected(info.item_type).split(" ", 1)[-1]
         return f"a list of {item}s"

@@ -84,6 +84,9 @@ class KvConfig(_Section):
 class ConsumerConfig(_Section):
     """Durable pull consumers shared by the agents."""
 
+    durable_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "tmcd"
+    """Durable consumers are named ``<durable_prefix>-<agent>-<stream>``; replicas that share a
+    prefix split the work, deployments with different prefixes each see every message."""
     batch: Annotated[int, Meta(ge=1, le=10000)] = 256
     fetch_timeout: PositiveSeconds = 0.5
     ack_wait: PositiveSeconds = 30.0

@@ -17,7 +17,9 @@ async def consume_streams(
     *,
     primary: bool = True,
 ) -> None:
-    """Run one durable pull consumer per stream (durable ``tmcd-<agent>-<stream>``) until stop.
+    """Run one durable pull consumer per stream until stop.
+
+    The durable is ``<consumer.durable_prefix>-<agent>-<stream>`` (default ``tmcd-metrics-syncer``).
 
     ``ctx.started`` is set once every consumer is bound.  ``primary`` consumers count
     processed messages and dead-letter malformed ones; an agent that reads a stream
@@ -34,7 +36,7 @@ async def consume_streams(
 
     async with asyncio.TaskGroup() as tg:
         for stream, handler in handlers.items():
-            durable = f"tmcd-{agent}-{stream.removeprefix('TMC_').lower()}"
+            durable = durable_name(c.durable_prefix, agent, stream)
             tg.create_task(
                 ctx.bus.consume(
                     stream,
@@ -51,3 +53,8 @@ async def consume_streams(
                 ),
                 name=f"consume-{durable}",
             )
+
+
+def durable_name(prefix: str, agent: str, stream: str) -> str:
+    """``<prefix>-<agent>-<stream>``, the stream without ``TMC_`` and in lower case: ``tmcd-metrics-syncer``."""
+    return f"{prefix}-{agent}-{stream.removeprefix('TMC_').lower()}"
