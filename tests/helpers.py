@@ -235,3 +235,19 @@ def new_object(kind: str, **meta: Any) -> dict[str, Any]:
         obj["metadata"].pop(k, None)
     obj["metadata"].update(meta)
     return obj
+
+
+def nats_server_pids(store: Path) -> list[int]:
+    """Pids of live (not zombie) nats-server processes whose command line names ``store``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(store) in cmdline and "nats-server" in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids

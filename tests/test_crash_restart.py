@@ -13,25 +13,19 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.helpers import free_port, kill, read_until, sample, scrape, start_tmcd, wait_for, wait_ready
+from tests.helpers import (
+    free_port,
+    kill,
+    nats_server_pids,
+    read_until,
+    sample,
+    scrape,
+    start_tmcd,
+    wait_for,
+    wait_ready,
+)
 
 READY_TIMEOUT = 30.0
-
-
-def _nats_servers_of(data: Path) -> list[int]:
-    """Pids of nats-server processes whose store is under ``data``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if str(data) in cmdline and "nats-server" in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 async def _tmcd(data: Path, port: int) -> asyncio.subprocess.Process:
@@ -76,7 +70,7 @@ async def test_kill_9_restart_keeps_the_port_and_the_simulator_reconnects(tmp_pa
         first.kill()  # kill -9: no shutdown at all
         await first.wait()
         # the embedded nats-server dies with it (PR_SET_PDEATHSIG); the JetStream store stays
-        await wait_for(lambda: not _nats_servers_of(data), timeout=READY_TIMEOUT, what="the nats-server to die")
+        await wait_for(lambda: not nats_server_pids(data), timeout=READY_TIMEOUT, what="the nats-server to die")
         await read_until(sim.stderr, "disconnected from NATS", sim_log, READY_TIMEOUT)
 
         second = await _tmcd(data, second_port)

@@ -7,21 +7,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from tests.helpers import free_port, kill, read_until, sample, scrape, start_tmcd, wait_for
-
-
-def _processes_using(path: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(path) in cmdline and "nats-server" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+from tests.helpers import free_port, kill, nats_server_pids, read_until, sample, scrape, start_tmcd, wait_for
 
 
 async def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
@@ -40,7 +26,7 @@ async def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         for expected in (f"{base}/metrics", f"{base}/readyz", "nats://127.0.0.1:", "kubectl tmc"):
             assert expected in text, (expected, text)
-        assert _processes_using(data), "embedded nats-server not running"
+        assert nats_server_pids(data), "embedded nats-server not running"
 
         async def processed() -> float:
             return sample(await scrape(base), "tmc_events_processed_total", stream="TMC_SYNCER")
@@ -51,7 +37,7 @@ async def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
         code = await asyncio.wait_for(proc.wait(), 15)  # shutdown is bounded by runtime.shutdown_timeout (10 s)
         stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
         assert code == 0, stderr
-        assert _processes_using(data) == []
+        assert nats_server_pids(data) == []
         assert not (data / "nats.url").exists()
     finally:
         await kill(proc)
