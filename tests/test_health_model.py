@@ -213,7 +213,7 @@ def test_disconnect_makes_unhealthy_and_reconnect_heals_only_after_success_thres
     model.observe_connection(d.st, conn(T0 + 201, "connected"), T0 + 201)
     assert d.run(T0 + 230) == []
     assert d.run(T0 + 235) == [("Unhealthy", "Healthy", "AsExpected", 235.0)]  # better since +205
-    assert cond(d.st, "SyncerReady")[:2] == ("True", "")
+    assert cond(d.st, "SyncerReady")[:2] == ("True", "SyncerConnected")
 
 
 def test_reconnecting_counts_as_disconnected() -> None:
@@ -567,3 +567,13 @@ def test_window_is_rebuilt_when_its_size_changes() -> None:
     model.observe_sync(st, 10, 5, T0, 300.0, 5.0)
     model.observe_sync(st, 4, 0, T0, 60.0, 5.0)
     assert st.errors is not None and (st.errors.slots, st.errors.total) == (12, 4)
+
+
+def test_every_condition_of_a_healthy_cluster_has_a_reason() -> None:
+    conds = cnd.initial_conditions(T0)
+    cnd.update_observed(conds, cnd.HB_OK, T0, 20.0, True, "", T0)
+    assert [(c.type, c.status, c.reason) for c in conds[:2]] == [
+        ("HeartbeatHealthy", "True", "HeartbeatReceived"),
+        ("SyncerReady", "True", "SyncerConnected"),
+    ]
+    assert all(c.message for c in conds[:2])

@@ -24,7 +24,7 @@ from tmcd.placement.model import (
     touches,
     utilisation,
 )
-from tmcd.resources.meta import ObjectMeta
+from tmcd.resources.meta import Condition, ObjectMeta
 from tmcd.resources.placement import (
     LabelSelector,
     LabelSelectorRequirement,
@@ -637,3 +637,24 @@ def test_fleet_pass_at_leading_then_one_per_interval() -> None:
     assert fleet_pass_at(None, NOW, 1.0) == NOW  # the first change after a quiet spell: at once
     assert fleet_pass_at(NOW, NOW + 0.2, 1.0) == NOW + 1.0  # within the interval: at its end
     assert fleet_pass_at(NOW, NOW + 5.0, 1.0) == NOW + 5.0  # long after: at once
+
+
+def test_status_carries_the_scheduled_condition() -> None:
+    d = decide(placement("LeastLoaded", 2), fleet(), now=NOW)
+    st = to_status(d, NOW, observed_generation=1)
+    [cond] = st.conditions
+    assert (cond.type, cond.status, cond.reason) == ("Scheduled", "True", "Bound")
+    assert cond.message == "selected 2 of 9 candidates" and cond.last_transition_time == "2023-11-14T22:13:20Z"
+    # decided again later with the same outcome: the transition time stays; other conditions stay
+    other = Condition(type="Custom", status="True", reason="X", last_transition_time="2020-01-01T00:00:00Z")
+    again = to_status(d, NOW + 60, observed_generation=1, previous=[other, cond])
+    assert [c.type for c in again.conditions] == ["Custom", "Scheduled"]
+    assert again.conditions[1].last_transition_time == cond.last_transition_time
+    # nothing matches: False/Unbound, saying why, with a new transition time
+    p = placement("Spread")
+    p.spec.location_selectors = [LabelSelector(match_labels={"region": "mars"})]
+    unbound = to_status(decide(p, fleet(), now=NOW), NOW + 120, previous=again.conditions)
+    sched = unbound.conditions[-1]
+    assert (sched.status, sched.reason) == ("False", "Unbound")
+    assert sched.message == "selected 0 of 9 candidates; not chosen: 9 LabelMismatch"
+    assert sched.last_transition_time == "2023-11-14T22:15:20Z"

@@ -76,9 +76,10 @@ def update_observed(
 ) -> None:
     """Set HeartbeatHealthy and SyncerReady from the heartbeat class and the connection state.
 
-    HeartbeatHealthy as kcp: True (no reason) within the threshold, False ``ErrorHeartbeat`` "No
-    heartbeat since ..." beyond it; True ``HeartbeatLate`` when late.  SyncerReady: False when the
-    syncer reports it is disconnected, Unknown when it is not heard from, else True.
+    HeartbeatHealthy as kcp: True ``HeartbeatReceived`` within the threshold, False
+    ``ErrorHeartbeat`` "No heartbeat since ..." beyond it; True ``HeartbeatLate`` when late.
+    SyncerReady: False when the syncer reports it is disconnected, Unknown when it is not heard
+    from, else True ``SyncerConnected``.  Every condition has a reason, as Kubernetes requires.
     """
     since = no_heartbeat_since(last_heartbeat or 0.0) if hb in (HB_LATE, HB_MISSED) else ""
     if hb == HB_NONE:
@@ -88,7 +89,7 @@ def update_observed(
     elif hb == HB_LATE:
         set_condition(conds, HB, "True", "HeartbeatLate", f"{since}; expected every {interval:g}s", now)
     else:
-        set_condition(conds, HB, "True", "", "", now)
+        set_condition(conds, HB, "True", "HeartbeatReceived", "Heartbeats arrive on time", now)
     if connected is False:
         msg = conn_reason or "Syncer reports it is disconnected from the control plane"
         set_condition(conds, SYNCER, "False", "SyncerDisconnected", msg, now)
@@ -97,7 +98,7 @@ def update_observed(
     elif hb == HB_MISSED:
         set_condition(conds, SYNCER, "Unknown", "HeartbeatMissed", since, now)
     else:
-        set_condition(conds, SYNCER, "True", "", "", now)
+        set_condition(conds, SYNCER, "True", "SyncerConnected", "Syncer is connected and heartbeating", now)
 
 
 def status_message(

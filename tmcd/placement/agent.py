@@ -227,8 +227,9 @@ class PlacementAgent:
             change = "decision" if spec else status_change(placement.status, decision)
             if change == "none":
                 return
-            status = to_status(decision, now, observed_generation=placement.metadata.generation)
-            status.conditions = placement.status.conditions
+            status = to_status(
+                decision, now, observed_generation=placement.metadata.generation, previous=placement.status.conditions
+            )
             updated = msgspec.structs.replace(placement, status=status)
             try:
                 revision = await kv.update(key, updated, entry.revision)

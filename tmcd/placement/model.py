@@ -45,7 +45,7 @@ from typing import Literal, get_args
 import msgspec
 
 from tmcd.contracts.messages import CandidateScore, PlacementDecision, PlacementResult
-from tmcd.resources.meta import rfc3339
+from tmcd.resources.meta import Condition, rfc3339
 from tmcd.resources.placement import CandidateResult as StatusCandidate
 from tmcd.resources.placement import (
     Placement,
@@ -73,6 +73,7 @@ __all__ = [
     "fleet_change_matters",
     "fleet_pass_at",
     "needs_decision",
+    "scheduled_condition",
     "status_change",
     "to_message",
     "to_status",
@@ -354,9 +355,32 @@ def to_message(
     )
 
 
-def to_status(decision: Decision, now: float, *, observed_generation: int = 0) -> PlacementStatus:
-    """The Placement status for a decision (conditions are left to the caller)."""
+def scheduled_condition(decision: Decision, now: float, previous: Sequence[Condition] = ()) -> Condition:
+    """The ``Scheduled`` condition for a decision: True/Bound when clusters were chosen, else
+    False/Unbound saying why the candidates were not chosen.  Its ``lastTransitionTime`` stays
+    that of ``previous``'s Scheduled condition while its status does not change."""
+    total = len(decision.candidates)
+    chosen = len(decision.selected)
+    message = f"selected {chosen} of {total} candidates"
+    rejected = Counter(c.reason for c in decision.candidates if not c.selected and c.reason != "NotChosen")
+    if not chosen and rejected:
+        message += "; not chosen: " + ", ".join(f"{n} {r}" for r, n in sorted(rejected.items()))
+    status = "True" if decision.phase == "Bound" else "False"
+    before = next((c for c in previous if c.type == "Scheduled"), None)
+    since = before.last_transition_time if before is not None and before.status == status else rfc3339(now)
+    return Condition(
+        type="Scheduled", status=status, reason=decision.phase, message=message, last_transition_time=since
+    )
+
+
+def to_status(
+    decision: Decision, now: float, *, observed_generation: int = 0, previous: Sequence[Condition] = ()
+) -> PlacementStatus:
+    """The Placement status for a decision, with its ``Scheduled`` condition (other conditions in
+    ``previous`` are kept)."""
     scores = {c.cluster: c.score for c in decision.candidates}
+    conditions = [c for c in previous if c.type != "Scheduled"]
+    conditions.append(scheduled_condition(decision, now, previous))
     return PlacementStatus(
         phase=decision.phase,
         selected_clusters=[
@@ -368,6 +392,7 @@ def to_status(decision: Decision, now: float, *, observed_generation: int = 0) -
         ],
         last_decision_time=rfc3339(now),
         observed_generation=observed_generation,
+        conditions=conditions,
     )
 
 
