@@ -89,3 +89,11 @@ def test_handshake_failures(greeting: bytes, error: str) -> None:
         conn.connect()
     conn.close()
     t.join(5)
+
+
+def test_a_token_cannot_break_a_header_line() -> None:
+    from tmcd.kubectl.client import Settings, resolve
+
+    with pytest.raises(UsageError, match="--token/TMC_TOKEN"):
+        resolve(Settings(token="abc\r\nX-Evil: 1", env={}))
+    assert resolve(Settings(token="ok", env={})).token == "ok"

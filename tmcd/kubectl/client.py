@@ -8,20 +8,21 @@ Endpoint resolution, first match wins:
 * HTTP: ``--server`` / ``TMC_SERVER`` or the extension's ``server`` (default
   ``http://127.0.0.1:8080``); used only when a server is given and no NATS URL is.
 
-The NATS client is a small synchronous implementation of the client protocol (CONNECT,
-SUB, HPUB, MSG/HMSG) so that a ``get`` starts fast; it does not speak TLS.  It uses the
-``_socket`` C module directly: ``socket.py`` (enums, selectors), ``urllib.parse`` and the
-idna codec that a str host to ``getaddrinfo`` loads would add ~10 ms to every command.
+The NATS client (:mod:`tmcd.kubectl.natsproto`) is a small synchronous implementation of
+the client protocol so that a ``get`` starts fast; every ``tmc.api.*`` request carries the
+token as an ``Authorization: Bearer`` header, over NATS as over HTTP.
 """
 
 from __future__ import annotations
 
-import _socket
 import json
 import os
 
 from tmcd.kubectl.errors import CliError, ServerError, Unreachable, UsageError
 from tmcd.kubectl.kinds import CliKind
+from tmcd.kubectl.natsproto import NATS_HINT, NatsConnection, _headers, _unquote, split_nats_url
+
+__all__ = ["Client", "Endpoint", "NatsConnection", "Settings", "_headers", "_unquote", "resolve", "split_nats_url"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 DEFAULT_SERVER = "http://127.0.0.1:8080"
-NATS_HINT = "set --nats-url"
+HEALTH_SUBJECT = "tmc.api.get.health"
+HEALTH_TIMEOUT = 2.0
+"""Seconds ``get clusters`` waits for the health agent's heartbeats before showing the stored ones."""
 HTTP_HINT = "set --server"
 
 
@@ -126,6 +129,8 @@ def resolve(settings: Settings) -> Endpoint:
     ctx = kubeconfig_context(settings)
     ext = tmc_extension(ctx)
     token = settings.token or env.get("TMC_TOKEN", "") or str(ext.get("token") or "")
+    if any(c in token for c in "\r\n\0"):
+        raise UsageError("--token/TMC_TOKEN: a token cannot contain line breaks or NUL")
     ns = str(ctx.get("namespace") or "")
     nats_url = settings.nats_url or env.get("TMC_NATS_URL", "") or str(ext.get("natsURL") or "")
     server = settings.server or env.get("TMC_SERVER", "") or str(ext.get("server") or "")
@@ -144,238 +149,6 @@ def resolve(settings: Settings) -> Endpoint:
     return Endpoint("nats", nats_url, token, ns, settings.timeout)
 
 
-# --- NATS -----------------------------------------------------------------------------------
-
-
-class NatsConnection:
-    """A minimal synchronous NATS request/reply client (plain TCP, headers, no-responders)."""
-
-    def __init__(self, url: str, token: str = "", timeout: float = 10.0) -> None:
-        self.url = url
-        self.token = token
-        self.timeout = timeout
-        self._sock: _socket.socket | None = None
-        self._buf = bytearray()
-        self._sid = 0
-
-    def _fail(self, reason: str) -> Unreachable:
-        return Unreachable(self.url, reason, NATS_HINT)
-
-    def connect(self) -> None:
-        scheme, user, password, host, port = split_nats_url(self.url)
-        if scheme != "nats":
-            raise CliError(f"{self.url}: only nats:// URLs are supported by kubectl-tmc (use --server for HTTP)")
-        self._sock = self._dial(host, port)
-        line = self._readline()
-        if not line.startswith(b"INFO "):
-            raise self._fail("not a NATS server")
-        info = json.loads(line[5:])
-        if info.get("tls_required"):
-            raise CliError(f"{self.url}: the server requires TLS, which kubectl-tmc does not speak; use --server")
-        opts: dict[str, Any] = {
-            "verbose": False,
-            "pedantic": False,
-            "headers": True,
-            "no_responders": True,
-            "lang": "python-kubectl-tmc",
-            "version": "1",
-            "protocol": 1,
-        }
-        if user:
-            opts["user"] = user
-            opts["pass"] = password
-        token = self.token
-        if token:
-            opts["auth_token"] = token
-        self._send(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
-        while True:
-            line = self._readline()
-            if line == b"PONG":
-                return
-            if line.startswith(b"-ERR"):
-                raise CliError(f"NATS at {self.url} refused the connection: {line[5:].decode().strip(chr(39))}")
-
-    def _dial(self, host: str, port: int) -> _socket.socket:
-        """Connect to the first address of ``host`` that accepts, as ``socket.create_connection`` does."""
-        try:
-            # bytes: a str host makes getaddrinfo load the idna codec
-            name = host.encode("ascii") if host.isascii() else host.encode("idna")
-            addrs = _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as exc:
-            raise self._fail(getattr(exc, "strerror", None) or str(exc)) from None
-        last = "no address"
-        for family, kind, proto, _, addr in addrs:
-            sock = _socket.socket(family, kind, proto)
-            try:
-                sock.settimeout(self.timeout)
-                sock.connect(addr)
-                return sock
-            except TimeoutError:
-                last = "timed out"
-            except ConnectionRefusedError:
-                last = "connection refused"
-            except OSError as exc:
-                last = exc.strerror or str(exc)
-            sock.close()
-        raise self._fail(last)
-
-    def _send(self, data: bytes) -> None:
-        assert self._sock is not None
-        try:
-            self._sock.sendall(data)
-        except OSError as exc:
-            raise self._fail(exc.strerror or str(exc)) from None
-
-    def _fill(self) -> None:
-        assert self._sock is not None
-        try:
-            chunk = self._sock.recv(65536)
-        except TimeoutError:
-            raise self._fail("timed out waiting for a reply") from None
-        except OSError as exc:
-            raise self._fail(exc.strerror or str(exc)) from None
-        if not chunk:
-            raise self._fail("connection closed")
-        self._buf += chunk
-
-    def _readline(self) -> bytes:
-        while True:
-            end = self._buf.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self._buf[:end])
-                del self._buf[: end + 2]
-                return line
-            self._fill()
-
-    def _read(self, n: int) -> bytes:
-        while len(self._buf) < n + 2:
-            self._fill()
-        data = bytes(self._buf[:n])
-        del self._buf[: n + 2]
-        return data
-
-    def request(self, subject: str, payload: bytes) -> tuple[dict[str, str], bytes]:
-        """Send a request and wait for the reply: (headers, data); headers hold ``Status`` for 503 etc."""
-        if self._sock is None:
-            self.connect()
-        self._sid += 1
-        sid = str(self._sid)
-        inbox = "_INBOX." + os.urandom(11).hex()
-        self._send(
-            f"SUB {inbox} {sid}\r\nUNSUB {sid} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
-            + payload
-            + b"\r\n"
-        )
-        while True:
-            line = self._readline()
-            if line == b"PING":
-                self._send(b"PONG\r\n")
-                continue
-            if line.startswith(b"-ERR"):
-                raise CliError(f"NATS error: {line[5:].decode().strip(chr(39))}")
-            parts = line.split(b" ")
-            if parts[0] == b"MSG":
-                data = self._read(int(parts[-1]))
-                if parts[2].decode() == sid:
-                    return {}, data
-            elif parts[0] == b"HMSG":
-                hlen, total = int(parts[-2]), int(parts[-1])
-                raw = self._read(total)
-                if parts[2].decode() == sid:
-                    return _headers(raw[:hlen]), raw[hlen:]
-
-    def subscribe(self, subject: str) -> str:
-        """Subscribe (for watching); returns the subscription id.  Reads then block without a timeout."""
-        if self._sock is None:
-            self.connect()
-        assert self._sock is not None
-        self._sid += 1
-        sid = str(self._sid)
-        self._send(f"SUB {subject} {sid}\r\n".encode())
-        self._sock.settimeout(None)
-        return sid
-
-    def next_message(self, sid: str) -> tuple[str, dict[str, str], bytes]:
-        """The next message of a subscription: (subject, headers, data); blocks."""
-        while True:
-            line = self._readline()
-            if line == b"PING":
-                self._send(b"PONG\r\n")
-                continue
-            parts = line.split(b" ")
-            if parts[0] == b"MSG":
-                data = self._read(int(parts[-1]))
-                if parts[2].decode() == sid:
-                    return parts[1].decode(), {}, data
-            elif parts[0] == b"HMSG":
-                hlen, total = int(parts[-2]), int(parts[-1])
-                raw = self._read(total)
-                if parts[2].decode() == sid:
-                    return parts[1].decode(), _headers(raw[:hlen]), raw[hlen:]
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._buf.clear()
-
-
-def split_nats_url(url: str) -> tuple[str, str, str, str, int]:
-    """``nats://user:pass@host:port`` -> (scheme, user, password, host, port); no scheme = nats.
-
-    Percent-escapes in the user and password are decoded; IPv6 hosts are written ``[::1]``.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "nats", url
-    rest = rest.split("/", 1)[0]
-    userinfo, at, hostport = rest.rpartition("@")
-    user, _, password = userinfo.partition(":") if at else ("", "", "")
-    if hostport.startswith("["):
-        host, _, tail = hostport[1:].partition("]")
-        port_text = tail[1:] if tail.startswith(":") else ""
-    else:
-        host, _, port_text = hostport.partition(":")
-    try:
-        port = int(port_text) if port_text else 4222
-    except ValueError:
-        raise UsageError(f"{url}: the port must be a number") from None
-    if not 0 < port < 65536:
-        raise UsageError(f"{url}: the port must be between 1 and 65535")
-    return scheme.lower(), _unquote(user), _unquote(password), host or "127.0.0.1", port
-
-
-def _unquote(text: str) -> str:
-    """Percent-decoding (as urllib.parse.unquote, without importing it)."""
-    if "%" not in text:
-        return text
-    parts = text.split("%")
-    out = bytearray(parts[0].encode())
-    for part in parts[1:]:
-        code = part[:2]
-        if len(code) == 2 and all(c in "0123456789abcdefABCDEF" for c in code):
-            out.append(int(code, 16))
-            out += part[2:].encode()
-        else:
-            out += b"%" + part.encode()
-    return out.decode(errors="replace")
-
-
-def _headers(raw: bytes) -> dict[str, str]:
-    lines = raw.decode(errors="replace").split("\r\n")
-    out: dict[str, str] = {}
-    first = lines[0].split(" ", 2)
-    if len(first) > 1:
-        out["Status"] = first[1]
-        if len(first) > 2:
-            out["Description"] = first[2]
-    for line in lines[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
 # --- the API --------------------------------------------------------------------------------
 
 
@@ -391,6 +164,7 @@ class Client:
         return self.endpoint.url
 
     def close(self) -> None:
+        """Close the NATS connection (a later request opens a new one)."""
         if self._nats is not None:
             self._nats.close()
 
@@ -428,9 +202,7 @@ class Client:
         return self._http_call(verb, kind, body)
 
     def _http_call(self, verb: str, kind: CliKind, body: dict[str, Any]) -> Any:
-        import urllib.error
         import urllib.parse
-        import urllib.request
 
         ns, name = body.get("namespace", ""), body.get("name", "")
         path = f"/api/v1/namespaces/{ns}/{kind.plural}" if kind.namespaced and ns else f"/api/v1/{kind.plural}"
@@ -448,15 +220,21 @@ class Client:
             path += "?" + urllib.parse.urlencode(query)
         payload = body.get("object") if verb in ("create", "replace") else body.get("patch")
         data = json.dumps(payload).encode() if payload is not None else None
+        ctype = "application/merge-patch+json" if verb == "patch" else "application/json"
+        return self._http(method, path, data, ctype)
+
+    def _http(self, method: str, path: str, data: bytes | None = None, ctype: str = "", timeout: float = 0.0) -> Any:
+        import urllib.error
+        import urllib.request
+
         req = urllib.request.Request(self.endpoint.url + path, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
-            ctype = "application/merge-patch+json" if verb == "patch" else "application/json"
             req.add_header("Content-Type", ctype)
         if self.endpoint.token:
             req.add_header("Authorization", f"Bearer {self.endpoint.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.endpoint.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.endpoint.timeout) as resp:
                 raw = resp.read()
                 return json.loads(raw) if raw else None
         except urllib.error.HTTPError as err:
@@ -472,3 +250,26 @@ class Client:
             raise Unreachable(self.endpoint.url, text.lower(), HTTP_HINT) from None
         except TimeoutError:
             raise Unreachable(self.endpoint.url, "timed out", HTTP_HINT) from None
+
+    def heartbeats(self) -> dict[str, float]:
+        """Each cluster's latest received heartbeat (Unix time), from the health agent
+        (``tmc.api.get.health`` / ``GET /api/v1/health``); ``{}`` when it does not answer in
+        :data:`HEALTH_TIMEOUT` seconds, so callers fall back to the stored status."""
+        timeout = min(HEALTH_TIMEOUT, self.endpoint.timeout)
+        try:
+            if self.endpoint.transport == "nats":
+                body = json.dumps({"include_clusters": True}).encode()
+                headers, data = self.nats().request(HEALTH_SUBJECT, body, timeout=timeout)
+                report = None if headers.get("Status") or headers.get("Nats-Service-Error-Code") else json.loads(data)
+            else:
+                report = self._http("GET", "/api/v1/health", timeout=timeout)
+        except (CliError, ValueError):
+            self.close()  # a reply may still arrive on this socket: the next request starts afresh
+            return {}
+        out: dict[str, float] = {}
+        for loc in (report.get("locations") or []) if isinstance(report, dict) else []:
+            for c in (loc.get("clusters") or []) if isinstance(loc, dict) else []:
+                beat = c.get("last_heartbeat") if isinstance(c, dict) else None
+                if isinstance(beat, int | float) and beat > 0 and c.get("name"):
+                    out[str(c["name"])] = float(beat)
+        return out
