@@ -4,11 +4,14 @@ compared with kubectl's own jsonpath rendering of the same object."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,9 @@ def tmcd(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A tmcd (metrics agent only: stored statuses stay as seeded) with two clusters and a placement."""
     with tmcd_in_thread(nats_server_bin, tmp_path_factory.mktemp("templates"), agents="metrics") as t:
         t.create("synctargets", _cluster("sim-001", region="eu-west-1", zone="eu-west-1a"))
-        t.create("synctargets", _cluster("sim-002", region="us-east-1"))
+        sim2 = _cluster("sim-002", region="us-east-1")
+        sim2["status"]["errorRatio"] = 0.0  # a whole float: kubectl's List makes it an int
+        t.create("synctargets", sim2)
         t.create("placements", new_object("Placement", name="web", labels={"app": "web", "tier": "front"}))
         yield t
 
@@ -176,3 +181,105 @@ def test_json_output_is_what_jsonpath_reads(tmcd: Tmcd) -> None:
     assert ok(tmcd, "get", "cl", "-o", "jsonpath={.items[0].status.queueDepth}") == str(
         lst["items"][0]["status"]["queueDepth"]
     )
+
+
+# --- the real `kubectl get` on the same objects -----------------------------------------------
+
+GROUPS = {
+    "synctargets": ("workload.kcp.io/v1alpha1", "SyncTarget"),
+    "placements": ("scheduling.kcp.io/v1alpha1", "Placement"),
+}
+
+
+@contextlib.contextmanager
+def fake_apiserver(objects: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
+    """Just enough of a Kubernetes API server (discovery, list, get) on loopback for the real
+    ``kubectl get`` to print ``objects`` (plural -> items, as tmcd returned them)."""
+
+    def resources(gv: str) -> list[dict[str, Any]]:
+        return [
+            {"name": p, "singularName": k.lower(), "namespaced": False, "kind": k, "verbs": ["get", "list"]}
+            for p, (g, k) in GROUPS.items()
+            if g == gv
+        ]
+
+    routes: dict[str, Any] = {
+        "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+        "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": []},
+        "/apis": {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {
+                    "name": gv.split("/")[0],
+                    "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+                    "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
+                }
+                for gv, _ in GROUPS.values()
+            ],
+        },
+    }
+    for plural, (gv, kind) in GROUPS.items():
+        routes[f"/apis/{gv}"] = {"kind": "APIResourceList", "groupVersion": gv, "resources": resources(gv)}
+        items = objects.get(plural, [])
+        routes[f"/apis/{gv}/{plural}"] = {
+            "apiVersion": gv,
+            "kind": f"{kind}List",
+            "metadata": {"resourceVersion": "1"},
+            "items": items,
+        }
+        for item in items:
+            routes[f"/apis/{gv}/{plural}/{item['metadata']['name']}"] = item
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = routes.get(self.path.split("?")[0])
+            data = json.dumps(body).encode()
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+LIST_OUTPUTS = [
+    "jsonpath={.items[*].metadata.name}",
+    'jsonpath={range .items[*]}{.metadata.name}{"\\t"}{.status.health}{"\\n"}{end}',
+    "jsonpath={.items[?(@.status.errorRatio==0)].metadata.name}",
+    "jsonpath={.items[*].status.errorRatio}",
+    "jsonpath={.items[*].status.capacity}",
+    "jsonpath={.items[0].metadata.labels}",
+    "jsonpath={..zone}",
+    "jsonpath={.kind} {.apiVersion} {.metadata}",
+    "custom-columns=NAME:.metadata.name,REGION:.metadata.labels.region,ZONE:.metadata.labels.zone",
+    "custom-columns=N:.metadata.name,ERR:.status.errorRatio,CAP:.status.capacity,RES:.status.syncedResources",
+    "custom-columns=N:metadata.name,TYPES:.status.conditions[*].type,X:{.spec.nope}",
+]
+
+
+@pytest.mark.parametrize("output", LIST_OUTPUTS)
+@pytest.mark.parametrize("names", [[], ["sim-002"]], ids=["list", "by-name"])
+def test_same_as_kubectl_get(tmcd: Tmcd, tmp_path: Path, output: str, names: list[str]) -> None:
+    kubectl = tools.require("kubectl")
+    served = json.loads(ok(tmcd, "get", "cl", "-o", "json"))["items"]
+    env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    with fake_apiserver({"synctargets": served}) as url:
+        p = _run(kubectl, "--server", url, "get", "synctargets", *names, "-o", output, env=env)
+    r = kubectl_tmc(tmcd.nats_url, "get", "cl", *names, "-o", output)
+    if p.returncode == 0:
+        assert (r.exit_code, r.stdout) == (0, p.stdout), r.stderr
+    else:  # both fail, with the same reason
+        assert r.exit_code != 0 and r.stderr.split(":")[-1].strip() in p.stderr, (r.stderr, p.stderr)

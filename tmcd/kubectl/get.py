@@ -7,6 +7,12 @@ import click
 from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg, namespace_for, settings
 from tmcd.kubectl.errors import UsageError
 from tmcd.kubectl.getcore import get as run_get
+from tmcd.kubectl.output import FORMATS, TEMPLATE_FORMATS
+
+
+def _complete_output(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    words = [*FORMATS, *(f"{t}=" for t in TEMPLATE_FORMATS)]
+    return [w for w in words if w.startswith(incomplete)]
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -17,6 +23,7 @@ from tmcd.kubectl.getcore import get as run_get
     "--output",
     default="table",
     metavar="FORMAT",
+    shell_complete=_complete_output,
     help="table, wide, json, yaml, name, jsonpath=TEMPLATE, jsonpath-file=FILE, custom-columns=SPEC, "
     "custom-columns-file=FILE.",
 )

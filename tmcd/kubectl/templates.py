@@ -120,6 +120,8 @@ class TemplatePrinter:
 
     def render(self, items: list[dict[str, Any]], *, single: bool) -> str:
         """The text for these objects (``single``: one object asked for by name)."""
+        if not (single and len(items) == 1):
+            items = go_roundtrip(items)
         if self.jsonpath is not None:
             doc: Any = items[0] if single and len(items) == 1 else _as_list(items)
             try:
@@ -129,6 +131,19 @@ class TemplatePrinter:
         rows = [[c.header for c in self.columns]]
         rows += [[_cell(c, obj) for c in self.columns] for obj in items]
         return _tabwriter(rows)
+
+
+def go_roundtrip(value: Any) -> Any:
+    """What kubectl get's List of several objects holds after its JSON round trip through Go:
+    a whole float below 1e21 comes back as an integer (``2.0`` -> ``2``, so ``==2`` matches and
+    ``1234567.0`` prints ``1234567``); one object asked for by name is printed as decoded."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 1e21 else value
+    if isinstance(value, dict):
+        return {k: go_roundtrip(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [go_roundtrip(v) for v in value]
+    return value
 
 
 def _as_list(items: list[dict[str, Any]]) -> dict[str, Any]:
