@@ -155,13 +155,19 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return subprocess.run(list(args), capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_subprocess_jsonpath_and_custom_columns(tmcd: Tmcd) -> None:
+def test_subprocess_jsonpath_and_custom_columns(tmcd: Tmcd, tmp_path: Path) -> None:
     p = _run(KUBECTL_TMC, "get", "cl", "-o", "jsonpath={.items[*].metadata.name}", "--nats-url", tmcd.nats_url)
     assert (p.returncode, p.stdout, p.stderr) == (0, "sim-001 sim-002", "")
     p = _run(KUBECTL_TMC, "get", "cl", "-o", "custom-columns=NAME:.metadata.name", "--nats-url", tmcd.nats_url)
     assert (p.returncode, p.stdout) == (0, "NAME\nsim-001\nsim-002\n"), p.stderr
     p = _run(KUBECTL_TMC, "get", "cl", "-o", "jsonpath={.items[", "--nats-url", tmcd.nats_url)
     assert p.returncode == 2 and p.stdout == "" and len(p.stderr.splitlines()) == 1
+    (tmp_path / "t").write_text("{.items[0].metadata.name}")
+    p = _run(KUBECTL_TMC, "get", "cl", "-o", f"jsonpath-file={tmp_path / 't'}", "--nats-url", tmcd.nats_url)
+    assert (p.returncode, p.stdout) == (0, "sim-001"), p.stderr
+    (tmp_path / "c").write_text("NAME REGION\n.metadata.name .metadata.labels.region\n")
+    p = _run(KUBECTL_TMC, "get", "cl", "-o", f"custom-columns-file={tmp_path / 'c'}", "--nats-url", tmcd.nats_url)
+    assert (p.returncode, p.stdout) == (0, "NAME      REGION\nsim-001   eu-west-1\nsim-002   us-east-1\n"), p.stderr
 
 
 def test_through_the_real_kubectl(tmcd: Tmcd, tmp_path: Path) -> None:

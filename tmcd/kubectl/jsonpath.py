@@ -19,6 +19,7 @@ left, right, op) ("ident", name) ("lit", value) ("list", [nodes])."""
 
 _TERMINATORS = frozenset(" \t\r\n.,[]$@{}")
 _OPERATOR_CHARS = frozenset("!<>=")
+_BOOLS = {"true": True, "false": False}
 
 
 class JsonPathError(Exception):
@@ -189,22 +190,27 @@ class _Parser:
         cur.append(("text", _unquote(value)))
 
     def number(self, cur: list[Node]) -> None:
-        r = self.next()
-        if r not in "+-":
-            self.backup()
-        while self.peek().isdigit() or self.peek() in ".eE":
+        if self.peek() in ("+", "-"):
+            self.next()
+        while self.peek() == "." or self.peek().isdigit():
             self.next()
         value = self.consume()
         try:
-            cur.append(("lit", float(value) if any(c in value for c in ".eE") else int(value)))
+            cur.append(("lit", int(value)))
         except ValueError:
-            raise JsonPathError(f"cannot parse number {value}") from None
+            try:
+                cur.append(("lit", float(value)))
+            except ValueError:
+                raise JsonPathError(f"cannot parse number {value}") from None
 
     def identifier(self, cur: list[Node]) -> None:
-        while _alnum(self.peek()):
+        while self.peek() != "" and self.peek() not in _TERMINATORS:
             self.next()
         value = self.consume()
-        cur.append(("lit", value == "true") if value in ("true", "false") else ("ident", value))
+        if value in _BOOLS:
+            cur.append(("lit", _BOOLS[value]))
+        else:
+            cur.append(("ident", value))
 
 
 def _alnum(r: str) -> bool:
