@@ -84,6 +84,18 @@ def test_changed_elsewhere_is_configured_again(tmcd: Tmcd) -> None:
     assert json.loads(kubectl_tmc(tmcd.nats_url, "get", "pl", "drift", "-o", "json").stdout)["spec"] == doc["spec"]
 
 
+def test_object_written_by_others_is_unchanged_when_equal(tmcd: Tmcd) -> None:
+    doc = new_object("Placement", name="by-api", labels={"team": "web"})
+    tmcd.create("placements", doc)
+    rv = _rv(tmcd, "placements", "by-api")
+    r = kubectl_tmc(tmcd.nats_url, "apply", "-f", "-", input=json.dumps(doc))
+    assert r.stdout == "placement.scheduling.kcp.io/by-api unchanged\n", r.stderr
+    assert _rv(tmcd, "placements", "by-api") == rv
+    doc["metadata"]["labels"] = {"team": "api"}
+    r = kubectl_tmc(tmcd.nats_url, "apply", "-f", "-", input=json.dumps(doc))
+    assert r.stdout == "placement.scheduling.kcp.io/by-api configured\n", r.stderr
+
+
 def test_goes_on_past_an_invalid_document(tmcd: Tmcd, tmp_path: Path) -> None:
     bad_spec = new_object("Placement", name="bad-one")
     bad_spec["spec"]["policy"] = "Nonsense"

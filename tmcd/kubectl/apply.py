@@ -81,13 +81,24 @@ def subset(want: Any, have: Any) -> bool:
 
 def unchanged(config: dict[str, Any], live: dict[str, Any]) -> bool:
     """As kubectl apply decides it: the previous apply recorded this same configuration (so no field
-    was removed since) and the live object still holds every value it sets."""
+    was removed since) and the live object still holds every value it sets.  An object no apply
+    wrote (no record) is unchanged only when its spec, labels and annotations equal the manifest's."""
     annotations = (live.get("metadata") or {}).get("annotations") or {}
+    if LAST_APPLIED not in annotations:
+        return _same(config, live)
     try:
-        previous = json.loads(annotations.get(LAST_APPLIED, ""))
+        previous = json.loads(annotations[LAST_APPLIED])
     except ValueError:
         return False
     return bool(previous == config) and subset(config, live)
+
+
+def _same(config: dict[str, Any], live: dict[str, Any]) -> bool:
+    fields = (set(config) | set(live)) - {"metadata", "status"}
+    if any(config.get(f) != live.get(f) for f in fields):
+        return False
+    mine, theirs = config.get("metadata") or {}, live.get("metadata") or {}
+    return all((mine.get(k) or {}) == (theirs.get(k) or {}) for k in ("labels", "annotations"))
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
