@@ -54,6 +54,8 @@ class NatsConnection:
         self._sock: _socket.socket | None = None
         self._buf = bytearray()
         self._sid = 0
+        self._waiting: set[str] = set()
+        self._replies: dict[str, tuple[dict[str, str], bytes]] = {}
 
     def _fail(self, reason: str) -> Unreachable:
         return Unreachable(self.url, reason, NATS_HINT)
@@ -159,9 +161,13 @@ class NatsConnection:
         Every ``tmc.api.*`` request carries the token as ``Authorization: Bearer <token>``, as
         HTTP requests do; ``timeout`` overrides the connection's for this request.
         """
+        return self.reply(self.send(subject, payload, headers=headers), timeout=timeout)
+
+    def send(self, subject: str, payload: bytes, *, headers: dict[str, str] | None = None) -> str:
+        """Send a request without waiting; :meth:`reply` with the returned id waits for its reply
+        (other requests may be sent and answered in between)."""
         if self._sock is None:
             self.connect()
-        assert self._sock is not None
         self._sid += 1
         sid = str(self._sid)
         inbox = "_INBOX." + os.urandom(11).hex()
@@ -174,13 +180,23 @@ class NatsConnection:
         else:
             pub = f"PUB {subject} {inbox} {len(payload)}\r\n".encode()
         self._send(f"SUB {inbox} {sid}\r\nUNSUB {sid} 1\r\n".encode() + pub + payload + b"\r\n")
-        if timeout is not None:
-            self._sock.settimeout(timeout)
+        self._waiting.add(sid)
+        return sid
+
+    def reply(self, sid: str, *, timeout: float | None = None) -> tuple[dict[str, str], bytes]:
+        """The reply to the request :meth:`send` returned ``sid`` for (at most one per request)."""
         try:
-            return self._reply(sid)
-        finally:
+            if sid in self._replies:
+                return self._replies.pop(sid)
             if timeout is not None and self._sock is not None:
-                self._sock.settimeout(self.timeout)
+                self._sock.settimeout(timeout)
+            try:
+                return self._reply(sid)
+            finally:
+                if timeout is not None and self._sock is not None:
+                    self._sock.settimeout(self.timeout)
+        finally:
+            self._waiting.discard(sid)
 
     def _reply(self, sid: str) -> tuple[dict[str, str], bytes]:
         while True:
@@ -192,14 +208,18 @@ class NatsConnection:
                 raise CliError(f"NATS error: {line[5:].decode().strip(chr(39))}")
             parts = line.split(b" ")
             if parts[0] == b"MSG":
-                data = self._read(int(parts[-1]))
-                if parts[2].decode() == sid:
-                    return {}, data
+                got: tuple[dict[str, str], bytes] = ({}, self._read(int(parts[-1])))
             elif parts[0] == b"HMSG":
                 hlen, total = int(parts[-2]), int(parts[-1])
                 raw = self._read(total)
-                if parts[2].decode() == sid:
-                    return _headers(raw[:hlen]), raw[hlen:]
+                got = (_headers(raw[:hlen]), raw[hlen:])
+            else:
+                continue
+            other = parts[2].decode()
+            if other == sid:
+                return got
+            if other in self._waiting:  # another request sent before this one: kept for its reply()
+                self._replies[other] = got
 
     def subscribe(self, subject: str) -> str:
         """Subscribe (for watching); returns the subscription id.  Reads then block without a timeout."""
@@ -235,6 +255,8 @@ class NatsConnection:
             self._sock.close()
             self._sock = None
         self._buf.clear()
+        self._waiting.clear()
+        self._replies.clear()
 
 
 def split_nats_url(url: str) -> tuple[str, str, str, str, int]:
@@ -395,15 +417,18 @@ class Client:
         except TimeoutError:
             raise Unreachable(self.endpoint.url, "timed out", HTTP_HINT) from None
 
-    def heartbeats(self) -> dict[str, float]:
+    def heartbeats(self, pending: str | None = None) -> dict[str, float]:
         """Each cluster's latest received heartbeat (Unix time), from the health agent
         (``tmc.api.get.health`` / ``GET /api/v1/health``); ``{}`` when it does not answer in
-        :data:`HEALTH_TIMEOUT` seconds, so callers fall back to the stored status."""
+        :data:`HEALTH_TIMEOUT` seconds, so callers fall back to the stored status.  ``pending``
+        is what :meth:`ask_heartbeats` returned, when the request was sent ahead."""
         timeout = min(HEALTH_TIMEOUT, self.endpoint.timeout)
         try:
             if self.endpoint.transport == "nats":
-                body = json.dumps({"include_clusters": True}).encode()
-                headers, data = self.nats().request(HEALTH_SUBJECT, body, timeout=timeout)
+                sid = pending if pending is not None else self.ask_heartbeats()
+                if not sid:
+                    return {}
+                headers, data = self.nats().reply(sid, timeout=timeout)
                 report = None if headers.get("Status") or headers.get("Nats-Service-Error-Code") else json.loads(data)
             else:
                 report = self._http("GET", "/api/v1/health", timeout=timeout)
@@ -417,3 +442,13 @@ class Client:
                 if isinstance(beat, int | float) and beat > 0 and c.get("name"):
                     out[str(c["name"])] = float(beat)
         return out
+
+    def ask_heartbeats(self) -> str | None:
+        """Send the health request now (over NATS; None over HTTP), so that the health agent
+        answers while the list is served: pass the result to :meth:`heartbeats`."""
+        if self.endpoint.transport != "nats":
+            return None
+        try:
+            return self.nats().send(HEALTH_SUBJECT, json.dumps({"include_clusters": True}).encode())
+        except CliError:
+            return ""  # the list request reports the connection problem

@@ -39,11 +39,11 @@ def check_format(output: str, allow_missing_keys: bool = True) -> str:
     return output
 
 
-def fresh_heartbeats(client: Client, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def fresh_heartbeats(client: Client, items: list[dict[str, Any]], pending: str | None = None) -> list[dict[str, Any]]:
     """SyncTargets with ``status.lastSyncerHeartbeatTime`` from the health agent's latest received
     heartbeat where that is newer: the stored status is written only every ~30 s.  Unchanged
-    when the health agent does not answer."""
-    beats = client.heartbeats() if items else {}
+    when the health agent does not answer.  ``pending``: :meth:`Client.ask_heartbeats`' result."""
+    beats = client.heartbeats(pending) if items else {}  # no rows: the reply is not waited for
     if not beats:
         return items
     out = []
@@ -74,6 +74,8 @@ def get(
     if all_namespaces and kind.namespaced and names:
         raise UsageError("a resource cannot be retrieved by name across all namespaces")
     ns = "" if (all_namespaces or not kind.namespaced) else namespace
+    heartbeats = kind.kind == "SyncTarget" and output in ("table", "wide")
+    pending = client.ask_heartbeats() if heartbeats else None  # answered while the list is served
     items: list[dict[str, Any]]
     if names:
         items = [client.call("get", kind, namespace=ns, name=n) for n in names]
@@ -86,8 +88,8 @@ def get(
             cont = str((page.get("metadata") or {}).get("continue") or "")
             if not cont:
                 break
-    if kind.kind == "SyncTarget" and output in ("table", "wide"):
-        items = fresh_heartbeats(client, items)
+    if heartbeats:
+        items = fresh_heartbeats(client, items, pending)
     cols, wide = columns.BY_KIND.get(kind.kind, columns.DEFAULT)
     with_ns = all_namespaces and kind.namespaced
     out = render(
