@@ -183,8 +183,8 @@ def test_apply_create_then_configure_and_delete(tmcd: Tmcd, tmp_path: Path) -> N
     assert ok(tmcd, "delete", "canary", "ap", "-n", "shop", "--yes") == 'canaryrollout.tmc.kcp.io "ap" deleted\n'
     r = kubectl_tmc(tmcd.nats_url, "delete", "placement", "applied")
     assert r.exit_code == 1 and "NotFound" in r.stderr
-    r = kubectl_tmc(tmcd.nats_url, "delete", "cluster", "sim-001")
-    assert r.exit_code == 2
+    r = kubectl_tmc(tmcd.nats_url, "delete", "nope", "x")
+    assert r.exit_code == 2 and r.stderr.startswith('error: the server doesn\'t have a resource type "nope"')
 
 
 def test_apply_bad_input(tmcd: Tmcd, tmp_path: Path) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import _socket
+import asyncio
 import threading
 import urllib.parse
+from typing import Any
 
 import pytest
 
+from tests.helpers import nats_connect
 from tmcd.kubectl.client import NatsConnection, _unquote, split_nats_url
 from tmcd.kubectl.errors import CliError, Unreachable, UsageError
+from tmcd.runtime.embedded import EmbeddedNats
 
 
 @pytest.mark.parametrize(
@@ -89,3 +93,37 @@ def test_handshake_failures(greeting: bytes, error: str) -> None:
         conn.connect()
     conn.close()
     t.join(5)
+
+
+def test_a_token_cannot_break_a_header_line() -> None:
+    from tmcd.kubectl.client import Settings, resolve
+
+    with pytest.raises(UsageError, match="--token/TMC_TOKEN"):
+        resolve(Settings(token="abc\r\nX-Evil: 1", env={}))
+    assert resolve(Settings(token="ok", env={})).token == "ok"
+
+
+async def test_replies_are_kept_for_requests_sent_ahead(nats_server: EmbeddedNats) -> None:
+    """`get clusters` sends the health request before the list: each reply reaches its request."""
+    nc = await nats_connect(nats_server.url)
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(msg.data + b"!")
+
+    await nc.subscribe("echo.>", cb=echo)
+    await nc.flush()
+
+    def run() -> tuple[bytes, bytes, bytes]:
+        conn = NatsConnection(nats_server.url, timeout=10)
+        try:
+            first, second = conn.send("echo.a", b"a"), conn.send("echo.b", b"b")
+            b = conn.reply(second)[1]  # read past the first reply, which is kept
+            a = conn.reply(first)[1]
+            return a, b, conn.request("echo.c", b"c")[1]
+        finally:
+            conn.close()
+
+    try:
+        assert await asyncio.to_thread(run) == (b"a!", b"b!", b"c!")
+    finally:
+        await nc.close()

@@ -165,7 +165,7 @@ def test_rich_canary_header_spec_and_status() -> None:
         "Status:",
         "  Phase:                Progressing",
         "  Message:              analysis error-rate, interval 2 of 5",
-        "  Step:                 2/6",
+        "  Step:                 3/6",
         "  Current Weight:       10%",
         "  Canary Clusters:      sim-001,sim-002",
         "  Stable Revision:      1",
@@ -179,14 +179,14 @@ def test_rich_canary_steps_mark_the_current_one() -> None:
     lines = _lines(describe_canary(RICH, RecentEvents([]), NOW))
     assert _section(lines, "Steps:") == [
         "Steps:",
-        "    0  setClusters: 1 cluster",
-        "    1  setWeight: 10%",
-        "  → 2  analysis: error-rate,latency, 5 intervals every 30s  (current)",
-        "    3  pause: until promoted",
-        "    4  setClusters: 100% of eligible clusters",
-        "    5  setWeight: 100%",
+        "    1  setClusters: 1 cluster",
+        "    2  setWeight: 10%",
+        "  → 3  analysis: error-rate,latency, 5 intervals every 30s  (current)",
+        "    4  pause: until promoted",
+        "    5  setClusters: 100% of eligible clusters",
+        "    6  setWeight: 100%",
     ]
-    assert "Background Analysis:  error-rate from step 1, args service=checkout" in lines
+    assert "Background Analysis:  error-rate from step 2, args service=checkout" in lines
 
 
 def test_rich_canary_analysis_runs_with_evidence() -> None:
@@ -206,7 +206,7 @@ def test_rich_canary_analysis_runs_with_evidence() -> None:
         "        Evidence:",
         "          samples:    [0.003,0.004,0.004]",
         '          threshold:  {"max":0.01}',
-        "  latency (step 2):",
+        "  latency (step 3):",
         "    Phase:    Running",
         "    Started:  2025-01-15T10:05:00Z (5m ago)",
         "    Ended:    <none>",
@@ -245,7 +245,7 @@ def test_rich_canary_conditions_and_events() -> None:
     ev = _section(lines, "Events:")
     assert ev[0] == "Events:" and ev[1].split() == ["TYPE", "REASON", "AGE", "FROM", "MESSAGE"]
     assert [line.split(maxsplit=4) for line in ev[2:6]] == [
-        ["Normal", "StepChanged", "5m", "canary-controller", "phase Progressing, step 2"],
+        ["Normal", "StepChanged", "5m", "canary-controller", "phase Progressing, step 3"],
         ["Normal", "AnalysisResult", "3m", "canary-controller", "error-ratio 0.004 <= 0.01"],
         ["Warning", "PhaseChanged", "2m", "canary-controller", "latency up 30%"],
         ["Warning", "RollbackStarted", "60s", "rollback-engine", "(revision 2 → 1)"],
@@ -355,11 +355,11 @@ def test_describe_canary_kind_names_and_events(tmcd: Tmcd) -> None:
         assert [_section(o.splitlines(), s) for s in stable] == [_section(outputs[0].splitlines(), s) for s in stable]
     lines = outputs[0].splitlines()
     assert lines[:2] == ["Name:               web", "Namespace:          shop"]
-    assert "  → 2  analysis: error-rate,latency, 5 intervals every 30s  (current)" in lines
+    assert "  → 3  analysis: error-rate,latency, 5 intervals every 30s  (current)" in lines
     assert '          threshold:  {"max":0.01}' in lines
     ev = _section(lines, "Events:")
     assert [row.split(maxsplit=4)[:2] + row.split(maxsplit=4)[3:] for row in ev[2:]] == [
-        ["Normal", "StepChanged", "canary-controller", "phase Progressing, step 2"],
+        ["Normal", "StepChanged", "canary-controller", "phase Progressing, step 3"],
         ["Warning", "RollbackStarted", "rollback-engine", "analysis failed"],
     ]
     assert "not about web" not in outputs[0]
@@ -431,7 +431,7 @@ def test_subprocess_apply_then_describe_canary(tmcd: Tmcd, tmp_path: Path) -> No
     lines = p.stdout.splitlines()
     assert lines[:2] == ["Name:               sub", "Namespace:          shop"]
     assert "  Phase:                Progressing" in lines and "  Current Weight:       10%" in lines
-    assert "  → 2  analysis: error-rate,latency, 5 intervals every 30s  (current)" in lines
+    assert "  → 3  analysis: error-rate,latency, 5 intervals every 30s  (current)" in lines
     assert "          pValue:         0.41" in lines
     assert lines[-1].split(maxsplit=4)[:2] == ["Normal", "Decision"] and lines[-1].endswith("promote")
     p = subprocess.run(

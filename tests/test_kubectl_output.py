@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import yaml
@@ -111,7 +112,43 @@ def test_render_namespace_column() -> None:
     obj = {"metadata": {"name": "co", "namespace": "shop"}, "spec": {"steps": [{}, {}]}, "status": {"phase": "Paused"}}
     out = render(kind, [obj], "table", columns.CANARIES, with_namespace=True, now=NOW).splitlines()
     assert out[0].split() == ["NAMESPACE", "NAME", "PHASE", "STEP", "WEIGHT", "AGE"]
-    assert out[1].split() == ["shop", "co", "Paused", "0/2", "0", "<unknown>"]
+    assert out[1].split() == ["shop", "co", "Paused", "1/2", "0", "<unknown>"]
+
+
+@pytest.mark.parametrize(
+    ("status", "want"),
+    [
+        ({}, "0/7"),
+        ({"phase": "Pending", "currentStepIndex": 0}, "0/7"),
+        ({"phase": "Progressing", "currentStepIndex": 0}, "1/7"),
+        ({"phase": "Progressing", "currentStepIndex": 2}, "3/7"),
+        ({"phase": "Paused", "currentStepIndex": 6}, "7/7"),
+        ({"phase": "Progressing", "currentStepIndex": 7}, "7/7"),
+        ({"phase": "Succeeded", "currentStepIndex": 7}, "7/7"),
+        ({"phase": "Degraded", "currentStepIndex": 4}, "5/7"),
+    ],
+)
+def test_canary_step_is_one_based(status: dict[str, Any], want: str) -> None:
+    assert columns.step_label(status, 7) == want
+
+
+def test_step_column_describe_and_status_message_agree() -> None:
+    """The example rollout's message says "step 3/7" at index 2: the STEP column and describe too."""
+    import msgspec
+
+    from tmcd.kubectl.describe_canary import describe_canary
+    from tmcd.kubectl.events import RecentEvents
+    from tmcd.resources.examples import example
+
+    obj = msgspec.to_builtins(example("CanaryRollout"))
+    kind = resolve("cr")
+    assert kind is not None
+    step = render(kind, [obj], "table", columns.CANARIES, now=NOW).splitlines()[1].split()[2]
+    assert obj["status"]["message"].startswith(f"step {step}:")
+    text = describe_canary(obj, RecentEvents([]), NOW)
+    assert f"  Step:                 {step}" in text.splitlines()
+    number = step.split("/")[0]
+    assert any(line.startswith(f"  → {number}  ") for line in text.splitlines())
 
 
 def test_render_json_yaml_name() -> None:

@@ -44,6 +44,11 @@ async def test_simulate_from_file_and_stdin(daemon: Daemon, nats_server: Embedde
     assert code == 0, out
     decision = json.loads(out)
     assert {c["cluster"] for c in decision["candidates"]} == {"sim-001"}
+    for fmt in ("table", "json", "yaml"):  # every format ends its last line, as kubectl does
+        code, out = await kubectl_tmc_async(
+            "placement", "simulate", "-f", str(manifest), "-o", fmt, "--nats-url", nats_server.url
+        )
+        assert code == 0 and out.endswith("\n") and not out.endswith("\n\n"), (fmt, out)
     code, out = await kubectl_tmc_async("placement", "simulate", "-f", str(tmp_path / "missing.yaml"))
     assert code == 1 and out.startswith("error: cannot read")
 
@@ -64,6 +69,10 @@ async def test_explain_a_saved_placement(daemon: Daemon, nats_server: EmbeddedNa
     header = next(line for line in out.splitlines() if line.startswith("CLUSTER"))
     assert header.split() == ["CLUSTER", "SELECTED", "SCORE", "REASON", "DETAIL"]
     assert "sim-001" in out
+    assert out.endswith("\n") and not out.endswith("\n\n")
+    for fmt in ("json", "yaml"):
+        code, out = await kubectl_tmc_async("placement", "explain", "web", "-o", fmt, "--nats-url", nats_server.url)
+        assert code == 0 and out.endswith("\n") and not out.endswith("\n\n"), (fmt, out)
     code, out = await kubectl_tmc_async("placement", "explain", "nope", "--nats-url", nats_server.url)
     assert code == 1 and "NotFound" in out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,40 @@ async def test_no_syncer_answering(nats_server: EmbeddedNats) -> None:
 async def test_usage_errors() -> None:
     code, out = await kubectl_tmc_async("sync", "pause", "--nats-url", "nats://127.0.0.1:1")
     assert code == 2 and "give one or more clusters" in out
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "force"])
+@pytest.mark.parametrize("name", ["sim-*", "sim.001", ">", "Sim-001", "sim-", "a" * 64, "sim 1", ""])
+async def test_names_that_are_no_subject_token_are_refused_before_sending(action: str, name: str) -> None:
+    # an unreachable URL: had anything been sent, this would fail with "cannot reach" (exit 1)
+    code, out = await kubectl_tmc_async("sync", action, "sim-001", name, "--nats-url", "nats://127.0.0.1:1")
+    assert code == 2 and len(out.splitlines()) == 1, out
+    assert out.startswith(f"error: cluster {name!r} is not a valid name: want a DNS-1123 label")
+    if "*" in name or ">" in name:
+        assert "wildcards are not supported, use --all or -l SELECTOR" in out
+
+
+async def test_wildcard_is_not_dead_lettered(nats_server: EmbeddedNats) -> None:
+    """The syncer side never sees the request: nothing arrives on tmc.ctl.> (nor its dead letters)."""
+    from tests.helpers import nats_connect
+
+    nc = await nats_connect(nats_server.url)
+    try:
+        seen: list[str] = []
+
+        async def record(msg: Any) -> None:
+            seen.append(msg.subject)
+
+        await nc.subscribe("tmc.ctl.>", cb=record)
+        await nc.subscribe("tmc.dead.>", cb=record)
+        await nc.flush()
+        code, out = await kubectl_tmc_async("sync", "pause", "sim-*", "--nats-url", nats_server.url)
+        assert code == 2 and "is not a valid name" in out
+        code, out = await kubectl_tmc_async(
+            "sync", "pause", "lonely-1", "--nats-url", nats_server.url, "--timeout", "1"
+        )
+        assert code == 1  # a valid name is sent (nobody answers here): the subscriber sees only that one
+        await nc.flush()
+        assert seen == ["tmc.ctl.sync.lonely-1.pause"]
+    finally:
+        await nc.close()

@@ -9,6 +9,10 @@ raises :class:`InvalidMessage` with a short ``reason`` that becomes a metric lab
 ``unsupported_schema``  a ``schema`` version this build does not know
 ``subject_mismatch``    a payload name differs from the subject token (e.g. cluster)
 ``unknown_subject``     the subject belongs to no channel, or a token is not a valid name
+``handler_error``       decoded, but the agent's handler raised (counted by the bus)
+
+:data:`REASONS` lists them and :data:`INVALID_KINDS` the ``kind`` label's values, so the
+daemon can export every series at 0 from start-up.
 """
 
 from __future__ import annotations
@@ -18,12 +22,26 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from tmcd.contracts.messages import SCHEMA_VERSION, Message, SyncEventBatch
+from tmcd.contracts.messages import ALL_MESSAGES, SCHEMA_VERSION, Message, SyncEventBatch
 from tmcd.contracts.subjects import Channel, parse_subject
 
 M = TypeVar("M", bound=Message)
 
 _encoder = msgspec.json.Encoder()
+
+REASONS: tuple[str, ...] = (
+    "malformed_json",
+    "too_deep",
+    "invalid_fields",
+    "unsupported_schema",
+    "subject_mismatch",
+    "unknown_subject",
+    "handler_error",
+)
+"""Every ``reason`` of an :class:`InvalidMessage` (the ``reason`` label of tmc_events_invalid_total)."""
+
+INVALID_KINDS: tuple[str, ...] = (*(m.KIND for m in ALL_MESSAGES), "unknown")
+"""Every message kind of the contract, and ``unknown`` for a subject that belongs to no channel."""
 
 
 class InvalidMessage(Exception):

@@ -1,6 +1,6 @@
 """How ``kubectl tmc`` reaches tmcd: the ``tmc`` NATS micro service, or the HTTP API.
 
-Endpoint resolution, first match wins:
+Endpoint resolution (:mod:`tmcd.kubectl.endpoint`), first match wins:
 
 * NATS: ``--nats-url`` / ``TMC_NATS_URL``, the kubeconfig context's ``tmc`` extension
   ``natsURL``, else ``<TMCD_DATA_DIR or .tmcd>/nats.url`` (written by ``tmcd run``), else
@@ -9,9 +9,11 @@ Endpoint resolution, first match wins:
   ``http://127.0.0.1:8080``); used only when a server is given and no NATS URL is.
 
 The NATS client is a small synchronous implementation of the client protocol (CONNECT,
-SUB, HPUB, MSG/HMSG) so that a ``get`` starts fast; it does not speak TLS.  It uses the
-``_socket`` C module directly: ``socket.py`` (enums, selectors), ``urllib.parse`` and the
-idna codec that a str host to ``getaddrinfo`` loads would add ~10 ms to every command.
+SUB, PUB/HPUB, MSG/HMSG) so that a ``get`` starts fast; it does not speak TLS.  Every
+``tmc.api.*`` request carries the token as an ``Authorization: Bearer`` header, as HTTP
+requests do.  It uses the ``_socket`` C module directly: ``socket.py`` (enums, selectors),
+``urllib.parse`` and the idna codec that a str host to ``getaddrinfo`` loads would add
+~10 ms to every command.
 """
 
 from __future__ import annotations
@@ -20,128 +22,23 @@ import _socket
 import json
 import os
 
+from tmcd.kubectl.endpoint import Endpoint, Settings, kubeconfig_context, resolve, tmc_extension
 from tmcd.kubectl.errors import CliError, ServerError, Unreachable, UsageError
 from tmcd.kubectl.kinds import CliKind
+
+__all__ = ["Client", "Endpoint", "NatsConnection", "Settings", "kubeconfig_context", "resolve", "tmc_extension"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_NATS = "nats://127.0.0.1:4222"
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 NATS_HINT = "set --nats-url"
 HTTP_HINT = "set --server"
-
-
-class Settings:
-    """The global flags, as given (empty = not given)."""
-
-    def __init__(
-        self,
-        nats_url: str = "",
-        server: str = "",
-        token: str = "",
-        kubeconfig: str = "",
-        context: str = "",
-        namespace: str = "",
-        all_namespaces: bool = False,
-        verbosity: int = 0,
-        timeout: float = 10.0,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.nats_url = nats_url
-        self.server = server
-        self.token = token
-        self.kubeconfig = kubeconfig
-        self.context = context
-        self.namespace = namespace
-        self.all_namespaces = all_namespaces
-        self.verbosity = verbosity
-        self.timeout = timeout
-        self.env = dict(os.environ) if env is None else env
-
-
-class Endpoint:
-    """Where to send requests: ``transport`` is ``nats`` or ``http``; ``namespace`` is the
-    kubeconfig context's (the default for namespaced kinds)."""
-
-    def __init__(self, transport: str, url: str, token: str = "", namespace: str = "", timeout: float = 10.0) -> None:
-        self.transport = transport
-        self.url = url
-        self.token = token
-        self.namespace = namespace
-        self.timeout = timeout
-
-
-def kubeconfig_context(settings: Settings) -> dict[str, Any]:
-    """The selected kubeconfig context (``{}`` when there is no kubeconfig to read)."""
-    paths = settings.kubeconfig or settings.env.get("KUBECONFIG", "")
-    if not paths and not settings.context:
-        return {}
-    if not paths:
-        paths = os.path.join(os.path.expanduser("~"), ".kube", "config")
-    from pathlib import Path
-
-    import yaml
-
-    contexts: dict[str, dict[str, Any]] = {}
-    current = ""
-    for p in paths.split(os.pathsep):
-        if not p:
-            continue
-        try:
-            doc = yaml.safe_load(Path(p).read_text()) or {}
-        except FileNotFoundError:
-            if settings.kubeconfig:
-                raise CliError(f"kubeconfig {p} not found") from None
-            continue
-        except (OSError, yaml.YAMLError) as exc:
-            raise CliError(f"cannot read kubeconfig {p}: {exc}") from None
-        if not isinstance(doc, dict):
-            continue
-        current = current or str(doc.get("current-context") or "")
-        for entry in doc.get("contexts") or []:
-            if isinstance(entry, dict) and entry.get("name") and entry["name"] not in contexts:
-                ctx = entry.get("context")
-                contexts[str(entry["name"])] = ctx if isinstance(ctx, dict) else {}
-    name = settings.context or current
-    if not name:
-        return {}
-    if name not in contexts:
-        raise CliError(f'context "{name}" does not exist in kubeconfig')
-    return contexts[name]
-
-
-def tmc_extension(context: dict[str, Any]) -> dict[str, Any]:
-    """The context's ``extensions`` entry named ``tmc`` (``{natsURL, server}``)."""
-    for ext in context.get("extensions") or []:
-        if isinstance(ext, dict) and ext.get("name") == "tmc" and isinstance(ext.get("extension"), dict):
-            return dict(ext["extension"])
-    return {}
-
-
-def resolve(settings: Settings) -> Endpoint:
-    """Pick NATS or HTTP and the URL from flags, environment, kubeconfig and the data dir."""
-    env = settings.env
-    ctx = kubeconfig_context(settings)
-    ext = tmc_extension(ctx)
-    token = settings.token or env.get("TMC_TOKEN", "") or str(ext.get("token") or "")
-    ns = str(ctx.get("namespace") or "")
-    nats_url = settings.nats_url or env.get("TMC_NATS_URL", "") or str(ext.get("natsURL") or "")
-    server = settings.server or env.get("TMC_SERVER", "") or str(ext.get("server") or "")
-    if not nats_url and server:
-        if not server.startswith(("http://", "https://")):
-            raise UsageError(f"--server {server!r}: want an http:// or https:// URL")
-        return Endpoint("http", server.rstrip("/"), token, ns, settings.timeout)
-    if not nats_url:
-        url_file = os.path.join(env.get("TMCD_DATA_DIR") or ".tmcd", "nats.url")
-        try:
-            with open(url_file) as fh:
-                nats_url = fh.read().strip().split(",")[0]
-        except OSError:
-            nats_url = ""
-        nats_url = nats_url or DEFAULT_NATS
-    return Endpoint("nats", nats_url, token, ns, settings.timeout)
+API_PREFIX = "tmc.api."
+"""Requests on these subjects carry ``Authorization: Bearer <token>`` when a token is set."""
+HEALTH_SUBJECT = "tmc.api.get.health"
+HEALTH_TIMEOUT = 2.0
+"""Seconds ``get clusters`` waits for the health agent's heartbeats before showing the stored ones."""
 
 
 # --- NATS -----------------------------------------------------------------------------------
@@ -157,6 +54,8 @@ class NatsConnection:
         self._sock: _socket.socket | None = None
         self._buf = bytearray()
         self._sid = 0
+        self._waiting: set[str] = set()
+        self._replies: dict[str, tuple[dict[str, str], bytes]] = {}
 
     def _fail(self, reason: str) -> Unreachable:
         return Unreachable(self.url, reason, NATS_HINT)
@@ -254,18 +153,52 @@ class NatsConnection:
         del self._buf[: n + 2]
         return data
 
-    def request(self, subject: str, payload: bytes) -> tuple[dict[str, str], bytes]:
-        """Send a request and wait for the reply: (headers, data); headers hold ``Status`` for 503 etc."""
+    def request(
+        self, subject: str, payload: bytes, *, timeout: float | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Send a request and wait for the reply: (headers, data); headers hold ``Status`` for 503 etc.
+
+        Every ``tmc.api.*`` request carries the token as ``Authorization: Bearer <token>``, as
+        HTTP requests do; ``timeout`` overrides the connection's for this request.
+        """
+        return self.reply(self.send(subject, payload, headers=headers), timeout=timeout)
+
+    def send(self, subject: str, payload: bytes, *, headers: dict[str, str] | None = None) -> str:
+        """Send a request without waiting; :meth:`reply` with the returned id waits for its reply
+        (other requests may be sent and answered in between)."""
         if self._sock is None:
             self.connect()
         self._sid += 1
         sid = str(self._sid)
         inbox = "_INBOX." + os.urandom(11).hex()
-        self._send(
-            f"SUB {inbox} {sid}\r\nUNSUB {sid} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()
-            + payload
-            + b"\r\n"
-        )
+        hdrs = dict(headers or {})
+        if self.token and subject.startswith(API_PREFIX):
+            hdrs.setdefault("Authorization", f"Bearer {self.token}")
+        if hdrs:
+            head = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n").encode()
+            pub = f"HPUB {subject} {inbox} {len(head)} {len(head) + len(payload)}\r\n".encode() + head
+        else:
+            pub = f"PUB {subject} {inbox} {len(payload)}\r\n".encode()
+        self._send(f"SUB {inbox} {sid}\r\nUNSUB {sid} 1\r\n".encode() + pub + payload + b"\r\n")
+        self._waiting.add(sid)
+        return sid
+
+    def reply(self, sid: str, *, timeout: float | None = None) -> tuple[dict[str, str], bytes]:
+        """The reply to the request :meth:`send` returned ``sid`` for (at most one per request)."""
+        try:
+            if sid in self._replies:
+                return self._replies.pop(sid)
+            if timeout is not None and self._sock is not None:
+                self._sock.settimeout(timeout)
+            try:
+                return self._reply(sid)
+            finally:
+                if timeout is not None and self._sock is not None:
+                    self._sock.settimeout(self.timeout)
+        finally:
+            self._waiting.discard(sid)
+
+    def _reply(self, sid: str) -> tuple[dict[str, str], bytes]:
         while True:
             line = self._readline()
             if line == b"PING":
@@ -275,14 +208,18 @@ class NatsConnection:
                 raise CliError(f"NATS error: {line[5:].decode().strip(chr(39))}")
             parts = line.split(b" ")
             if parts[0] == b"MSG":
-                data = self._read(int(parts[-1]))
-                if parts[2].decode() == sid:
-                    return {}, data
+                got: tuple[dict[str, str], bytes] = ({}, self._read(int(parts[-1])))
             elif parts[0] == b"HMSG":
                 hlen, total = int(parts[-2]), int(parts[-1])
                 raw = self._read(total)
-                if parts[2].decode() == sid:
-                    return _headers(raw[:hlen]), raw[hlen:]
+                got = (_headers(raw[:hlen]), raw[hlen:])
+            else:
+                continue
+            other = parts[2].decode()
+            if other == sid:
+                return got
+            if other in self._waiting:  # another request sent before this one: kept for its reply()
+                self._replies[other] = got
 
     def subscribe(self, subject: str) -> str:
         """Subscribe (for watching); returns the subscription id.  Reads then block without a timeout."""
@@ -318,6 +255,8 @@ class NatsConnection:
             self._sock.close()
             self._sock = None
         self._buf.clear()
+        self._waiting.clear()
+        self._replies.clear()
 
 
 def split_nats_url(url: str) -> tuple[str, str, str, str, int]:
@@ -391,6 +330,7 @@ class Client:
         return self.endpoint.url
 
     def close(self) -> None:
+        """Close the NATS connection (a later request opens a new one)."""
         if self._nats is not None:
             self._nats.close()
 
@@ -428,9 +368,7 @@ class Client:
         return self._http_call(verb, kind, body)
 
     def _http_call(self, verb: str, kind: CliKind, body: dict[str, Any]) -> Any:
-        import urllib.error
         import urllib.parse
-        import urllib.request
 
         ns, name = body.get("namespace", ""), body.get("name", "")
         path = f"/api/v1/namespaces/{ns}/{kind.plural}" if kind.namespaced and ns else f"/api/v1/{kind.plural}"
@@ -448,15 +386,21 @@ class Client:
             path += "?" + urllib.parse.urlencode(query)
         payload = body.get("object") if verb in ("create", "replace") else body.get("patch")
         data = json.dumps(payload).encode() if payload is not None else None
+        ctype = "application/merge-patch+json" if verb == "patch" else "application/json"
+        return self._http(method, path, data, ctype)
+
+    def _http(self, method: str, path: str, data: bytes | None = None, ctype: str = "", timeout: float = 0.0) -> Any:
+        import urllib.error
+        import urllib.request
+
         req = urllib.request.Request(self.endpoint.url + path, data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
-            ctype = "application/merge-patch+json" if verb == "patch" else "application/json"
             req.add_header("Content-Type", ctype)
         if self.endpoint.token:
             req.add_header("Authorization", f"Bearer {self.endpoint.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.endpoint.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.endpoint.timeout) as resp:
                 raw = resp.read()
                 return json.loads(raw) if raw else None
         except urllib.error.HTTPError as err:
@@ -472,3 +416,39 @@ class Client:
             raise Unreachable(self.endpoint.url, text.lower(), HTTP_HINT) from None
         except TimeoutError:
             raise Unreachable(self.endpoint.url, "timed out", HTTP_HINT) from None
+
+    def heartbeats(self, pending: str | None = None) -> dict[str, float]:
+        """Each cluster's latest received heartbeat (Unix time), from the health agent
+        (``tmc.api.get.health`` / ``GET /api/v1/health``); ``{}`` when it does not answer in
+        :data:`HEALTH_TIMEOUT` seconds, so callers fall back to the stored status.  ``pending``
+        is what :meth:`ask_heartbeats` returned, when the request was sent ahead."""
+        timeout = min(HEALTH_TIMEOUT, self.endpoint.timeout)
+        try:
+            if self.endpoint.transport == "nats":
+                sid = pending if pending is not None else self.ask_heartbeats()
+                if not sid:
+                    return {}
+                headers, data = self.nats().reply(sid, timeout=timeout)
+                report = None if headers.get("Status") or headers.get("Nats-Service-Error-Code") else json.loads(data)
+            else:
+                report = self._http("GET", "/api/v1/health", timeout=timeout)
+        except (CliError, ValueError):
+            self.close()  # a reply may still arrive on this socket: the next request starts afresh
+            return {}
+        out: dict[str, float] = {}
+        for loc in (report.get("locations") or []) if isinstance(report, dict) else []:
+            for c in (loc.get("clusters") or []) if isinstance(loc, dict) else []:
+                beat = c.get("last_heartbeat") if isinstance(c, dict) else None
+                if isinstance(beat, int | float) and beat > 0 and c.get("name"):
+                    out[str(c["name"])] = float(beat)
+        return out
+
+    def ask_heartbeats(self) -> str | None:
+        """Send the health request now (over NATS; None over HTTP), so that the health agent
+        answers while the list is served: pass the result to :meth:`heartbeats`."""
+        if self.endpoint.transport != "nats":
+            return None
+        try:
+            return self.nats().send(HEALTH_SUBJECT, json.dumps({"include_clusters": True}).encode())
+        except CliError:
+            return ""  # the list request reports the connection problem

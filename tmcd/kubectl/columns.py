@@ -87,10 +87,21 @@ PLACEMENTS: list[Column] = [
 PLACEMENTS_WIDE: list[Column] = [("CLUSTERS", lambda o, _n: _selected(o))]
 
 
+def step_label(status: dict[str, Any], total: int) -> str:
+    """The current step as Argo Rollouts shows it and the status message says it, 1-based:
+    ``3/7`` while ``currentStepIndex`` is 2; ``0/7`` before the rollout starts, ``7/7`` when done."""
+    idx = status.get("currentStepIndex") or 0
+    phase = status.get("phase") or "Pending"
+    if phase == "Pending" or not isinstance(idx, int) or isinstance(idx, bool) or idx < 0 or total == 0:
+        return f"0/{total}"
+    if phase == "Succeeded":
+        return f"{total}/{total}"
+    return f"{min(idx + 1, total)}/{total}"
+
+
 def _step(o: dict[str, Any]) -> str:
-    steps = _spec(o).get("steps") or []
-    idx = int(_status(o).get("currentStepIndex") or 0)
-    return f"{idx}/{len(steps)}"
+    steps = _spec(o).get("steps")
+    return step_label(_status(o), len(steps) if isinstance(steps, list) else 0)
 
 
 CANARIES: list[Column] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -123,3 +124,17 @@ def namespace_for(ctx: click.Context, kind: CliKind, ep: Endpoint) -> str:
         return ""
     s = settings(ctx)
     return s.namespace or ep.namespace or "default"
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+
+
+def dns_label(name: str, what: str) -> str:
+    """``name`` if it is a DNS-1123 label (it becomes a NATS subject token), else a usage error."""
+    if len(name) <= 63 and _DNS_LABEL.match(name):
+        return name
+    hint = "; wildcards are not supported, use --all or -l SELECTOR" if any(c in name for c in "*>?") else ""
+    raise UsageError(
+        f"{what} {name!r} is not a valid name: want a DNS-1123 label (lowercase letters, digits, '-', "
+        f"at most 63 characters){hint}"
+    )

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from tmcd.kubectl.apply import LAST_APPLIED
 from tmcd.kubectl.columns import memory
 from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg, namespace_for
 from tmcd.kubectl.output import NONE, age, cell, table
@@ -71,7 +72,8 @@ def _header(obj: dict[str, Any], now: float) -> list[str]:
         _field("Name", meta.get("name")),
         *([_field("Namespace", ns)] if ns else []),
         *_mapping("Labels", meta.get("labels") or {}),
-        *_mapping("Annotations", meta.get("annotations") or {}),
+        # as kubectl describe, without apply's record of the last manifest
+        *_mapping("Annotations", {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}),
         _field("API Version", obj.get("apiVersion")),
         _field("Kind", obj.get("kind")),
         _field("Created", _when(str(meta.get("creationTimestamp") or ""), now)),

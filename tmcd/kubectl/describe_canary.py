@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from tmcd.kubectl.client import Client
+from tmcd.kubectl.columns import step_label
 from tmcd.kubectl.describe import _conditions, _field, _header, _selector, _when
 from tmcd.kubectl.events import STREAM_EVENTS, RecentEvents, Source, event_age, events_section
 from tmcd.kubectl.events import recent_events as read_events
@@ -75,13 +76,14 @@ def step_text(step: dict[str, Any]) -> str:
 
 
 def _steps(steps: list[Any], current: int | None) -> list[str]:
+    """Every step, numbered from 1 as the STEP column and the status message count them."""
     if not steps:
         return [f"Steps:  {NONE}"]
-    width = len(str(len(steps) - 1))
+    width = len(str(len(steps)))
     lines = ["Steps:"]
     for i, step in enumerate(steps):
         mark, note = ("→", "  (current)") if i == current else (" ", "")
-        lines.append(f"  {mark} {i:>{width}}  {step_text(_dict(step))}{note}")
+        lines.append(f"  {mark} {i + 1:>{width}}  {step_text(_dict(step))}{note}")
     return lines
 
 
@@ -89,7 +91,7 @@ def _background(spec: dict[str, Any]) -> str:
     bg = _dict(spec.get("analysis"))
     if not bg:
         return f"Background Analysis:  {NONE}"
-    text = f"{cell(bg.get('templates'))} from step {int(bg.get('startStep') or 0)}"
+    text = f"{cell(bg.get('templates'))} from step {int(bg.get('startStep') or 0) + 1}"
     if bg.get("args"):
         text += f", args {_args(_dict(bg['args']))}"
     return f"Background Analysis:  {text}"
@@ -133,7 +135,7 @@ def _status(obj: dict[str, Any], steps: list[Any], now: float) -> list[str]:
         "Status:",
         _sub("Phase", st.get("phase") or "Pending"),
         _sub("Message", st.get("message")),
-        _sub("Step", f"{int(st.get('currentStepIndex') or 0)}/{len(steps)}"),
+        _sub("Step", step_label(st, len(steps))),
         _sub("Current Weight", f"{int(st.get('currentWeight') or 0)}%"),
         _sub("Canary Clusters", _list(st.get("canaryClusters"))),
         _sub("Stable Revision", st.get("stableRevision") or None),
@@ -182,7 +184,7 @@ def _runs(runs: list[Any], now: float) -> list[str]:
     lines = ["Analysis Runs:"]
     for r in map(_dict, runs):
         step = r.get("stepIndex")
-        where = "background" if step is None else f"step {step}"
+        where = "background" if not isinstance(step, int) else f"step {step + 1}"
         metrics = _list(r.get("metrics"))
         lines += [
             f"  {cell(r.get('template'))} ({where}):",
@@ -212,7 +214,8 @@ def _event_row(channel: str, ev: dict[str, Any], now: float) -> list[str]:
     message = str(ev.get("message") or "")
     if not message:
         step = ev.get("step_index", -1)
-        message = ", ".join(p for p in (f"phase {phase}" if phase else "", f"step {step}" if step != -1 else "") if p)
+        number = f"step {step + 1}" if isinstance(step, int) and step >= 0 else ""
+        message = ", ".join(p for p in (f"phase {phase}" if phase else "", number) if p)
     warn = phase in _WARNING_PHASES
     reason = _REASONS.get(kind, kind.capitalize() or "Canary")
     return ["Warning" if warn else "Normal", reason, when, "canary-controller", cell(message)]

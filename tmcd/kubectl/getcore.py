@@ -6,7 +6,7 @@ from tmcd.kubectl import columns
 from tmcd.kubectl.client import Client, Endpoint
 from tmcd.kubectl.errors import UsageError
 from tmcd.kubectl.kinds import CliKind
-from tmcd.kubectl.output import FORMATS, render
+from tmcd.kubectl.output import FORMATS, TEMPLATE_FORMATS, is_template, newline_after, parse_time, render, rfc3339
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,19 +16,46 @@ if TYPE_CHECKING:
 class GetResult:
     """What ``get`` prints: ``out`` on stdout, ``note`` (e.g. "No resources found") on stderr."""
 
-    def __init__(self, out: str, note: str = "") -> None:
+    def __init__(self, out: str, note: str = "", newline: bool = True) -> None:
         self.out = out
         self.note = note
+        self.newline = newline
+        """Whether a newline follows ``out`` (jsonpath prints exactly its template)."""
 
 
-def check_format(output: str) -> str:
-    """``-o`` value, or a usage error."""
+def check_format(output: str, allow_missing_keys: bool = True) -> str:
+    """``-o`` value, or a usage error (a template that does not parse is one too)."""
+    if is_template(output):
+        from tmcd.kubectl.templates import TemplatePrinter, split_format
+
+        name, arg = split_format(output) or (output, "")
+        TemplatePrinter(name, arg, allow_missing_keys=allow_missing_keys)
+        return output
     if output not in FORMATS:
         raise UsageError(
             f"unable to match a printer suitable for the output format {output!r}, allowed formats are: "
-            + ",".join(FORMATS)
+            + ",".join(sorted((*FORMATS, *TEMPLATE_FORMATS)))
         )
     return output
+
+
+def fresh_heartbeats(client: Client, items: list[dict[str, Any]], pending: str | None = None) -> list[dict[str, Any]]:
+    """SyncTargets with ``status.lastSyncerHeartbeatTime`` from the health agent's latest received
+    heartbeat where that is newer: the stored status is written only every ~30 s.  Unchanged
+    when the health agent does not answer.  ``pending``: :meth:`Client.ask_heartbeats`' result."""
+    beats = client.heartbeats(pending) if items else {}  # no rows: the reply is not waited for
+    if not beats:
+        return items
+    out = []
+    for obj in items:
+        st = obj.get("status")
+        status: dict[str, Any] = st if isinstance(st, dict) else {}
+        beat = beats.get(str((obj.get("metadata") or {}).get("name") or ""))
+        stored = parse_time(str(status.get("lastSyncerHeartbeatTime") or ""))
+        if beat is not None and (stored is None or beat > stored):
+            obj = {**obj, "status": {**status, "lastSyncerHeartbeatTime": rfc3339(beat)}}
+        out.append(obj)
+    return out
 
 
 def get(
@@ -40,12 +67,15 @@ def get(
     all_namespaces: bool,
     selector: str = "",
     output: str = "table",
+    allow_missing_keys: bool = True,
 ) -> GetResult:
     """List (no names) or read objects of one kind and render them."""
-    check_format(output)
+    check_format(output, allow_missing_keys)
     if all_namespaces and kind.namespaced and names:
         raise UsageError("a resource cannot be retrieved by name across all namespaces")
     ns = "" if (all_namespaces or not kind.namespaced) else namespace
+    heartbeats = kind.kind == "SyncTarget" and output in ("table", "wide")
+    pending = client.ask_heartbeats() if heartbeats else None  # answered while the list is served
     items: list[dict[str, Any]]
     if names:
         items = [client.call("get", kind, namespace=ns, name=n) for n in names]
@@ -58,14 +88,25 @@ def get(
             cont = str((page.get("metadata") or {}).get("continue") or "")
             if not cont:
                 break
+    if heartbeats:
+        items = fresh_heartbeats(client, items, pending)
     cols, wide = columns.BY_KIND.get(kind.kind, columns.DEFAULT)
     with_ns = all_namespaces and kind.namespaced
-    out = render(kind, items, output, cols, wide, single=len(names) == 1, with_namespace=with_ns)
+    out = render(
+        kind,
+        items,
+        output,
+        cols,
+        wide,
+        single=len(names) == 1,
+        with_namespace=with_ns,
+        allow_missing_keys=allow_missing_keys,
+    )
     note = ""
     if not items and output in ("table", "wide"):
         out = ""
         note = f"No resources found in {ns} namespace." if ns else "No resources found"
-    return GetResult(out, note)
+    return GetResult(out, note, newline_after(output))
 
 
 def parse_fast(argv: list[str]) -> dict[str, Any] | None:

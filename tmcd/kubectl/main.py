@@ -53,7 +53,7 @@ def _fast(argv: list[str]) -> int | None:
             sys.stderr.write(err.line() + "\n")
             return err.exit_code
         if result.out:
-            sys.stdout.write(result.out + "\n")
+            sys.stdout.write(result.out + ("\n" if result.newline else ""))
         if result.note:
             sys.stderr.write(result.note + "\n")
         return 0

@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     Column = tuple[str, Callable[[dict[str, Any], float], Any]]
 
 FORMATS = ("table", "wide", "json", "yaml", "name")
+"""The formats printed here; ``jsonpath=``, ``custom-columns=`` and their ``-file`` forms are
+:mod:`tmcd.kubectl.templates`' (imported only when used)."""
+TEMPLATE_FORMATS = ("custom-columns", "custom-columns-file", "jsonpath", "jsonpath-file")
 NONE = "<none>"
+
+
+def is_template(fmt: str) -> bool:
+    """Whether ``fmt`` is one of the ``-o NAME=ARG`` formats (no import of the template engine)."""
+    return fmt.partition("=")[0] in TEMPLATE_FORMATS
 
 
 def human_duration(seconds: float) -> str:
@@ -72,6 +80,12 @@ def parse_time(ts: str) -> float | None:
     if not (1 <= mo <= 12 and 1 <= d <= 31):
         return None
     return float(_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s)
+
+
+def rfc3339(t: float) -> str:
+    """Unix seconds as an RFC 3339 UTC timestamp, whole seconds (``2025-01-15T10:00:00Z``)."""
+    g = time.gmtime(int(t))
+    return f"{g.tm_year:04d}-{g.tm_mon:02d}-{g.tm_mday:02d}T{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d}Z"
 
 
 def age(ts: str, now: float) -> str:
@@ -134,8 +148,17 @@ def render(
     single: bool = False,
     with_namespace: bool = False,
     now: float | None = None,
+    allow_missing_keys: bool = True,
 ) -> str:
-    """Render objects in one of :data:`FORMATS`; ``single`` prints one object rather than a List."""
+    """Render objects in one of :data:`FORMATS` or a template format; ``single`` prints one object
+    rather than a List.  jsonpath text comes back exactly as the template makes it (no newline
+    added: see :func:`newline_after`)."""
+    if is_template(fmt):
+        from tmcd.kubectl.templates import TemplatePrinter, split_format
+
+        name, arg = split_format(fmt) or (fmt, "")
+        printer = TemplatePrinter(name, arg, allow_missing_keys=allow_missing_keys)
+        return printer.render(list(items), single=single)
     if fmt == "json":
         return dump_json(items[0] if single and len(items) == 1 else as_list(items))
     if fmt == "yaml":
@@ -148,3 +171,8 @@ def render(
         cols.insert(0, ("NAMESPACE", lambda o, _n: o.get("metadata", {}).get("namespace")))
     rows = [[cell(fn(o, now)) for _h, fn in cols] for o in items]
     return table([h for h, _fn in cols], rows)
+
+
+def newline_after(fmt: str) -> bool:
+    """Whether a newline ends what :func:`render` returned (not after jsonpath, as kubectl)."""
+    return not fmt.startswith("jsonpath")

@@ -29,10 +29,10 @@ def placement() -> None:
 
 def _print(decision: dict[str, Any], fmt: str, candidates_key: str = "candidates") -> None:
     if fmt == "json":
-        click.echo(dump_json(decision), nl=False)
+        click.echo(dump_json(decision))
         return
     if fmt == "yaml":
-        click.echo(dump_yaml(decision), nl=False)
+        click.echo(dump_yaml(decision))
         return
     rows = [
         [
@@ -52,7 +52,7 @@ def _print(decision: dict[str, Any], fmt: str, candidates_key: str = "candidates
         click.echo(f"Message:   {decision['message']}")
     if rows:
         click.echo()
-        click.echo(table(["CLUSTER", "SELECTED", "SCORE", "REASON", "DETAIL"], rows), nl=False)
+        click.echo(table(["CLUSTER", "SELECTED", "SCORE", "REASON", "DETAIL"], rows))
 
 
 @placement.command("simulate", context_settings=CONTEXT_SETTINGS)

@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from tmcd.kubectl.client import NatsConnection
-from tmcd.kubectl.common import CONTEXT_SETTINGS, client, global_options, kind_arg
+from tmcd.kubectl.common import CONTEXT_SETTINGS, client, dns_label, global_options, kind_arg
 from tmcd.kubectl.errors import EXIT_FAILED, CliError
+from tmcd.kubectl.getcore import fresh_heartbeats
 from tmcd.kubectl.output import age, table
 
 ACTIONS = {"pause": "paused", "resume": "running", "force": "resyncing"}
@@ -49,6 +50,7 @@ def status(ctx: click.Context, cluster: str | None) -> None:
     kind = kind_arg("synctargets")
     c = client(ctx)
     items = [c.call("get", kind, name=cluster)] if cluster else c.call("list", kind).get("items", [])
+    items = fresh_heartbeats(c, items)
     now = time.time()
     rows = []
     for st in items:
@@ -67,7 +69,7 @@ def status(ctx: click.Context, cluster: str | None) -> None:
     if not rows:
         click.echo("No clusters found.", err=True)
         return
-    click.echo(table(["CLUSTER", "PAUSED", "QUEUE", "LAST HEARTBEAT", "ERRORS", "RESOURCES", "STATUS"], rows), nl=False)
+    click.echo(table(["CLUSTER", "PAUSED", "QUEUE", "LAST HEARTBEAT", "ERRORS", "RESOURCES", "STATUS"], rows))
 
 
 def _control(action: str) -> click.Command:
@@ -79,6 +81,8 @@ def _control(action: str) -> click.Command:
     @global_options
     @click.pass_context
     def command(ctx: click.Context, clusters: tuple[str, ...], all_: bool, selector: str, timeout: float) -> None:
+        for name in clusters:  # each becomes a subject token: refuse before anything is sent
+            dns_label(name, "cluster")
         c = client(ctx)
         if c.endpoint.transport != "nats":
             raise CliError("sync control needs NATS: set --nats-url")
@@ -87,7 +91,7 @@ def _control(action: str) -> click.Command:
             if names:
                 raise click.UsageError("give cluster names, or --all / -l, not both")
             listing = c.call("list", kind_arg("synctargets"), labelSelector=selector or None)
-            names = [i["metadata"]["name"] for i in listing.get("items", [])]
+            names = [dns_label(i["metadata"]["name"], "cluster") for i in listing.get("items", [])]
             if not names:
                 raise CliError("no clusters match")
         elif not names:

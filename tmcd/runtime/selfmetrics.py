@@ -19,6 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from tmcd import __version__
 from tmcd.bus.natserrors import METRIC_KINDS as NATS_ERROR_KINDS
+from tmcd.contracts.codec import INVALID_KINDS, REASONS
 from tmcd.metrics.catalog import create, spec
 from tmcd.metrics.model import speedups_mode
 
@@ -38,6 +39,9 @@ class SelfMetrics:
         self.speedups = ""
         self.set_speedups(speedups_mode())
         self.events_invalid = cast(Counter, create("tmc_events_invalid_total", self.registry))
+        for kind in INVALID_KINDS:  # ~16 kinds x 7 reasons: alert rules on rate() have a series at once
+            for reason in REASONS:
+                self.events_invalid.labels(kind, reason)
         self.events_processed = cast(Counter, create("tmc_events_processed_total", self.registry))
         self.agent_restarts = cast(Counter, create("tmc_agent_restarts_total", self.registry))
         self.nats_connected = cast(Gauge, create("tmc_nats_connected", self.registry))
