@@ -240,7 +240,8 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "tmc_events_invalid_total",
         "counter",
-        "Messages rejected as malformed, by message kind and reason; each is dead-lettered to tmc.dead.<subject>.",
+        "Messages rejected as malformed, by message kind and reason; each is dead-lettered to tmc.dead.<subject>. "
+        "Every known kind and reason is exported at 0 from start-up.",
         ("kind", "reason"),
         example="sum by (kind, reason) (rate(tmc_events_invalid_total[5m])) > 0",
     ),
