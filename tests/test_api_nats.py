@@ -42,7 +42,9 @@ async def test_service_discovery(nc: Client) -> None:
     subjects = {e["subject"] for e in info["endpoints"]}
     assert {"tmc.api.list.placements", "tmc.api.create.canaryrollouts", "tmc.api.simulate.placements"} <= subjects
     lister = next(e for e in info["endpoints"] if e["subject"] == "tmc.api.list.placements")
-    assert lister["metadata"] == {"kind": "Placement", "watch": "$KV.tmc-placements.>", "bucket": "tmc-placements"}
+    assert lister["metadata"] == {"kind": "Placement", "watch": "tmc.api.watch.placements", "bucket": "tmc-placements"}
+    watcher = next(e for e in info["endpoints"] if e["subject"] == "tmc.api.watch.placements")
+    assert watcher["metadata"]["kind"] == "Placement" and float(watcher["metadata"]["heartbeatSeconds"]) > 0
     await call(nc, "tmc.api.list.placements", {})
     stats = json.loads((await nc.request("$SRV.STATS.tmc", b"", timeout=5)).data)
     listed = next(e for e in stats["endpoints"] if e["subject"] == "tmc.api.list.placements")

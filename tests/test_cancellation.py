@@ -4,6 +4,7 @@ cancel-and-wait helper and the supervisor never swallow the caller's CancelledEr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 
@@ -36,46 +37,47 @@ async def test_cancelling_a_watch_request_propagates(bus: Bus) -> None:
     obj.metadata.name, obj.metadata.namespace = "checkout", namespace  # type: ignore[attr-defined]
     await ResourceStore(bus).create(CANARY_ROLLOUT, obj, namespace)
 
+    async with api_context(bus) as ctx:
+        request = make_mocked_request("GET", f"/api/v1/namespaces/{namespace}/canaryrollouts?watch=1")
+        handler = asyncio.create_task(watch(ctx, request, CANARY_ROLLOUT, namespace))
+        written = request._payload_writer.write  # type: ignore[attr-defined]
+
+        async def streamed() -> bool:
+            return any(b"event: ADDED" in call.args[0] for call in written.call_args_list)
+
+        await wait_for(streamed, what="the ADDED event")  # the handler now waits for the next change
+        handler.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+        assert handler.cancelled()
+        assert ctx.reads().watching == 0  # the cancelled watch gave its slot back
+
+
+@contextlib.asynccontextmanager
+async def api_context(bus: Bus) -> AsyncIterator[ApiContext]:
+    """The API's context with its watch cache running, as the daemon has it."""
     ctx = ApiContext(ApiConfig(), lambda: bus)
-    request = make_mocked_request("GET", f"/api/v1/namespaces/{namespace}/canaryrollouts?watch=1")
-    handler = asyncio.create_task(watch(ctx, request, CANARY_ROLLOUT, namespace))
-    written = request._payload_writer.write  # type: ignore[attr-defined]
-
-    async def streamed() -> bool:
-        return any(b"event: ADDED" in call.args[0] for call in written.call_args_list)
-
-    await wait_for(streamed, what="the ADDED event")  # the handler now waits for the next change
-    handler.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await handler
-    assert handler.cancelled()
-    await _cancel_orphaned_kv_getters()
-
-
-async def _cancel_orphaned_kv_getters() -> None:
-    """tmcd/bus/kv.py's changes() leaves its queue.get() future behind when it is cancelled
-    inside asyncio.wait (the bus package's to fix); cancel it so the leak guard sees this test."""
-    current = asyncio.current_task()
-    for task in asyncio.all_tasks():
-        if task is not current and "Queue.get" in repr(task.get_coro()):
-            task.cancel()
-            await asyncio.wait({task}, timeout=5)
+    ctx.start_cache()
+    try:
+        yield ctx
+    finally:
+        await ctx.close_cache()
 
 
 async def test_watch_ends_on_shutdown_without_cancellation(bus: Bus) -> None:
     namespace = f"cancel-{secrets.token_hex(4)}"
-    ctx = ApiContext(ApiConfig(), lambda: bus)
-    request = make_mocked_request("GET", f"/api/v1/namespaces/{namespace}/canaryrollouts?watch=1")
-    handler = asyncio.create_task(watch(ctx, request, CANARY_ROLLOUT, namespace))
-    written = request._payload_writer.write_headers  # type: ignore[attr-defined]
+    async with api_context(bus) as ctx:
+        request = make_mocked_request("GET", f"/api/v1/namespaces/{namespace}/canaryrollouts?watch=1")
+        handler = asyncio.create_task(watch(ctx, request, CANARY_ROLLOUT, namespace))
+        written = request._payload_writer.write_headers  # type: ignore[attr-defined]
 
-    async def prepared() -> bool:
-        return written.call_count > 0
+        async def prepared() -> bool:
+            return written.call_count > 0
 
-    await wait_for(prepared, what="the stream to start")
-    ctx.stopping.set()  # what the daemon does first when it stops
-    response = await asyncio.wait_for(handler, 5)
-    assert response.prepared
+        await wait_for(prepared, what="the stream to start")
+        ctx.stopping.set()  # what the daemon does first when it stops
+        response = await asyncio.wait_for(handler, 5)
+        assert response.prepared
 
 
 async def test_cancel_and_wait_absorbs_only_the_tasks_own_cancellation() -> None:

@@ -33,6 +33,7 @@ async def test_probes_and_metrics(nats_url: str, tmp_path: Path, durable_prefix:
             "[+]ping ok",
             "[+]nats ok",
             "[+]jetstream ok",
+            "[+]api-cache ok",
             "[+]agent-metrics ok",
             "[+]agent-health ok",
             "readyz check passed",

@@ -93,8 +93,10 @@ async def test_get_watch_prints_a_row_per_change(daemon: Daemon, nats_server: Em
             body = json.dumps({"object": new_object("Placement", name="watched")}).encode()
             await nc.request("tmc.api.create.placements", body, timeout=5)
             seen: list[str] = []
-            # the plugin prints the note before its subscription reaches the server: should it have
-            # missed the first writes, a label change makes one more, every 0.2 s until a row comes
+            # the plugin prints the note before its watch starts (at the resourceVersion of a list of
+            # its own; the printed listing's is not handed over): should the create have come in
+            # between, a label change makes one more, every 0.2 s until a row comes (no gap from a
+            # list's resourceVersion on: tests/test_kubectl_watch.py)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + WATCH_TIMEOUT
             poke = 0

@@ -105,6 +105,21 @@ def _check_example(doc: dict[str, Any], schema: dict[str, Any], value: Any, wher
     assert not problems, f"{where}: the example does not match its schema: {problems[:3]}"
 
 
+def sse_events(text: str) -> list[dict[str, str]]:
+    """The events of a text/event-stream body as {event, data, id?} (comments are not events)."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = [line.partition(": ") for line in block.splitlines() if line and not line.startswith(":")]
+        if fields:
+            events.append({key: value for key, _, value in fields})
+    return events
+
+
+def _schema_at(doc: dict[str, Any], ref: str) -> dict[str, Any]:
+    found: dict[str, Any] = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    return found
+
+
 def test_examples_match_their_schemas(doc: dict[str, Any]) -> None:
     for path, method, op in operations(doc):
         bodies = [("request", op.get("requestBody", {}))]
@@ -112,7 +127,18 @@ def test_examples_match_their_schemas(doc: dict[str, Any]) -> None:
         for code, part in bodies:
             for media, mt in part.get("content", {}).items():
                 for name, ex in mt["examples"].items():
-                    _check_example(doc, mt["schema"], ex["value"], f"{method.upper()} {path} {code} {media} {name}")
+                    where = f"{method.upper()} {path} {code} {media} {name}"
+                    if media != "text/event-stream":
+                        _check_example(doc, mt["schema"], ex["value"], where)
+                        continue
+                    # the schema describes one event; its data is JSON of the schema its contentSchema names
+                    events = sse_events(ex["value"])
+                    assert events, where
+                    data_schema = _schema_at(doc, mt["schema"]["$ref"])["properties"]["data"]
+                    assert data_schema["contentMediaType"] == "application/json"
+                    for event in events:
+                        _check_example(doc, mt["schema"], event, where)
+                        _check_example(doc, data_schema["contentSchema"], json.loads(event["data"]), where)
     for code, resp in doc["components"]["responses"].items():
         for name, ex in resp["content"]["application/json"]["examples"].items():
             _check_example(doc, resp["content"]["application/json"]["schema"], ex["value"], f"error {code} {name}")

@@ -452,7 +452,8 @@ async def test_probe_endpoints_of_a_running_daemon(nats_server: EmbeddedNats, tm
         assert text.splitlines()[1].startswith(("[+]eventloop ok", "[-]eventloop failed: "))
         assert await get(s, f"{base}/readyz?verbose") == (
             200,
-            "[+]ping ok\n[+]nats ok\n[+]jetstream ok\n[+]agent-metrics ok\n[+]agent-health ok\nreadyz check passed\n",
+            "[+]ping ok\n[+]nats ok\n[+]jetstream ok\n[+]api-cache ok\n[+]agent-metrics ok\n[+]agent-health ok\n"
+            "readyz check passed\n",
         )
         status, text = await get(s, f"{base}/healthz?verbose&exclude=eventloop")
         assert status == 200
@@ -461,6 +462,7 @@ async def test_probe_endpoints_of_a_running_daemon(nats_server: EmbeddedNats, tm
             "[+]nats ok",
             "[+]jetstream ok",
             "[+]consumer-lag ok",
+            "[+]api-cache ok",
             "[+]agent-metrics ok",
             "[+]agent-health ok",
             "healthz check passed",
@@ -486,6 +488,6 @@ async def test_probe_endpoints_of_a_running_daemon(nats_server: EmbeddedNats, tm
         text = await scrape(base)
         assert "# TYPE tmc_health_check_status gauge" in text
         assert sample(text, "tmc_health_check_status", check="consumer-lag") == 0
-        for check in ("ping", "nats", "jetstream", "agent-metrics", "agent-health"):
+        for check in ("ping", "nats", "jetstream", "api-cache", "agent-metrics", "agent-health"):
             assert sample(text, "tmc_health_check_status", check=check) == 1, check
         d.metrics.consumer_pending.labels("TMC_SYNCER").set(0)

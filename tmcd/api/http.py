@@ -3,13 +3,12 @@
 Routes come from the kind table: cluster-scoped kinds at ``/api/v1/<plural>[/NAME]``,
 namespaced kinds at ``/api/v1/namespaces/NS/<plural>[/NAME]`` and across namespaces at
 ``/api/v1/<plural>``.  Errors are Kubernetes ``Status`` objects; ``?watch=1`` streams
-changes as server-sent events.
+changes as server-sent events.  Reads are served by the watch cache (:mod:`tmcd.api.reads`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,15 +19,17 @@ from aiohttp import web
 
 from tmcd.api import errors, placement
 from tmcd.api.auth import authorize
-from tmcd.api.store import ResourceStore, list_filters, list_object
-from tmcd.bus import Bus
-from tmcd.config import ApiConfig
+from tmcd.api.context import ApiContext
+from tmcd.api.index import Expired
+from tmcd.api.reads import Watch, expired, list_filters, list_object
 from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
+from tmcd.resources.selectors import Selector
 
 log = logging.getLogger("tmcd.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-BusGetter = Callable[[], "Bus | None"]
+
+__all__ = ["ApiContext", "Route", "add_api", "api_errors", "build_routes", "cors", "watch"]
 
 _encoder = msgspec.json.Encoder()
 HEARTBEAT = 15.0
@@ -46,25 +47,6 @@ class Route:
     kind: Kind | None
     summary: str
     handler: Handler
-
-
-class ApiContext:
-    """What the handlers need: settings, the bus (once connected), a store, a stop signal."""
-
-    def __init__(self, cfg: ApiConfig, bus: BusGetter) -> None:
-        self.cfg = cfg
-        self._bus = bus
-        self._store: ResourceStore | None = None
-        self._store_bus: Bus | None = None
-        self.stopping = asyncio.Event()
-
-    def store(self) -> ResourceStore:
-        bus = self._bus()
-        if bus is None or not bus.connected:
-            raise errors.ApiError(503, "ServiceUnavailable", "not connected to NATS")
-        if self._store is None or self._store_bus is not bus:
-            self._store, self._store_bus = ResourceStore(bus), bus
-        return self._store
 
 
 def respond(obj: Any, status: int = 200) -> web.Response:
@@ -94,23 +76,23 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
         auth(ctx, request, write=False)
         ns = request.match_info.get("namespace", "")
         q = request.query
-        if q.get("watch", "") in ("1", "true"):
+        params = ReadParams.of(request)  # every parameter is checked, used here or not
+        if params.watch:
             return await watch(ctx, request, kind, ns)
-        selector, name = list_filters(q.get("labelSelector", ""), q.get("fieldSelector", ""))
-        try:
-            limit = int(q.get("limit", "0") or 0)
-        except ValueError:
-            raise errors.bad_request("limit must be an integer") from None
-        if limit < 0:
-            raise errors.bad_request("limit must be >= 0")
-        page = await ctx.store().list(
-            kind, ns, selector=selector, name=name, limit=limit, continue_token=q.get("continue", "")
+        page = await ctx.reads().list(
+            kind,
+            ns,
+            selector=params.selector,
+            name=params.name,
+            limit=params.limit,
+            continue_token=q.get("continue", ""),
         )
         return respond(list_object(kind, page))
 
     async def get(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=False)
-        return respond(await ctx.store().get(kind, request.match_info.get("namespace", ""), request.match_info["name"]))
+        entry = await ctx.reads().entry(kind, request.match_info.get("namespace", ""), request.match_info["name"])
+        return web.Response(body=bytes(entry.raw), content_type="application/json")
 
     async def create(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
@@ -178,42 +160,99 @@ def auth(ctx: ApiContext, request: web.Request, *, write: bool) -> None:
     authorize(ctx.cfg, request.headers.get("Authorization"), write=write, remote=request.remote)
 
 
+def _count(text: str, name: str) -> int:
+    """A non-negative integer parameter (0 when empty); 400 otherwise."""
+    if not text:
+        return 0
+    if not text.isascii() or not text.isdigit():
+        raise errors.bad_request(f"{name} must be a non-negative integer")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class ReadParams:
+    """The parameters of a list or watch request, checked (400 for a bad one, used or not)."""
+
+    watch: bool
+    selector: Selector | None
+    name: str
+    limit: int
+    timeout_seconds: int
+    since: str
+    """``resourceVersion``, else ``Last-Event-ID``: where a watch starts (lists are always the latest)."""
+
+    @classmethod
+    def of(cls, request: web.Request) -> ReadParams:
+        """The request's parameters; raises 400 for the first bad one."""
+        q = request.query
+        watch = q.get("watch", "")
+        if watch not in ("", "true", "false", "1", "0"):
+            raise errors.bad_request("watch must be true or false")
+        selector, name = list_filters(q.get("labelSelector", ""), q.get("fieldSelector", ""))
+        version = q.get("resourceVersion", "")
+        event_id = request.headers.get("Last-Event-ID", "")
+        _count(version, "resourceVersion")
+        _count(event_id, "Last-Event-ID")
+        limit, seconds = _count(q.get("limit", ""), "limit"), _count(q.get("timeoutSeconds", ""), "timeoutSeconds")
+        return cls(watch in ("true", "1"), selector, name, limit, seconds, version or event_id)
+
+
 async def watch(ctx: ApiContext, request: web.Request, kind: Kind, namespace: str) -> web.StreamResponse:
-    """Server-sent events: ``event: ADDED|MODIFIED|DELETED``, ``id: <resourceVersion>``, the object as data."""
-    store = ctx.store()
-    since = request.query.get("resourceVersion") or request.headers.get("Last-Event-ID") or ""
-    stop = asyncio.Event()
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await resp.prepare(request)
-    events = store.watch(kind, namespace, since, stop)
-    stopper = asyncio.create_task(_stop_when(ctx.stopping, stop))
+    """Server-sent events: ``event: ADDED|MODIFIED|DELETED``, ``id: <resourceVersion>``, the event as data.
+
+    Every error (a bad or too old resourceVersion or Last-Event-ID, a bad selector, the cache
+    not ready) is answered as a Status before the stream starts; a watch that falls out of the
+    cache's window later gets an ``ERROR`` event with a 410 Status, and the stream ends.
+    """
+    p = ReadParams.of(request)
+    seconds = p.timeout_seconds
+    duration = min(seconds, ctx.watch_timeout) if seconds else ctx.watch_timeout
+    w = await ctx.reads().watch(kind, namespace, selector=p.selector, name=p.name, resource_version=p.since)
     try:
-        while True:
-            try:
-                ev = await asyncio.wait_for(anext(events), HEARTBEAT)
-            except TimeoutError:
-                await resp.write(b": ping\n\n")
-                continue
-            except StopAsyncIteration:
-                break
-            data = _encoder.encode({"type": ev.type, "object": ev.object})
-            rv = ev.object.metadata.resource_version
-            await resp.write(b"event: " + ev.type.encode() + b"\nid: " + rv.encode() + b"\ndata: " + data + b"\n\n")
-    except ConnectionResetError:
-        pass  # the client went away: the stream is over (a cancellation, by contrast, propagates)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        await _stream(ctx, resp, w, duration)
     finally:
-        stop.set()
-        stopper.cancel()
-        # asyncio.wait neither raises the stopper's cancellation nor hides one of this task
-        await asyncio.wait({stopper})
-        with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+        w.close()
     return resp
 
 
-async def _stop_when(source: asyncio.Event, target: asyncio.Event) -> None:
-    await source.wait()
-    target.set()
+async def _stream(ctx: ApiContext, resp: web.StreamResponse, w: Watch, duration: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + duration
+    last_write = loop.time()
+    stopper = asyncio.ensure_future(ctx.stopping.wait())
+    try:
+        while not ctx.stopping.is_set() and not w.closed:
+            try:
+                events = w.take()
+            except Expired as exc:
+                await resp.write(sse(b"ERROR", b"", {"type": "ERROR", "object": expired(str(exc)).status()}))
+                return
+            now = loop.time()
+            if events:
+                chunks = [sse(t.encode(), obj.metadata.resource_version.encode(), {"type": t, "object": raw})
+                          for t, obj, raw in events]  # fmt: skip
+                await resp.write(b"".join(chunks))
+                last_write = now
+            elif now - last_write >= HEARTBEAT:
+                await resp.write(b": ping\n\n")
+                last_write = now
+            if now >= end:
+                return
+            await w.wait(min(HEARTBEAT - (now - last_write), end - now), stopper)
+    except ConnectionResetError:
+        pass  # the client went away: the stream is over (a cancellation, by contrast, propagates)
+    finally:
+        stopper.cancel()
+        # asyncio.wait neither raises the stopper's cancellation nor hides one of this task
+        await asyncio.wait({stopper})
+
+
+def sse(event: bytes, event_id: bytes, data: Any) -> bytes:
+    """One server-sent event (``id`` left out when empty)."""
+    head = b"event: " + event + (b"\nid: " + event_id if event_id else b"")
+    return head + b"\ndata: " + _encoder.encode(data) + b"\n\n"
 
 
 @web.middleware

@@ -18,7 +18,18 @@ import msgspec
 
 from tmcd.api import errors
 from tmcd.api.http import Route
-from tmcd.api.openapi_schemas import REF, components, content, error_responses, kind_examples, list_type
+from tmcd.api.index import WINDOW
+from tmcd.api.openapi_schemas import (
+    REF,
+    WatchBookmark,
+    components,
+    content,
+    error_responses,
+    kind_examples,
+    list_type,
+    sse_type,
+    watch_event_type,
+)
 from tmcd.contracts import examples as contract_examples
 from tmcd.contracts.messages import HealthReport
 from tmcd.placement.model import Decision, decide
@@ -43,7 +54,10 @@ CanaryRollouts, AnalysisTemplates, RolloutRevisions), the fleet health tree, pro
 * **Errors** are Kubernetes `Status` objects carrying the HTTP code in `code`.
 * **Concurrency**: `metadata.resourceVersion` is the KV revision; a PUT (or a PATCH that sets
   it) with a stale one fails with 409 Conflict.
-* **Lists** page with `limit` and `continue`; `?watch=1` streams changes as server-sent events.
+* **Reads** (lists, gets, watches) are served from a watch cache per kind that has caught up
+  with every write acknowledged before the read (503 while it loads, 504 if it cannot catch up).
+* **Lists** page with `limit` and `continue`; `?watch=1` streams changes as server-sent events,
+  from a list's `resourceVersion` (410 Expired when it is older than the cache's window).
 
 Generated from the route table and the wire types by `tmcd.api.openapi`.
 """
@@ -78,7 +92,7 @@ class Operation:
     """Needs a read-write token (else it is a read)."""
     auth: bool = True
     """False: no token is ever checked (like ``/api/v1/health``)."""
-    errors: tuple[int, ...] = (400, 401, 422, 503)
+    errors: tuple[int, ...] = (400, 401, 422, 503, 504)
     parameters: tuple[tuple[str, str, dict[str, Any], str, Any], ...] = ()
     """Query parameters as :func:`parameter` arguments."""
 
@@ -110,7 +124,7 @@ OPERATIONS: tuple[Operation, ...] = (
         response=HealthReport,
         response_example=contract_examples.example(HealthReport),
         auth=False,
-        errors=(503,),
+        errors=(400, 503),
         parameters=(
             ("location", "query", {"type": "string"}, "Only this location (a value of the location label).", ""),
             ("clusters", "query", {"type": "boolean", "default": True}, "Include the cluster nodes.", True),
@@ -121,20 +135,58 @@ OPERATIONS: tuple[Operation, ...] = (
 
 _KIND_VERBS = ("list", "get", "create", "replace", "patch", "delete")
 _VERB_ERRORS = {
-    "list": (400, 401, 503),
-    "get": (401, 404, 503),
+    "list": (400, 401, 410, 429, 503, 504),
+    "get": (401, 404, 503, 504),
     "create": (400, 401, 403, 409, 422, 503),
     "replace": (400, 401, 403, 404, 409, 422, 503),
     "patch": (400, 401, 403, 404, 409, 422, 503),
     "delete": (401, 403, 404, 409, 503),
 }
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+_KEY = f"({_PREFIX})?{_NAME}"
+_SET = rf"\( *({_NAME})?( *, *({_NAME})?)* *\)"
+_TERM = rf"(! *{_KEY}|{_KEY} *(==|=|!=) *({_NAME})?|{_KEY} +(in|notin) *{_SET}|{_KEY})"
+LABEL_SELECTOR = rf"^ *({_TERM}( *, *{_TERM})*)? *$"
+"""The label selector syntax of :mod:`tmcd.resources.selectors` (label keys and values included)."""
+
 _LIST_PARAMETERS = (
-    ("labelSelector", {"type": "string"}, "Only objects whose labels match (`k=v,k!=v,k in (a,b),!k`).", "app=x"),
-    ("fieldSelector", {"type": "string"}, "Only `metadata.name=NAME` is supported.", "metadata.name=checkout"),
+    (
+        "labelSelector",
+        {"type": "string", "pattern": LABEL_SELECTOR},
+        "Only objects whose labels match (`k=v,k!=v,k in (a,b),k notin (a),k,!k`).",
+        "app=x",
+    ),
+    (
+        "fieldSelector",
+        {"type": "string", "pattern": r"^(metadata\.name=[\s\S]+)?$"},
+        "Only `metadata.name=NAME` is supported.",
+        "metadata.name=checkout",
+    ),
     ("limit", {"type": "integer", "minimum": 0}, "At most this many items per page (0: no limit).", 50),
     ("continue", {"type": "string"}, "The `metadata.continue` token of the previous page.", ""),
     ("watch", {"type": "boolean"}, "Stream changes as server-sent events instead of listing.", False),
-    ("resourceVersion", {"type": "string"}, "With `watch`: only changes after this revision.", ""),
+    (
+        "resourceVersion",
+        {"type": "string", "pattern": "^[0-9]*$"},
+        "With `watch`: only changes after this revision (a list's `metadata.resourceVersion`); empty or `0`: "
+        f"the current objects first, as ADDED. One older than the cache's window ({WINDOW:,} events per kind) "
+        "answers 410 Expired.",
+        "",
+    ),
+    (
+        "timeoutSeconds",
+        {"type": "integer", "minimum": 0},
+        "With `watch`: end the stream after this many seconds (0 or absent: after 1800 s, also the most).",
+        0,
+    ),
+)
+_LAST_EVENT_ID = (
+    "Last-Event-ID",
+    "header",
+    {"type": "string", "pattern": "^[0-9]*$"},
+    "With `watch` and no `resourceVersion`: the id of the last event seen (an EventSource sends it on reconnecting).",
+    "",
 )
 
 
@@ -166,6 +218,7 @@ def _kind_operation(route: Route, kind: Kind) -> dict[str, Any]:
     params = _path_params(route.path, ex["name"])
     if verb == "list":
         params += [parameter(n, "query", s, d, e) for n, s, d, e in _LIST_PARAMETERS]
+        params.append(parameter(*_LAST_EVENT_ID))
     op: dict[str, Any] = {"operationId": operation_id(route), "summary": route.summary, "tags": [k]}
     op["parameters"] = params
     op["security"] = READ_SECURITY if route.method == "GET" else WRITE_SECURITY
@@ -173,10 +226,13 @@ def _kind_operation(route: Route, kind: Kind) -> dict[str, Any]:
         ok = {
             "description": f"A page of {kind.plural}; with `watch`, a text/event-stream of `event: ADDED|MODIFIED|"
             "DELETED`, `id: <resourceVersion>`, `data: {type, object}` events (resumable from `resourceVersion` "
-            "or `Last-Event-ID`; `: ping` comments every 15 s).",
+            "or `Last-Event-ID`; `: ping` comments every 15 s; an `ERROR` event with a 410 Status, and the end, "
+            "when the watch falls behind the cache's window). The text/event-stream schema describes one event.",
             "content": {
                 **content({"$ref": REF.format(name=f"{k}List")}, {"list": ex["list"]}),
-                **content({"type": "string"}, {"watch": ex["events"]}, "text/event-stream"),
+                **content(
+                    {"$ref": REF.format(name=f"{k}ServerSentEvent")}, {"watch": ex["events"]}, "text/event-stream"
+                ),
             },
         }
     else:
@@ -254,7 +310,8 @@ _OTHER_TAGS = {
 
 def component_types(extra: Sequence[Operation] = OPERATIONS) -> list[Any]:
     """Types with a schema in components: the kinds, their lists, Status and the operations' types."""
-    types: list[Any] = [k.type for k in KINDS] + [list_type(k) for k in KINDS] + [errors.Status]
+    types: list[Any] = [k.type for k in KINDS] + [list_type(k) for k in KINDS] + [errors.Status, WatchBookmark]
+    types += [watch_event_type(k) for k in KINDS] + [sse_type(k) for k in KINDS]
     for op in extra:
         types.extend(t for t in (op.request, op.response) if t is not None and t not in types)
     return types

@@ -13,11 +13,12 @@ import inspect
 import itertools
 import textwrap
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from tmcd.api import errors
+from tmcd.api.index import WINDOW
 from tmcd.contracts import jsonschema
 from tmcd.resources import examples as resource_examples
 from tmcd.resources.kinds import Kind
@@ -59,9 +60,89 @@ def list_type(kind: Kind) -> type[msgspec.Struct]:
     return cls
 
 
+class BookmarkMeta(msgspec.Struct, kw_only=True, rename="camel"):
+    """Metadata of a BOOKMARK event."""
+
+    resource_version: str
+    """Every change up to this revision has been sent: watch again from it."""
+
+
+class WatchBookmark(msgspec.Struct, kw_only=True, rename="camel"):
+    """The object of a BOOKMARK event (NATS watches): only the resourceVersion to resume from."""
+
+    api_version: str
+    kind: str
+    metadata: BookmarkMeta
+
+
+WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
+SseEventType = Literal["ADDED", "MODIFIED", "DELETED", "ERROR"]
+
+
+@functools.cache
+def watch_event_type(kind: Kind) -> type[msgspec.Struct]:
+    """``<Kind>WatchEvent``: one event of a watch, over HTTP (an SSE event's data) and NATS."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+        ("type", Annotated[WatchEventType, msgspec.Meta(description="What happened.")]),
+        ("object", kind.type),
+    ]
+    cls = msgspec.defstruct(f"{kind.kind}WatchEvent", fields, kw_only=True, module=__name__)
+    cls.__doc__ = (
+        f"One event of a watch on {kind.plural}: `object` is the {kind.kind} (ADDED, MODIFIED; DELETED: its last "
+        "state at the deletion's resourceVersion), a WatchBookmark (BOOKMARK, NATS only) or a Status (ERROR: "
+        f"410 Expired when the watch fell more than {WINDOW:,} events behind; list again)."
+    )
+    return cls
+
+
+_ID = msgspec.Meta(pattern=r"^[0-9]+$", description="The resourceVersion (not on ERROR).")
+
+
+@functools.cache
+def sse_type(kind: Kind) -> type[msgspec.Struct]:
+    """``<Kind>ServerSentEvent``: one event of an HTTP watch as the SSE framing carries it."""
+    event_ref = REF.format(name=watch_event_type(kind).__name__)
+    data = msgspec.Meta(
+        description=f"A {watch_event_type(kind).__name__} as JSON.",
+        extra_json_schema={"contentMediaType": JSON, "contentSchema": {"$ref": event_ref}},
+    )
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+        ("event", Annotated[SseEventType, msgspec.Meta(description="The event's type.")]),
+        ("data", Annotated[str, data]),
+        ("id", Annotated[str, _ID] | msgspec.UnsetType, msgspec.UNSET),
+    ]
+    cls = msgspec.defstruct(f"{kind.kind}ServerSentEvent", fields, kw_only=True, module=__name__)
+    cls.__doc__ = (
+        f"One server-sent event of a watch on {kind.plural} (`: ping` comments every 15 s are not events); "
+        "reconnect with its id as `Last-Event-ID` (or `resourceVersion`) to resume."
+    )
+    return cls
+
+
+def _watch_event_objects(types: Sequence[Any], schemas: dict[str, Any]) -> None:
+    """A watch event's ``object`` is the kind, a WatchBookmark or a Status, by its ``type`` (msgspec
+    cannot say so itself: its unions of several structs need a tag field the kinds do not have)."""
+    for tp in types:
+        name = getattr(tp, "__name__", "")
+        if name.endswith("WatchEvent") and name in schemas:
+            schema = schemas[name]
+            obj = schema["properties"]["object"]
+            by_type = {
+                ("ADDED", "MODIFIED", "DELETED"): obj.pop("$ref"),
+                ("BOOKMARK",): REF.format(name=WatchBookmark.__name__),
+                ("ERROR",): REF.format(name=errors.Status.__name__),
+            }
+            obj["anyOf"] = [{"$ref": ref} for ref in by_type.values()]
+            schema["allOf"] = [
+                {"if": {"properties": {"type": {"enum": list(t)}}}, "then": {"properties": {"object": {"$ref": ref}}}}
+                for t, ref in by_type.items()
+            ]
+
+
 def components(types: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``(one $ref schema per type, components.schemas)``, with field docstrings as descriptions."""
     refs, schemas = jsonschema.schema_components(types, REF)
+    _watch_event_objects(types, schemas)
     for st in jsonschema.struct_types(types):
         schema = jsonschema.schema_of(st, schemas) or {}
         props = schema.get("properties", {})
@@ -131,7 +212,13 @@ _ERRORS = (
     (409, "", errors.conflict("placements", "checkout-eu")),
     (422, "The object is invalid", errors.invalid("placements", "checkout-eu", [errors.StatusCause(
         field="spec.numberOfClusters", message="Expected `int` >= 1")])),
-    (503, "Not connected to NATS (or no agent answered)", errors.ApiError(503, "ServiceUnavailable", "not connected")),
+    (410, "The resourceVersion is older than the watch cache's window (list again)", errors.ApiError(
+        410, "Expired", "too old resource version: 7 (1024)")),
+    (429, "Too many watches open", errors.ApiError(429, "TooManyRequests", "too many watches open (10000)")),
+    (503, "Not connected to NATS, the API cache still loading (or no agent answered)", errors.ApiError(
+        503, "ServiceUnavailable", "not connected")),
+    (504, "The API cache did not catch up with the bucket in time", errors.ApiError(
+        504, "Timeout", "the API cache of placements did not reach revision 4242 within 3s")),
 )  # fmt: skip
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from tmcd.api import nats_watch
 from tmcd.api.http import ApiContext, Route, build_routes
+from tmcd.api.index import WINDOW
 from tmcd.api.openapi import build_openapi
 from tmcd.api.openapi_schemas import kind_examples
 from tmcd.config import ApiConfig
@@ -266,5 +268,63 @@ def _nats(doc: dict[str, Any]) -> str:
         for ex in msg.get("examples", []):
             lines += ["Example:", "", *_code(ex["payload"])]
     others = [n for n in schemas if n not in msgs]
+    lines += _service()
     lines += ["## Types", "", "Types the message payloads are made of.", ""]
     return HEADER + "\n".join(lines + _types_section(schemas, others, link))
+
+
+_SERVICE_REQUESTS = {
+    "list": ("`{namespace?, labelSelector?, fieldSelector?, limit?, continue?}`", "a `<Kind>List`"),
+    "get": ("`{namespace?, name}`", "the object"),
+    "create": ("`{namespace?, object}`", "the object as stored"),
+    "replace": ("`{namespace?, name, object}`", "the object as stored"),
+    "patch": ("`{namespace?, name, patch}` (a JSON merge patch)", "the object as stored"),
+    "delete": ("`{namespace?, name}`", "the object as it was"),
+    "watch": (
+        "`{namespace?, labelSelector?, fieldSelector?, resourceVersion?, timeoutSeconds?}`",
+        "watch events on the reply subject (below)",
+    ),
+}
+
+
+def _service() -> list[str]:
+    """The resource API's NATS micro service, ``tmc``: its endpoints and the watch protocol."""
+    plurals = ", ".join(f"`{k.plural}`" for k in KINDS)
+    lines = [
+        "## The resource API service `tmc`",
+        "",
+        "The NATS micro service `tmc` (`$SRV.PING|INFO|STATS.tmc`) serves the resource API with the same",
+        "types and errors as HTTP: requests and replies are JSON, and a failed request gets the `Status`",
+        "object with the headers `Nats-Service-Error-Code` (the HTTP code) and `Nats-Service-Error`.",
+        "Lists, gets and watches are served from tmcd's watch cache: a read reflects every write",
+        "acknowledged before it (503 while the cache loads, 504 if it cannot catch up).",
+        f"`<plural>` is one of {plurals}.",
+        "",
+        "| Subject | Request | Reply |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| `tmc.api.{v}.<plural>` | {req} | {rep} |" for v, (req, rep) in _SERVICE_REQUESTS.items()]
+    lines += [
+        "| `tmc.api.simulate.placements` | `{object}` (a Placement) | the decision, nothing saved |",
+        "",
+        "### Watches",
+        "",
+        "Subscribe to an inbox, then publish the watch request with that inbox as its reply subject.",
+        "An error (a bad `resourceVersion`: 400; one older than the cache's window of "
+        f"{WINDOW:,} events per kind: 410 `Expired`; 429, 503, 504) is the one reply, as for",
+        "every other endpoint. Otherwise each message on the inbox is a watch event `{type, object}`:",
+        "",
+        "* first a `BOOKMARK` whose object carries the `resourceVersion` the watch starts at;",
+        "* `ADDED`, `MODIFIED`, `DELETED` (without a `resourceVersion`, the current objects first, as `ADDED`);",
+        f"* every {nats_watch.HEARTBEAT:g} s a `BOOKMARK` with the `resourceVersion` to resume from, sent as a",
+        "  request: once nobody subscribes to the inbox any more, the server answers so and the watch ends;",
+        f"* last, a message with the header `{nats_watch.END_HEADER}`: `timeout` (after `timeoutSeconds`, at most",
+        f"  {nats_watch.WATCH_TIMEOUT:g} s) or `shutdown` (a `BOOKMARK`: watch again from its `resourceVersion`), or",
+        "  `expired` (an `ERROR` event with a 410 `Status`: the client fell behind the window; list again).",
+        "",
+        "List, then watch from the list's `metadata.resourceVersion`: nothing that happens in between is",
+        "missed. A client that hears nothing for a few heartbeats can take tmcd as gone and watch again",
+        "from the last `resourceVersion` it saw.",
+        "",
+    ]
+    return lines

@@ -62,10 +62,10 @@ def _probe(probe: str) -> Callable[[web.Request], Awaitable[web.Response]]:
 async def health_tree(request: web.Request) -> web.Response:
     """GET /api/v1/health: the health tree (cluster -> location -> fleet) from the health agent."""
     bus = request.app[BUS_KEY]()
-    query = HealthQuery(
-        location=request.query.get("location", ""),
-        include_clusters=request.query.get("clusters", "true").lower() not in ("0", "false", "no"),
-    )
+    clusters = request.query.get("clusters", "true").lower()
+    if clusters not in ("1", "true", "yes", "0", "false", "no"):
+        return _status(400, "BadRequest", "clusters must be true or false")
+    query = HealthQuery(location=request.query.get("location", ""), include_clusters=clusters in ("1", "true", "yes"))
     if bus is None or not bus.connected:
         return _status(503, "ServiceUnavailable", "not connected to NATS")
     try:

@@ -1,71 +1,31 @@
-"""Resources in JetStream KV with compare-and-set on ``resourceVersion`` (the KV revision).
+"""Resources in JetStream KV with compare-and-set on ``resourceVersion`` (the KV revision): the writes.
 
-Shared by the HTTP API and the NATS API: list (label selector, name, limit/continue),
-get, create, replace, JSON merge patch, delete, and watch (resumable from a
-resourceVersion).
+Shared by the HTTP API and the NATS API: create, replace, JSON merge patch, delete and
+status writes, and the decoding and validation of request bodies.  Reads (lists, gets,
+watches) are served from the watch cache (:mod:`tmcd.api.reads`); :meth:`ResourceStore.get`
+reads KV itself, for the writes to compare-and-set against.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from tmcd.api import errors
 from tmcd.bus import Bus, CasConflictError, KvStore
 from tmcd.contracts.names import is_valid_name
-from tmcd.resources.kinds import Kind, kv_key, parse_kv_key
+from tmcd.resources.kinds import Kind, kv_key
 from tmcd.resources.meta import rfc3339
-from tmcd.resources.selectors import Selector, SelectorError, parse_selector
 from tmcd.resources.validate import validate
 
-
-@dataclass
-class ListResult:
-    """One page of a list."""
-
-    items: list[Any]
-    resource_version: str
-    continue_token: str = ""
-
-
-@dataclass
-class WatchEvent:
-    """ADDED, MODIFIED or DELETED, with the object."""
-
-    type: str
-    object: Any
-
-
-def list_filters(label_selector: str, field_selector: str) -> tuple[Selector | None, str]:
-    """Parse ``labelSelector`` and ``fieldSelector`` (only ``metadata.name=NAME``); 400 when bad."""
-    selector = None
-    if label_selector:
-        try:
-            selector = parse_selector(label_selector)
-        except SelectorError as exc:
-            raise errors.bad_request(f"labelSelector: {exc}") from None
-    name = ""
-    if field_selector:
-        field, _, value = field_selector.partition("=")
-        if field != "metadata.name" or not value:
-            raise errors.bad_request("fieldSelector: only metadata.name=NAME is supported")
-        name = value.lstrip("=")
-    return selector, name
-
-
-def list_object(kind: Kind, page: ListResult) -> dict[str, Any]:
-    """A page as a Kubernetes ``<Kind>List``."""
-    meta: dict[str, Any] = {"resourceVersion": page.resource_version}
-    if page.continue_token:
-        meta["continue"] = page.continue_token
-    return {"apiVersion": kind.api_version, "kind": f"{kind.kind}List", "metadata": meta, "items": page.items}
+if TYPE_CHECKING:
+    from tmcd.api.reads import ListResult, Reads
+    from tmcd.resources.selectors import Selector
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -82,11 +42,12 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 class ResourceStore:
-    """CRUD and watch over the kinds table."""
+    """The writes over the kinds table (and, for code that has only a store, lists from the cache)."""
 
-    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time, reads: Reads | None = None) -> None:
         self._bus = bus
         self._clock = clock
+        self._reads = reads
         self._stores: dict[str, KvStore[Any]] = {}
 
     async def _kv(self, kind: Kind) -> KvStore[Any]:
@@ -127,10 +88,10 @@ class ResourceStore:
         if causes:
             raise errors.invalid(kind.kind, name, causes)
 
-    # -- reads ---------------------------------------------------------------------------
+    # -- reads the writes need -------------------------------------------------------------
 
     async def get(self, kind: Kind, namespace: str, name: str) -> Any:
-        """One object; 404 when absent (including names no object can have)."""
+        """The object as stored in KV now (what a write compares and sets against); 404 when absent."""
         if not is_valid_name(name) or (kind.namespaced and not is_valid_name(namespace)):
             raise errors.not_found(kind.plural, name)
         entry = await (await self._kv(kind)).get(kv_key(kind, namespace, name))
@@ -148,28 +109,12 @@ class ResourceStore:
         limit: int = 0,
         continue_token: str = "",
     ) -> ListResult:
-        """Objects sorted by (namespace, name), filtered, one page at a time."""
-        entries, revision = await (await self._kv(kind)).snapshot()
-        start = _decode_continue(continue_token) if continue_token else ""
-        items = []
-        for entry in sorted(entries, key=lambda e: e.key):
-            ns, obj_name = parse_kv_key(kind, entry.key)
-            if namespace and ns != namespace:
-                continue
-            if name and obj_name != name:
-                continue
-            if start and entry.key <= start:
-                continue
-            obj = entry.value
-            if selector is not None and not selector.matches(obj.metadata.labels):
-                continue
-            items.append(self._with_version(obj, entry.revision))
-        token = ""
-        if limit and len(items) > limit:
-            items = items[:limit]
-            last = items[-1].metadata
-            token = _encode_continue(kv_key(kind, last.namespace, last.name))
-        return ListResult(items, str(revision), token)
+        """A list served by the watch cache (see :meth:`tmcd.api.reads.Reads.list`); 503 without one."""
+        if self._reads is None:
+            raise errors.ApiError(503, "ServiceUnavailable", "the API cache is not running")
+        return await self._reads.list(
+            kind, namespace, selector=selector, name=name, limit=limit, continue_token=continue_token
+        )
 
     # -- writes --------------------------------------------------------------------------
 
@@ -264,64 +209,3 @@ class ResourceStore:
         except CasConflictError:
             raise errors.conflict(kind.plural, name) from None
         return current
-
-    # -- watch ---------------------------------------------------------------------------
-
-    async def watch(
-        self, kind: Kind, namespace: str, resource_version: str, stop: asyncio.Event
-    ) -> AsyncIterator[WatchEvent]:
-        """Changes as ADDED/MODIFIED/DELETED events.
-
-        Without ``resource_version`` the current objects come first as ADDED; with one,
-        only changes after it.  An object first seen in this stream is ADDED, later
-        changes MODIFIED (a stream resumed from a resourceVersion cannot tell whether an
-        object it has not seen yet was created or changed; clients treat ADDED as upsert).
-        """
-        kv = await self._kv(kind)
-        seen: dict[str, Any] = {}
-        if resource_version:
-            try:
-                after = int(resource_version)
-            except ValueError:
-                raise errors.bad_request(f"resourceVersion {resource_version!r} is not a number") from None
-        else:
-            entries, after = await kv.snapshot()
-            for entry in sorted(entries, key=lambda e: e.key):
-                if _in_namespace(kind, entry.key, namespace):
-                    seen[entry.key] = entry.value
-                    yield WatchEvent("ADDED", self._with_version(entry.value, entry.revision))
-        async for change in kv.changes(after, stop):
-            if not _in_namespace(kind, change.key, namespace):
-                continue
-            if change.value is None:
-                gone = seen.pop(change.key, None)
-                if gone is None:
-                    ns, name = parse_kv_key(kind, change.key)
-                    gone = _stub(kind, ns, name)
-                yield WatchEvent("DELETED", self._with_version(gone, change.revision))
-            else:
-                event = "MODIFIED" if change.key in seen else "ADDED"
-                seen[change.key] = change.value
-                yield WatchEvent(event, self._with_version(change.value, change.revision))
-
-
-def _in_namespace(kind: Kind, key: str, namespace: str) -> bool:
-    return not namespace or parse_kv_key(kind, key)[0] == namespace
-
-
-def _stub(kind: Kind, namespace: str, name: str) -> Any:
-    return msgspec.convert(
-        {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": {"name": name, "namespace": namespace}},
-        kind.type,
-    )
-
-
-def _encode_continue(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
-
-
-def _decode_continue(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise errors.bad_request("invalid continue token") from None

@@ -27,7 +27,7 @@ from tmcd.bus.metrics import BusMetrics
 from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, classify, connect_failure, describe
 from tmcd.bus.options import backoff_delay, credential_options, display_url, server_text, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
-from tmcd.bus.service import Endpoint, start_service
+from tmcd.bus.service import Endpoint, Service, StreamEndpoint, start_service
 from tmcd.config import Config, NatsConfig
 from tmcd.contracts.codec import InvalidMessage, decode, decode_as, encode
 from tmcd.contracts.messages import ControlReply, Message, SyncEventBatch
@@ -419,8 +419,13 @@ class Bus:
         return KvStore(kv, value_type, self.js, bucket, on_invalid=self._dead_letter_soon)
 
     async def service(
-        self, name: str, version: str, description: str, endpoints: Sequence[Endpoint], queue_group: str = "tmcd"
-    ) -> Any:
+        self,
+        name: str,
+        version: str,
+        description: str,
+        endpoints: Sequence[Endpoint | StreamEndpoint],
+        queue_group: str = "tmcd",
+    ) -> Service:
         """Start a NATS micro service (answers $SRV.PING|INFO|STATS); ``await svc.stop()`` to stop."""
         return await start_service(self.nc, name, version, description, endpoints, queue_group)
 

@@ -30,6 +30,33 @@ OnInvalid = Callable[[str, bytes, InvalidMessage], None]
 """Told of a stored value that does not decode: (subject, bytes, why)."""
 
 
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    description: str = ""
+
+
+class _StreamState(msgspec.Struct):
+    last_seq: int = 0
+
+
+class _StreamInfo(msgspec.Struct):
+    state: _StreamState | None = None
+    created: str = ""
+    error: _ApiError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    """Where a bucket is: its latest revision, and when its stream was created (a bucket deleted
+    and made again starts its revisions over, with a new creation time)."""
+
+    revision: int
+    created: str
+
+
+_stream_info = msgspec.json.Decoder(_StreamInfo)
+
+
 class CasConflictError(Exception):
     """The key changed since the revision the caller read (or already exists on create)."""
 
@@ -64,6 +91,8 @@ class KvChange(Generic[T]):
     key: str
     value: T | None
     revision: int
+    invalid: bool = False
+    """The new value does not decode (reported already); only from a feed that keeps them."""
 
 
 class KvStore(Generic[T]):
@@ -153,10 +182,42 @@ class KvStore(Generic[T]):
 
     async def revision(self) -> int:
         """The bucket's latest revision (its stream's last sequence)."""
-        with _nats_errors(f"KV {self._bucket} revision"):
-            info = await self._js.stream_info(f"KV_{self._bucket}")
-        last: int = info.state.last_seq
-        return last
+        return (await self.state()).revision
+
+    async def state(self) -> BucketState:
+        """The bucket's latest revision and creation time: one STREAM.INFO.
+
+        Decoded for the two fields it needs (the API asks on every read; nats-py's own
+        ``stream_info`` builds the whole configuration each time).
+        """
+        what = f"KV {self._bucket} revision"
+        with _nats_errors(what):
+            msg = await self._js._nc.request(
+                f"{self._js._prefix}.STREAM.INFO.KV_{self._bucket}", b"", timeout=self._js._timeout
+            )
+        try:
+            info = _stream_info.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            raise BusError(f"{what}: bad STREAM.INFO reply: {exc}") from exc
+        if info.error is not None or info.state is None:
+            raise BusError(f"{what}: {info.error.description if info.error else 'no stream state'}")
+        return BucketState(info.state.last_seq, info.created)
+
+    async def next_revision(self, after: int) -> int | None:
+        """The revision of the first change the bucket still holds after ``after``, or None.
+
+        A reader that is behind :meth:`revision` with nothing left to read (the changes in
+        between were removed, e.g. by a purge) can move on to it.
+        """
+        with _nats_errors(f"KV {self._bucket} next revision after {after}"):
+            try:
+                msg = await self._js.get_msg(
+                    f"KV_{self._bucket}", seq=after + 1, subject=f"$KV.{self._bucket}.>", next=True
+                )
+            except js_errors.NotFoundError:
+                return None
+        seq: int = msg.seq
+        return seq
 
     async def snapshot(self) -> tuple[list[KvEntry[T]], int]:
         """Every live entry and the bucket revision they are consistent with (one stream pass).
@@ -182,12 +243,22 @@ class KvStore(Generic[T]):
                     await watcher.stop()
         return entries, revision
 
+    @property
+    def bucket(self) -> str:
+        """The bucket's name."""
+        return self._bucket
+
     def change_feed(
-        self, after_revision: int, stop: asyncio.Event, max_pending: int = MAX_PENDING
+        self, after_revision: int, stop: asyncio.Event, max_pending: int = MAX_PENDING, *, keep_invalid: bool = False
     ) -> ChangeFeed[KvChange[T]]:
         """Every change after ``after_revision``, in order, until ``stop`` is set, with at most
-        ``max_pending`` changes buffered (see :mod:`tmcd.bus.changefeed`); ``async with`` it."""
-        return ChangeFeed(self._js, self._bucket, self._change, after_revision, stop, max_pending)
+        ``max_pending`` changes buffered (see :mod:`tmcd.bus.changefeed`); ``async with`` it.
+
+        A value that does not decode is reported and skipped, or with ``keep_invalid`` passed on
+        as a change with ``invalid`` set (for a reader that must account for every revision).
+        """
+        make = self._change_keeping_invalid if keep_invalid else self._change
+        return ChangeFeed(self._js, self._bucket, make, after_revision, stop, max_pending)
 
     async def changes(
         self, after_revision: int, stop: asyncio.Event, max_pending: int = MAX_PENDING
@@ -211,3 +282,7 @@ class KvStore(Generic[T]):
             return KvChange(key, None, revision)
         value = self._decode(key, data)
         return None if value is None else KvChange(key, value, revision)
+
+    def _change_keeping_invalid(self, key: str, data: bytes | None, revision: int) -> KvChange[T]:
+        change = self._change(key, data, revision)
+        return KvChange(key, None, revision, invalid=True) if change is None else change

@@ -10,6 +10,8 @@ check                 probes                 fails when
 ``jetstream``         readyz healthz         streams/KV not provisioned or not reachable
 ``consumer-lag``      healthz                a stream has > ``health.max_consumer_pending``
                                              undelivered messages
+``api-cache``         readyz healthz         a kind's API watch cache has not loaded yet
+                                             (registered by the daemon)
 ``agent-<name>``      readyz healthz         the agent is not running and started, is in
                                              crash backoff, or crash-loops
 ====================  =====================  ==============================================

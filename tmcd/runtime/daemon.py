@@ -15,6 +15,7 @@ from typing import Any
 
 from tmcd import __version__
 from tmcd.api import nats_api
+from tmcd.api.nats_watch import NatsWatches
 from tmcd.api.server import API_KEY, HttpServer, build_app
 from tmcd.bus import Bus
 from tmcd.config import Config
@@ -62,6 +63,7 @@ class Daemon:
         self.provisioned = False
         self._gc_task: asyncio.Task[None] | None = None
         self.api_service: Any = None
+        self.api_watches: NatsWatches | None = None
         self._stopped: bool | None = None
         self._register_checks()
 
@@ -71,12 +73,14 @@ class Daemon:
         return Path(self.cfg.data_dir)
 
     def _register_checks(self) -> None:
-        """livez: ping, eventloop; readyz: ping, nats, jetstream, agent-*; healthz: all (see tmcd/runtime/checks.py)."""
+        """livez: ping, eventloop; readyz: ping, nats, jetstream, api-cache, agent-*; healthz: all
+        (see tmcd/runtime/checks.py)."""
         self.checks.cache_ttl = self.cfg.health.check_cache
         self.component_checks = DaemonChecks(
             self.checks, self.cfg.health, self.metrics, bus=lambda: self.bus, provisioned=lambda: self.provisioned
         )
         self.component_checks.register()
+        self.checks.register("api-cache", self.http.app[API_KEY].cache_check)
         for name in self.cfg.agents:
             self.checks.register(f"agent-{name}", self._agent_check(name))
 
@@ -101,7 +105,8 @@ class Daemon:
         await self.bus.provision(self.cfg)
         self.provisioned = True
         api_ctx = self.http.app[API_KEY]
-        self.api_service = await nats_api.start(self.bus, api_ctx.store)
+        api_ctx.start_cache()  # one KV feed per kind; /readyz waits for them to load
+        self.api_service, self.api_watches = await nats_api.start(self.bus, api_ctx)
         bus = self.bus
 
         tracer = self.telemetry.tracer("tmcd.agents")
@@ -167,6 +172,7 @@ class Daemon:
         return [
             ("gc freeze task", 0.25, self._stop_gc_task),
             ("NATS API service", 0.5, self._stop_api_service),
+            ("API cache", 0.25, lambda _t: self.http.app[API_KEY].close_cache()),
             ("agents", 14.0, self._stop_agents),
             ("NATS drain", 5.0, self._close_bus),
             ("HTTP server", 0.5, lambda _t: self.http.stop()),
@@ -179,10 +185,13 @@ class Daemon:
         task, self._gc_task = self._gc_task, None
         await cancel_and_wait(task)
 
-    async def _stop_api_service(self, _timeout: float) -> None:
+    async def _stop_api_service(self, timeout: float) -> None:
         service, self.api_service = self.api_service, None
         if service is not None:
             await service.stop()
+        watches, self.api_watches = self.api_watches, None
+        if watches is not None:
+            await watches.close(timeout * 0.5)  # each open watch gets its end message
 
     async def _stop_agents(self, timeout: float) -> bool:
         if self.supervisor is None:
