@@ -94,11 +94,12 @@ def fleet(clusters: int, placements: int) -> list[tuple[str, dict[str, object]]]
 
 
 async def consumers(js: object) -> int:
-    """JetStream consumers on the KV streams (one per kind for the API cache, plus the agents')."""
+    """JetStream consumers on the KV streams as the JetStream API lists them (one per kind for the
+    API cache, plus the agents')."""
     total = 0
     for stream in await js.streams_info():  # type: ignore[attr-defined]
         if stream.config.name.startswith("KV_"):
-            total += stream.state.consumer_count
+            total += len(await js.consumers_info(stream.config.name))  # type: ignore[attr-defined]
     return total
 
 

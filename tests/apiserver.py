@@ -49,12 +49,12 @@ class Api:
 
 
 async def consumers(bus: Bus) -> int:
-    """JetStream consumers on every KV stream, from the streams' own info."""
+    """JetStream consumers on every KV stream, as the JetStream API lists them (CONSUMER.LIST)."""
     total = 0
     for info in await bus.js.streams_info():
         if info.config.name.startswith("KV_"):
-            total += info.state.consumer_count
-    return int(total)
+            total += len(await bus.js.consumers_info(info.config.name))
+    return total
 
 
 @contextlib.asynccontextmanager

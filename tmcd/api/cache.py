@@ -10,8 +10,8 @@ loading, 504 when it does not catch up in time: never a stale or empty answer).
 
 A feed that stops delivering while the bucket moves on (a lost consumer, a connection that
 came back without it) is restarted from the last revision applied, once it has made no
-progress for :data:`STALL_AFTER` seconds; a bucket whose revision went backwards (deleted
-and created again) is loaded afresh, and watches of the old one end with 410 Expired.
+progress for :data:`STALL_AFTER` seconds; a bucket deleted and created again (its stream's
+creation time changed) is loaded afresh, and watches of the old one end with 410 Expired.
 """
 
 from __future__ import annotations
@@ -338,11 +338,14 @@ class ApiCache:
         problems = {c.problem for c in self.kinds.values() if c.problem and not c.loaded}
         return "not loaded yet: " + ", ".join(waiting) + (f" ({'; '.join(sorted(problems))})" if problems else "")
 
-    async def close(self) -> None:
-        """Stop the feeds (deleting their consumers) and everything waiting on them."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the feeds (deleting their consumers) and everything waiting on them; a feed not
+        stopped within ``timeout`` seconds (stuck on an unanswered request) is cancelled."""
         self._stop.set()
         tasks, self._tasks = self._tasks, []
         if tasks:
-            await asyncio.wait(tasks)
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                await cancel_and_wait(task)
         for c in self.kinds.values():
             await c.close()

@@ -43,12 +43,12 @@ class ApiContext:
             self._store = None  # made again, with the reads
         return self._reads.cache
 
-    async def close_cache(self) -> None:
-        """Stop the watch cache (its feeds' consumers are deleted)."""
+    async def close_cache(self, timeout: float = 5.0) -> None:
+        """Stop the watch cache (its feeds' consumers are deleted) within about ``timeout`` seconds."""
         reads, self._reads = self._reads, None
         self._store = None
         if reads is not None:
-            await reads.cache.close()
+            await reads.cache.close(timeout * 0.8)
 
     def cache_check(self) -> str | None:
         """The ``api-cache`` readiness check: None once every kind's cache has loaded."""

@@ -34,6 +34,8 @@ __all__ = ["ApiContext", "Route", "add_api", "api_errors", "build_routes", "cors
 _encoder = msgspec.json.Encoder()
 HEARTBEAT = 15.0
 """Seconds between SSE comments on an idle watch (they also detect gone clients)."""
+WRITE_TIMEOUT = 30.0
+"""Seconds a watch's write may wait for a client that reads nothing before the stream is dropped."""
 
 
 @dataclass(frozen=True)
@@ -222,27 +224,32 @@ async def _stream(ctx: ApiContext, resp: web.StreamResponse, w: Watch, duration:
     end = loop.time() + duration
     last_write = loop.time()
     stopper = asyncio.ensure_future(ctx.stopping.wait())
+
+    async def write(data: bytes) -> None:
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await resp.write(data)
+
     try:
         while not ctx.stopping.is_set() and not w.closed:
             try:
                 events = w.take()
             except Expired as exc:
-                await resp.write(sse(b"ERROR", b"", {"type": "ERROR", "object": expired(str(exc)).status()}))
+                await write(sse(b"ERROR", b"", {"type": "ERROR", "object": expired(str(exc)).status()}))
                 return
             now = loop.time()
             if events:
                 chunks = [sse(t.encode(), obj.metadata.resource_version.encode(), {"type": t, "object": raw})
                           for t, obj, raw in events]  # fmt: skip
-                await resp.write(b"".join(chunks))
+                await write(b"".join(chunks))
                 last_write = now
             elif now - last_write >= HEARTBEAT:
-                await resp.write(b": ping\n\n")
+                await write(b": ping\n\n")
                 last_write = now
             if now >= end:
                 return
             await w.wait(min(HEARTBEAT - (now - last_write), end - now), stopper)
-    except ConnectionResetError:
-        pass  # the client went away: the stream is over (a cancellation, by contrast, propagates)
+    except (ConnectionResetError, TimeoutError):
+        pass  # the client went away or reads nothing: the stream is over (a cancellation propagates)
     finally:
         stopper.cancel()
         # asyncio.wait neither raises the stopper's cancellation nor hides one of this task

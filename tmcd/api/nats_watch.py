@@ -116,8 +116,10 @@ class NatsWatches:
         )
         seconds = min(req.timeout_seconds or self.max_seconds, self.max_seconds)
         try:
+            if self._stopping.done():  # closed while this one waited for the cache
+                raise errors.ApiError(503, "ServiceUnavailable", "tmcd is shutting down")
             await stream.send(event("BOOKMARK", bookmark(kind, w.revision)))
-        except Exception:
+        except BaseException:
             w.close()
             raise
         task = asyncio.create_task(self._run(w, stream, seconds), name=f"nats-watch-{kind.plural}")

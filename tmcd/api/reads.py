@@ -191,24 +191,28 @@ class Reads:
             since = int(resource_version)
         if self.watching >= self.max_watches:
             raise errors.ApiError(429, "TooManyRequests", f"too many watches open ({self.max_watches})")
-        cache = self.cache.of(kind)
-        revision = await cache.fresh()
-        index, f = cache.index, Filter(namespace, name, selector)
-        initial: list[Entry] = []
-        if since < 0:
-            initial = index.select(f)
-            number = index.ring.end
-        elif since > revision:
-            raise expired(
-                f"resourceVersion {since} is newer than the latest revision of {kind.plural} ({revision}): "
-                "was the bucket re-created? List again"
-            )
-        else:
-            try:
-                number = index.resume(since)
-            except Expired as exc:
-                raise expired(str(exc)) from None
-        self.watching += 1
+        self.watching += 1  # the slot is taken before waiting, so concurrent starts cannot overshoot
+        try:
+            cache = self.cache.of(kind)
+            revision = await cache.fresh()
+            index, f = cache.index, Filter(namespace, name, selector)
+            initial: list[Entry] = []
+            if since < 0:
+                initial = index.select(f)
+                number = index.ring.end
+            elif since > revision:
+                raise expired(
+                    f"resourceVersion {since} is newer than the latest revision of {kind.plural} ({revision}): "
+                    "was the bucket re-created? List again"
+                )
+            else:
+                try:
+                    number = index.resume(since)
+                except Expired as exc:
+                    raise expired(str(exc)) from None
+        except BaseException:
+            self._released()
+            raise
         return Watch(cache, f, number, initial, self._released)
 
     def _released(self) -> None:

@@ -172,7 +172,7 @@ class Daemon:
         return [
             ("gc freeze task", 0.25, self._stop_gc_task),
             ("NATS API service", 0.5, self._stop_api_service),
-            ("API cache", 0.25, lambda _t: self.http.app[API_KEY].close_cache()),
+            ("API cache", 1.0, lambda t: self.http.app[API_KEY].close_cache(t)),
             ("agents", 14.0, self._stop_agents),
             ("NATS drain", 5.0, self._close_bus),
             ("HTTP server", 0.5, lambda _t: self.http.stop()),
@@ -188,10 +188,10 @@ class Daemon:
     async def _stop_api_service(self, timeout: float) -> None:
         service, self.api_service = self.api_service, None
         if service is not None:
-            await service.stop()
+            await service.stop(timeout * 0.4)  # the requests being answered finish
         watches, self.api_watches = self.api_watches, None
         if watches is not None:
-            await watches.close(timeout * 0.5)  # each open watch gets its end message
+            await watches.close(timeout * 0.4)  # each open watch gets its end message
 
     async def _stop_agents(self, timeout: float) -> bool:
         if self.supervisor is None:
