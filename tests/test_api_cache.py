@@ -21,7 +21,8 @@ from tmcd.api.errors import ApiError
 from tmcd.api.index import Expired
 from tmcd.bus import Bus
 from tmcd.config import ApiConfig, Config, NatsConfig
-from tmcd.kubectl.client import Client, Endpoint
+from tmcd.kubectl.client import Client
+from tmcd.kubectl.endpoint import Endpoint
 from tmcd.kubectl.getcore import get as kubectl_get
 from tmcd.kubectl.kinds import resolve
 from tmcd.resources.examples import example

@@ -11,7 +11,8 @@ import pytest
 
 from tests.apiserver import Api, api_server
 from tests.helpers import new_object, wait_for
-from tmcd.kubectl.client import Client, Endpoint
+from tmcd.kubectl.client import Client
+from tmcd.kubectl.endpoint import Endpoint
 from tmcd.kubectl.errors import ServerError
 from tmcd.kubectl.kinds import CliKind, resolve
 from tmcd.kubectl.watch import watch_rows

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 from tmcd.kubectl import columns
-from tmcd.kubectl.client import NATS_HINT, Client, NatsConnection
+from tmcd.kubectl.client import API_PREFIX, NATS_HINT, Client, NatsConnection
 from tmcd.kubectl.errors import CliError, ServerError, Unreachable
 from tmcd.kubectl.kinds import CliKind
 from tmcd.kubectl.output import render
@@ -40,8 +40,13 @@ class WatchConnection(NatsConnection):
     unsubscribe, and a read that gives up after a while."""
 
     def publish(self, subject: str, reply: str, payload: bytes) -> None:
-        """Publish ``payload`` with ``reply`` as its reply subject."""
-        self._send(f"PUB {subject} {reply} {len(payload)}\r\n".encode() + payload + b"\r\n")
+        """Publish ``payload`` with ``reply`` as its reply subject (and the token, as requests carry it)."""
+        if self.token and subject.startswith(API_PREFIX):
+            head = f"NATS/1.0\r\nAuthorization: Bearer {self.token}\r\n\r\n".encode()
+            pub = f"HPUB {subject} {reply} {len(head)} {len(head) + len(payload)}\r\n".encode() + head
+        else:
+            pub = f"PUB {subject} {reply} {len(payload)}\r\n".encode()
+        self._send(pub + payload + b"\r\n")
 
     def unsubscribe(self, sid: str) -> None:
         """End a subscription."""
