@@ -102,5 +102,17 @@ def get(
         from tmcd.kubectl.watch import watch_rows
 
         ns = "" if (s.all_namespaces or not k.namespaced) else namespace_for(ctx, k, c.endpoint)
-        for line in watch_rows(c, k, set(names), ns, output, output_watch_events, s.all_namespaces):
+        # from the list just printed: nothing changed after it is missed
+        rows = watch_rows(
+            c,
+            k,
+            set(names),
+            ns,
+            output,
+            output_watch_events,
+            s.all_namespaces,
+            resource_version=result.resource_version,
+            selector=selector,
+        )
+        for line in rows:
             click.echo(line)

@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 class GetResult:
     """What ``get`` prints: ``out`` on stdout, ``note`` (e.g. "No resources found") on stderr."""
 
-    def __init__(self, out: str, note: str = "", newline: bool = True) -> None:
+    def __init__(self, out: str, note: str = "", newline: bool = True, resource_version: str = "") -> None:
         self.out = out
         self.note = note
         self.newline = newline
         """Whether a newline follows ``out`` (jsonpath prints exactly its template)."""
+        self.resource_version = resource_version
+        """What was printed is as of this resourceVersion (``get -w`` watches from it, without a gap)."""
 
 
 def check_format(output: str, allow_missing_keys: bool = True) -> str:
@@ -77,6 +79,7 @@ def get(
     heartbeats = kind.kind == "SyncTarget" and output in ("table", "wide")
     pending = client.ask_heartbeats() if heartbeats else None  # answered while the list is served
     items: list[dict[str, Any]]
+    rv = ""
     if names:
         items = [client.call("get", kind, namespace=ns, name=n) for n in names]
     else:
@@ -84,6 +87,8 @@ def get(
         cont = ""
         while True:
             page = client.call("list", kind, namespace=ns, labelSelector=selector, limit=500, **{"continue": cont})
+            if not cont:  # later pages continue the first one's snapshot
+                rv = str((page.get("metadata") or {}).get("resourceVersion") or "")
             items.extend(page.get("items") or [])
             cont = str((page.get("metadata") or {}).get("continue") or "")
             if not cont:
@@ -106,7 +111,7 @@ def get(
     if not items and output in ("table", "wide"):
         out = ""
         note = f"No resources found in {ns} namespace." if ns else "No resources found"
-    return GetResult(out, note, newline_after(output))
+    return GetResult(out, note, newline_after(output), rv)
 
 
 def parse_fast(argv: list[str]) -> dict[str, Any] | None:

@@ -79,13 +79,3 @@ def by_kind(kind: str, api_version: str = "") -> CliKind | None:
 def known_names() -> str:
     """A short list of what ``get`` accepts, for error messages."""
     return "clusters (cl), placements (pl), canaries (cr), revisions (rev), analysistemplates (at)"
-
-
-BUCKETS = {
-    "SyncTarget": "tmc-clusters",
-    "Placement": "tmc-placements",
-    "CanaryRollout": "tmc-canaries",
-    "AnalysisTemplate": "tmc-analysistemplates",
-    "RolloutRevision": "tmc-revisions",
-}
-"""Kind -> JetStream KV bucket (``get -w`` watches the bucket's subjects)."""
