@@ -24,6 +24,7 @@ from tmcd.canary.analysis import (
     run_phase,
 )
 from tmcd.canary.judges import judge_samples
+from tmcd.canary.measures import MEASURES
 from tmcd.canary.samples import RunData
 from tmcd.contracts.messages import LatencyHistogram, WorkloadStats
 from tmcd.resources.canary import (
@@ -411,13 +412,18 @@ def test_windows_pool_across_clusters_and_redeliveries_count_once() -> None:
     assert (canary.requests, canary.errors, data.duplicates, len(canary.windows)) == (150, 3, 1, 1)
     # one request above the last bound sits in the +Inf bucket
     assert canary.latency == [130.0, 149.0, 150.0]
+    # per-window values are computed once, and again when a report adds to the window
+    ratio = MEASURES["error_ratio"]
+    assert ratio.window_values(canary) == [0.02]
+    data.add_stats(_stats("sim-005", "canary", 0, 50, 0, [50, 50]))
+    assert ratio.window_values(canary) == [0.015]
     # a window with other bounds still counts requests, but its latency is left out
     data.add_stats(
         msgspec.structs.replace(
             _stats("sim-003", "canary", 0, 10, 0, [10]), latency=LatencyHistogram(bounds=[1.0], counts=[10])
         )
     )
-    assert (canary.requests, canary.mismatched_histograms, canary.latency[-1]) == (160, 1, 150.0)
+    assert (canary.requests, canary.mismatched_histograms, canary.latency[-1]) == (210, 1, 200.0)
     # the sequential test takes a window once a later one is seen; data for it afterwards is late
     data.add_stats(_stats("sim-001", "stable", 1, 100, 0, [100, 100]))
     data.add_stats(_stats("sim-004", "canary", 0, 10, 0, [10, 10]))

@@ -67,12 +67,15 @@ class Measure:
         """Per-window samples (windows without data are left out, as Kayenta removes NaN)."""
         out: list[float] = []
         for w in t.value_windows():
-            if self.kind == "count":
-                v = w.errors / w.requests if w.requests > 0 else math.nan
-            elif self.kind == "quantile":
-                v = self._quantile(t.bounds, w.latency)
-            else:
-                v = w.requests / w.exposure if w.exposure > 0 else math.nan
+            v = w.values.get(self.name)
+            if v is None:
+                if self.kind == "count":
+                    v = w.errors / w.requests if w.requests > 0 else math.nan
+                elif self.kind == "quantile":
+                    v = self._quantile(t.bounds, w.latency)
+                else:
+                    v = w.requests / w.exposure if w.exposure > 0 else math.nan
+                w.values[self.name] = v
             if not math.isnan(v):
                 out.append(v)
         return out

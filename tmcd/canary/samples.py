@@ -21,6 +21,7 @@ counts in the pooled totals but not in the sequential test (``late`` in the evid
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ class Window:
     """Seconds times traffic share, summed over clusters: the denominator of request_rate comparisons."""
     latency: list[float] | None = None
     """Cumulative counts per bound of the track, the last being +Inf; None without a histogram."""
+    values: dict[str, float] = field(default_factory=dict)
+    """Per-measure values of this window, computed once (cleared when a report adds to it)."""
 
 
 @dataclass(slots=True)
@@ -232,6 +235,7 @@ class RunData:
         w = t.windows.get(index)
         if w is None:
             w = t.windows[index] = Window(index)
+        w.values.clear()
         w.requests += requests
         w.errors += errors
         w.seconds = max(w.seconds, window_seconds)
@@ -241,14 +245,15 @@ class RunData:
         t.seconds += window_seconds
         t.exposure += window_seconds * share
         finite = tuple(b for b in bounds if math.isfinite(b))
-        if finite and len(cumulative) >= len(finite):
-            if t.bounds is None:
+        if finite:
+            usable = len(cumulative) >= len(finite) and all(a < b for a, b in itertools.pairwise(finite))
+            if usable and t.bounds is None:
                 t.bounds = finite
-            if finite == t.bounds:
+            if usable and finite == t.bounds:
                 cum = _cumulative(finite, cumulative[: len(finite)], requests)
                 w.latency = cum if w.latency is None else [a + b for a, b in zip(w.latency, cum, strict=True)]
                 t.latency = list(cum) if t.latency is None else [a + b for a, b in zip(t.latency, cum, strict=True)]
-            else:
+            else:  # other bounds than the track's first, not ascending, or too few counts
                 t.mismatched_histograms += 1
         self._note_index(index)
         return True
