@@ -21,7 +21,8 @@ RolloutPhase = Literal[
 RouterName = Literal["nats", "gateway-api", "smi"]
 AnalysisPhase = Literal["Pending", "Running", "Successful", "Failed", "Inconclusive", "Error"]
 NatsMetricName = Literal["error_ratio", "latency_p99", "request_rate"]
-ComparisonTest = Literal["mann-whitney", "t-test", "ratio"]
+ComparisonTest = Literal["mann-whitney", "t-test", "ratio", "proportion"]
+RegressionDirection = Literal["increase", "decrease", "either"]
 NoDataPolicy = Literal["inconclusive", "fail", "pass"]
 RevisionPhase = Literal["Active", "Superseded", "RolledBackTo"]
 
@@ -197,6 +198,17 @@ class Comparison(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tru
     test: ComparisonTest = "mann-whitney"
     max_increase: Annotated[float, Meta(ge=0, description="Largest relative increase allowed (0.1 = 10%).")]
     confidence: Annotated[float, Meta(ge=0.5, le=0.999)] = 0.95
+    direction: Annotated[
+        RegressionDirection | None,
+        Meta(description="Which change is a regression; null: decrease for request_rate, else increase."),
+    ] = None
+    max_difference: Annotated[
+        Annotated[float, Meta(ge=0)] | None,
+        Meta(
+            description="Absolute worsening always allowed, in the metric's unit (0.001 = 0.1 percentage point "
+            "of error ratio); lets a canary pass against a stable with no errors."
+        ),
+    ] = None
 
 
 class MetricCondition(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
