@@ -292,7 +292,8 @@ def test_events_unavailable_says_why() -> None:
         ({"pause": {"duration": 300.0}}, "pause: 5m"),
         ({"pause": {"duration": 0.5}}, "pause: 0.5s"),
         ({"pause": {}}, "pause: until promoted"),
-        ({"analysis": {"templates": ["error-rate"]}}, "analysis: error-rate, 1 interval every 60s"),
+        ({"analysis": {"templates": ["error-rate"]}}, "analysis: error-rate (each metric's interval and count)"),
+        ({"analysis": {"templates": ["e"], "interval": 30}}, "analysis: e every 30s"),
         (
             {"analysis": {"templates": ["a"], "intervals": 3, "interval": 90, "args": {"z": "1", "b": "2"}}},
             "analysis: a, 3 intervals every 90s, args b=2,z=1",

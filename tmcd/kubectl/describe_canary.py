@@ -66,9 +66,14 @@ def step_text(step: dict[str, Any]) -> str:
         parts.append("pause: until promoted" if duration is None else f"pause: {seconds(duration)}")
     if "analysis" in step:
         a = _dict(step["analysis"])
-        n = int(a.get("intervals") or 1)
-        text = f"analysis: {cell(a.get('templates'))}, {n} interval{'' if n == 1 else 's'}"
-        text += f" every {seconds(a.get('interval') or 60.0)}"
+        text = f"analysis: {cell(a.get('templates'))}"
+        if a.get("intervals") is not None:
+            n = int(a["intervals"])
+            text += f", {n} interval{'' if n == 1 else 's'}"
+        if a.get("interval") is not None:
+            text += f" every {seconds(a['interval'])}"
+        if a.get("intervals") is None and a.get("interval") is None:
+            text += " (each metric's interval and count)"
         if a.get("args"):
             text += f", args {_args(_dict(a['args']))}"
         parts.append(text)

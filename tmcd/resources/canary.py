@@ -61,11 +61,21 @@ class PauseStep(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True
 
 
 class StepAnalysis(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
-    """Run analysis templates for a number of intervals before moving on."""
+    """Run analysis templates before moving on.
+
+    The step's ``intervals`` and ``interval``, when set, win over every metric's ``count`` and
+    ``interval`` in this step; unset, each metric keeps its own.
+    """
 
     templates: Annotated[list[str], Meta(min_length=1, description="AnalysisTemplate names.")]
-    intervals: Annotated[int, Meta(ge=1)] = 1
-    interval: Annotated[float, Meta(gt=0, description="Seconds between measurements.")] = 60.0
+    intervals: Annotated[
+        Annotated[int, Meta(ge=1)] | None,
+        Meta(description="Measurements per metric; overrides each metric's count. Null: the metric's count."),
+    ] = None
+    interval: Annotated[
+        Annotated[float, Meta(gt=0)] | None,
+        Meta(description="Seconds between measurements; overrides each metric's interval. Null: the metric's."),
+    ] = None
     args: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -148,6 +158,18 @@ class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
     analysis_runs: list[AnalysisRunSummary] = msgspec.field(default_factory=list)
     observed_generation: int = 0
     pause_start_time: str = ""
+    applied_weight: int | None = None
+    """Canary weight the traffic router reports as applied on the canary clusters; null until it reports."""
+    stable_version: str = ""
+    """The stable version this status describes (spec.stableVersion when the rollout started)."""
+    canary_version: str = ""
+    """The canary version being rolled out; a spec change to canaryVersion restarts from step 0."""
+    canary_placement: str = ""
+    """Name of the child Placement (``<rollout>-canary``) whose decision is the canary clusters."""
+    step_start_time: str = ""
+    """When the current step started (RFC 3339)."""
+    progress_time: str = ""
+    """When the rollout last made progress; no progress for progressDeadlineSeconds rolls it back."""
 
 
 class CanaryRollout(msgspec.Struct, kw_only=True, rename="camel"):
@@ -228,7 +250,7 @@ class AnalysisMetric(msgspec.Struct, kw_only=True, rename="camel"):
     condition: MetricCondition
     no_data: NoDataPolicy = "inconclusive"
     failure_limit: Annotated[int, Meta(ge=0)] = 0
-    inconclusive_limit: Annotated[int, Meta(ge=0)] = 1
+    inconclusive_limit: Annotated[int, Meta(ge=0)] = 0
     consecutive_error_limit: Annotated[int, Meta(ge=0)] = 4
 
 

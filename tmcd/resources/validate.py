@@ -192,8 +192,10 @@ def _step(causes: _Causes, field: str, step: CanaryStep) -> None:
     if step.analysis is not None:
         an = step.analysis
         _templates(causes, f"{field}.analysis.templates", an.templates)
-        _range(causes, f"{field}.analysis.intervals", an.intervals, 1)
-        _positive(causes, f"{field}.analysis.interval", an.interval)
+        if an.intervals is not None:
+            _range(causes, f"{field}.analysis.intervals", an.intervals, 1)
+        if an.interval is not None:
+            _positive(causes, f"{field}.analysis.interval", an.interval)
 
 
 def _rollout_spec(causes: _Causes, field: str, spec: CanaryRolloutSpec) -> None:
