@@ -129,6 +129,8 @@ class MetricResult(msgspec.Struct, kw_only=True, rename="camel"):
     error: int = 0
     consecutive_error: int = 0
     message: str = ""
+    measured_at: str = ""
+    """When the last measurement was taken (RFC 3339); the next is due an interval later."""
 
 
 class AnalysisRunSummary(msgspec.Struct, kw_only=True, rename="camel"):
@@ -142,6 +144,37 @@ class AnalysisRunSummary(msgspec.Struct, kw_only=True, rename="camel"):
     start_time: str = ""
     end_time: str = ""
     message: str = ""
+
+
+ActionKind = Literal["clusters", "weight", "promote", "finalize", "stable", "reset"]
+ActionState = Literal["Applying", "Applied"]
+
+
+class StepAction(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A step's effect on the data plane, recorded before (Applying) and after (Applied) it is applied.
+
+    After a crash an Applying action is applied again (every action is idempotent) and then
+    marked Applied, so no step is skipped or applied twice.
+    """
+
+    kind: Annotated[
+        ActionKind,
+        Meta(
+            description="clusters (choose canary clusters), weight (set the canary weight), promote (100 % on "
+            "every eligible cluster), finalize (the canary becomes stable), stable (all traffic back to stable), "
+            "reset (stable again before a restart)."
+        ),
+    ]
+    step_index: int = -1
+    """The step the action belongs to; -1 outside the steps (promotion, rollback)."""
+    weight: int = 0
+    """Canary percent on ``clusters``."""
+    clusters: list[str] = msgspec.field(default_factory=list)
+    """The canary clusters after the action."""
+    generation: int = 0
+    """Traffic generation sent to the router; the mesh drops older ones."""
+    state: ActionState = "Applying"
+    reason: str = ""
 
 
 class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
@@ -170,6 +203,12 @@ class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
     """When the current step started (RFC 3339)."""
     progress_time: str = ""
     """When the rollout last made progress; no progress for progressDeadlineSeconds rolls it back."""
+    action: StepAction | None = None
+    """The last data-plane action, and whether it was applied."""
+    pause_reason: str = ""
+    """Why the rollout is Paused: PauseStep, UserPaused or InconclusiveAnalysis."""
+    abort_reason: str = ""
+    """Why the rollout is rolling back or rolled back (e.g. AnalysisFailed, ProgressDeadlineExceeded, Aborted)."""
 
 
 class CanaryRollout(msgspec.Struct, kw_only=True, rename="camel"):

@@ -7,6 +7,18 @@ import datetime as dt
 import msgspec
 
 
+class OwnerReference(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """The object that owns this one (e.g. the CanaryRollout of a ``<rollout>-canary`` Placement)."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str = ""
+    """The owner's namespace (tmcd lets a cluster-scoped object name a namespaced owner)."""
+    uid: str = ""
+    controller: bool = True
+
+
 class ObjectMeta(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     """Standard object metadata."""
 
@@ -19,6 +31,7 @@ class ObjectMeta(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tru
     """The KV revision the object was read at; writes compare-and-set on it."""
     generation: int = 0
     creation_timestamp: str = ""
+    owner_references: list[OwnerReference] = msgspec.field(default_factory=list)
 
 
 class Condition(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
