@@ -31,10 +31,6 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 PLANNED_METRICS: dict[str, str] = {
     # health
     # canary
-    "tmc_canary_phase": "gauge",  # {namespace,name,phase} state set
-    "tmc_canary_weight": "gauge",  # {namespace,name}: percent of traffic to the canary
-    "tmc_canary_rollbacks_total": "counter",  # {namespace,name,reason}
-    "tmc_canary_analysis_runs_total": "counter",  # {namespace,name,metric,result}
     "tmc_workload_requests_total": "counter",  # {cluster,namespace,workload,track}
     "tmc_workload_errors_total": "counter",  # {cluster,namespace,workload,track}
     "tmc_workload_request_duration_seconds": "histogram",  # {cluster,namespace,workload,track,le}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import inspect
 import json
 import logging
@@ -52,8 +53,10 @@ class PullConsumer:
         on_ready: Callable[[], None] | None = None,
         on_pending: Callable[[int], None] | None = None,
         label: str | None = None,
+        start_time: float | None = None,
     ) -> None:
         self._bus = bus
+        self._start_time = start_time
         self.stream = stream
         self.durable = durable
         self._handler = handler
@@ -83,6 +86,12 @@ class PullConsumer:
             filter_subject=self._filter,
             max_waiting=16,
         )
+        if self._start_time is not None:
+            # a reader rebuilding its memory: start over from that time, whatever was acked before
+            config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+            config.opt_start_time = dt.datetime.fromtimestamp(self._start_time, dt.UTC)
+            with contextlib.suppress(js_errors.NotFoundError):
+                await self._bus.js.delete_consumer(self.stream, self.durable)
         try:
             await self._bus.js.add_consumer(self.stream, config)
         except js_errors.BadRequestError:

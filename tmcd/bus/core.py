@@ -448,6 +448,7 @@ class Bus:
         drain_timeout: float = 5.0,
         on_ready: Callable[[], None] | None = None,
         primary: bool = True,
+        start_time: float | None = None,
     ) -> None:
         """Run a durable pull consumer (ack-all per batch) until ``stop`` is set.
 
@@ -458,6 +459,8 @@ class Bus:
         ``drain_timeout`` seconds; what is left stays in the durable consumer), and takes
         nothing newer.  Only a ``primary`` consumer of a stream counts processed messages
         and dead-letters malformed ones (several agents may consume the same stream).
+        With ``start_time`` the consumer is created anew delivering from that Unix time (a
+        reader that keeps its state in memory rebuilds it after a restart).
         """
         pending = self._metrics.consumer_pending.labels(stream)
         consumer = PullConsumer(
@@ -475,6 +478,7 @@ class Bus:
             on_ready=on_ready,
             on_pending=pending.set if primary else None,
             label=stream if primary else "",
+            start_time=start_time,
         )
         await consumer.run()
 

@@ -214,6 +214,8 @@ class PlacementAgent:
             if entry is None:
                 return
             placement = entry.value
+            if _owned_by_canary(placement):
+                return  # the canary controller decides its <rollout>-canary placements
             spec = needs_decision(placement)
             previous = [s.cluster for s in placement.status.selected_clusters]
             started = time.perf_counter()
@@ -275,3 +277,7 @@ def _concerns(placement: Placement, changed: list[tuple[SyncTarget | None, SyncT
     except SelectorError:
         return True  # let the decision report it
     return any(touches(selectors, before, after) for before, after in changed)
+
+
+def _owned_by_canary(placement: Placement) -> bool:
+    return any(o.kind == "CanaryRollout" for o in placement.metadata.owner_references)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tmcd.canary.agent import CanaryAgent
 from tmcd.health.agent import HealthAgent
 from tmcd.metrics.agent import MetricsAgent
 from tmcd.placement.agent import PlacementAgent
@@ -14,7 +15,7 @@ AGENTS: dict[str, Callable[[], Agent]] = {
     "metrics": MetricsAgent,
     "health": HealthAgent,
     "placement": PlacementAgent,
-    "canary": lambda: IdleAgent("canary"),
+    "canary": CanaryAgent,
     "rollback": lambda: IdleAgent("rollback"),
 }
 

@@ -1,0 +1,134 @@
+"""The canary's data plane: traffic weights through the router, canary clusters through the child Placement.
+
+:class:`DataPlane` applies a recorded :class:`~tmcd.resources.canary.StepAction`.  Every
+action is idempotent: the router is given the action's traffic generation (a repeat is the same
+desired state), and the ``<rollout>-canary`` Placement is written with the action's clusters.
+The ``stable`` action -- all traffic back to stable in one pass, then the canary Placement
+emptied -- is the one interface through which a failed rollout returns to stable; the rollback
+engine takes it over (see docs/canary.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from tmcd.bus import Bus, BusError, CasConflictError, KvStore
+from tmcd.canary.clusters import canary_placement, canary_placement_name
+from tmcd.canary.model import Applied
+from tmcd.canary.traffic import RouteRef, TrafficRouter, router_for
+from tmcd.contracts import subjects
+from tmcd.placement.model import CandidateResult, Decision, to_message, to_status
+from tmcd.resources.canary import CanaryRollout, StepAction
+from tmcd.resources.placement import Placement
+
+__all__ = ["DataPlane", "route_of"]
+
+log = logging.getLogger("tmcd.canary")
+
+APPLIED_POLL = 0.25
+"""Seconds between looks at the router's applied-weights reports (in memory)."""
+
+
+def route_of(r: CanaryRollout) -> RouteRef:
+    """The route a rollout shifts traffic on."""
+    return RouteRef(r.metadata.namespace, r.spec.traffic_routing.route, r.spec.workload_ref.name)
+
+
+class DataPlane:
+    """Applies canary actions: weights through the traffic router, clusters through the canary Placement."""
+
+    def __init__(self, bus: Bus, placements: KvStore[Placement], router: TrafficRouter | None = None) -> None:
+        self._bus = bus
+        self._placements = placements
+        self._router = router or router_for("nats", bus)
+        self._routes: dict[tuple[str, str], RouteRef] = {}
+        self._seen: dict[tuple[str, str], int] = {}
+
+    async def apply(self, r: CanaryRollout, action: StepAction, decision: Decision | None, now: float) -> None:
+        """Apply ``action`` (idempotent): traffic first, then the canary Placement."""
+        ref = route_of(r)
+        self._routes[(ref.namespace, ref.route)] = ref
+        weight = action.weight if action.kind in ("clusters", "weight", "promote") else 0
+        clusters = list(action.clusters) if weight else []
+        await self._router.set_weights(ref, weight, clusters, action.generation)
+        await self._write_placement(r, action, decision, now)
+
+    async def _write_placement(
+        self, r: CanaryRollout, action: StepAction, decision: Decision | None, now: float
+    ) -> None:
+        """The canary Placement's decision is the action's clusters (empty after stable/finalize/reset)."""
+        name = canary_placement_name(r)
+        clusters = list(action.clusters) if action.kind in ("clusters", "weight", "promote") else []
+        if decision is None or list(decision.selected) != clusters:
+            decision = Decision(
+                phase="Bound" if clusters else "Unbound",
+                policy="Spread",
+                selected=clusters,
+                candidates=[CandidateResult(c, True, 0.0, "Selected", "") for c in clusters],
+                decided_at=now,
+                message=f"canary clusters of {r.metadata.namespace}/{r.metadata.name}",
+            )
+        obj = canary_placement(r, len(clusters) or None)
+        started = time.perf_counter()
+        for _ in range(5):
+            entry = await self._placements.get(name)
+            previous = entry.value if entry is not None else None
+            meta = obj.metadata
+            if previous is not None:
+                meta = msgspec.structs.replace(
+                    meta,
+                    uid=previous.metadata.uid,
+                    creation_timestamp=previous.metadata.creation_timestamp,
+                    generation=max(1, previous.metadata.generation),
+                )
+            status = to_status(decision, now, observed_generation=meta.generation)
+            placement = msgspec.structs.replace(obj, metadata=meta, status=status)
+            try:
+                if entry is None:
+                    await self._placements.create(name, placement)
+                else:
+                    await self._placements.update(name, placement, entry.revision)
+                break
+            except CasConflictError:
+                continue
+        else:
+            raise BusError(f"placement {name}: not written after 5 conflicting writes")
+        message = to_message(decision, name, time.perf_counter() - started, decided_by="canary")
+        try:
+            await self._bus.js_publish(subjects.placement_decision(name), message)
+        except BusError as exc:  # the placement is written; only the event is lost
+            log.warning("placement %s: decision not published: %s", name, exc)
+
+    async def applied(self, r: CanaryRollout) -> Applied | None:
+        """What the router reports as applied on the rollout's route."""
+        ref = route_of(r)
+        self._routes[(ref.namespace, ref.route)] = ref
+        report = await self._router.applied(ref)
+        if report is None:
+            return None
+        return Applied(report.generation, dict(report.canary))
+
+    async def follow(self, stop: asyncio.Event, on_applied: Callable[[str, str], None]) -> None:
+        """Call ``on_applied(namespace, route)`` when a followed route's applied report changes."""
+        while not stop.is_set():
+            for key, ref in list(self._routes.items()):
+                try:
+                    report = await self._router.applied(ref)
+                except BusError:
+                    continue
+                gen = report.generation if report is not None else -1
+                if self._seen.get(key) != gen:
+                    self._seen[key] = gen
+                    on_applied(*key)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), APPLIED_POLL)
+
+    async def close(self) -> None:
+        """Release the router."""
+        await self._router.close()
