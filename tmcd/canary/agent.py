@@ -37,6 +37,7 @@ from tmcd.canary.model import ACTIVE, Env, Note, Outcome, reconcile
 from tmcd.canary.prometheus import query_prometheus
 from tmcd.canary.reversal import DataPlane
 from tmcd.canary.schedule import due_at, effective_metrics, parse_time, run_key
+from tmcd.canary.spans import emit_spans
 from tmcd.canary.traffic import TrafficRouter
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import CanaryControl, CanaryEvent, ControlReply, WorkloadStats
@@ -254,6 +255,7 @@ class CanaryAgent:
                     return
                 if not await self._write(key, entry, out.status):
                     continue
+                emit_spans(ctx.tracer, r, out.status, ctx.clock())
                 await self._publish(ctx, r, out.notes, out)
                 if not (out.status.action is not None and out.status.action.state == "Applying"):
                     self._at(out.wake_at, key)
