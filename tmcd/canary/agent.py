@@ -36,11 +36,20 @@ from tmcd.canary.metrics import CanaryMetrics
 from tmcd.canary.model import ACTIVE, Env, Note, Outcome, reconcile
 from tmcd.canary.prometheus import query_prometheus
 from tmcd.canary.reversal import DataPlane
+from tmcd.canary.samples import RunData
 from tmcd.canary.schedule import due_at, effective_metrics, parse_time, run_key
 from tmcd.canary.spans import emit_spans
+from tmcd.canary.syncpool import SyncPool, uses_syncer
 from tmcd.canary.traffic import TrafficRouter
 from tmcd.contracts import subjects
-from tmcd.contracts.messages import CanaryControl, CanaryEvent, ControlReply, WorkloadStats
+from tmcd.contracts.messages import (
+    CanaryControl,
+    CanaryEvent,
+    ControlReply,
+    SyncEvent,
+    SyncEventBatch,
+    WorkloadStats,
+)
 from tmcd.placement.model import Decision
 from tmcd.resources.canary import AnalysisTemplate, CanaryRollout, CanaryRolloutStatus
 from tmcd.resources.kinds import CANARY_ROLLOUT, parse_kv_key
@@ -69,6 +78,9 @@ class CanaryAgent:
         self.clusters: dict[str, SyncTarget] = {}
         self.placements: dict[str, Placement] = {}
         self.feeds = RunFeeds()
+        self.syncpool = SyncPool()
+        self._sync_subs: dict[str, list[Any]] = {}
+        """Cluster -> its syncer subscriptions (only clusters a rollout's syncer metrics need)."""
         self.decisions = 0
         """Status writes made (a figure for the benchmark)."""
         self._dirty: set[str] = set()
@@ -150,6 +162,10 @@ class CanaryAgent:
                 tg.create_task(self._work(ctx))
         finally:
             await ctl.unsubscribe()
+            for subs in self._sync_subs.values():
+                for sub in subs:
+                    await sub.unsubscribe()
+            self._sync_subs.clear()
             await self.plane.close()
 
     async def _follow(self, ctx: AgentContext, kv: KvStore[Any], after: int, on: Any) -> None:
@@ -218,6 +234,8 @@ class CanaryAgent:
             now = ctx.clock()
             while self._timers and self._timers[0][0] <= now:
                 self._dirty.add(heapq.heappop(self._timers)[1])
+            self._dirty.update(self.syncpool.flush(now))
+            await self._follow_syncers(ctx)
             batch, self._dirty = self._dirty, set()
             for i, key in enumerate(sorted(batch)):
                 try:
@@ -231,6 +249,25 @@ class CanaryAgent:
                 continue
             delay = max(0.0, self._timers[0][0] - ctx.clock()) if self._timers else None
             await _wait_any(self._wake, ctx.stop, delay)
+
+    async def _follow_syncers(self, ctx: AgentContext) -> None:
+        """Subscribe to the syncer subjects of exactly the clusters the syncer metrics need."""
+        wanted = self.syncpool.interest()
+        for cluster in [c for c in self._sync_subs if c not in wanted]:
+            for sub in self._sync_subs.pop(cluster):
+                await sub.unsubscribe()
+        for cluster in sorted(wanted - set(self._sync_subs)):
+            self._sync_subs[cluster] = [
+                await ctx.bus.subscribe(subjects.syncer_sync(cluster), self._on_sync, channel=subjects.SYNCER_SYNC),
+                await ctx.bus.subscribe(subjects.syncer_batch(cluster), self._on_batch, channel=subjects.SYNCER_BATCH),
+            ]
+
+    async def _on_sync(self, d: Delivery[SyncEvent]) -> None:
+        self.syncpool.add(d.msg)
+
+    async def _on_batch(self, d: Delivery[SyncEventBatch]) -> None:
+        for ev in d.msg.events:
+            self.syncpool.add(ev)
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -323,6 +360,8 @@ class CanaryAgent:
             for m in metrics:
                 if m.provider.nats is not None:
                     obs[m.name] = data
+                elif m.provider.syncer is not None:
+                    obs[m.name] = self.syncpool.data(key, run_key(run)) or RunData()
                 elif m.provider.prometheus is not None:
                     due = due_at(m, results.get(m.name), started)
                     if due is not None and now >= due:
@@ -331,6 +370,7 @@ class CanaryAgent:
                     obs[m.name] = ProviderError("the metric has no provider")
             observations[run_key(run)] = obs
         self.feeds.track(key, r)
+        self.syncpool.track(key, r, [t.metadata.name for t in pool], uses_syncer(r, templates))
         return Env(
             now=now,
             templates=templates,

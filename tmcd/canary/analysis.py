@@ -105,9 +105,11 @@ class Assessment:
 
 
 def measure_name(metric: AnalysisMetric, default: str | None = None) -> str | None:
-    """The pooled measure a metric reads (``provider.nats.metric``), else ``default``."""
+    """The pooled measure a metric reads (``provider.nats.metric`` or ``provider.syncer.metric``), else ``default``."""
     if metric.provider.nats is not None:
         return metric.provider.nats.metric
+    if metric.provider.syncer is not None:
+        return metric.provider.syncer.metric
     return default
 
 
@@ -137,8 +139,9 @@ def judge(metric: AnalysisMetric, observation: Observation, *, kind: str | None 
 
 
 def _track(metric: AnalysisMetric) -> TrackName:
-    """The track a threshold measures: ``provider.nats.track``, the canary by default."""
-    return (metric.provider.nats.track if metric.provider.nats else None) or "canary"
+    """The track a threshold measures: the provider's ``track``, the canary by default."""
+    p = metric.provider
+    return (p.nats.track if p.nats else p.syncer.track if p.syncer else None) or "canary"
 
 
 _NO_DATA: dict[str, MeasurementPhase] = {"inconclusive": "Inconclusive", "fail": "Failed", "pass": "Successful"}

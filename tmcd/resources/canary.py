@@ -232,6 +232,17 @@ class NatsProvider(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=T
     """Only one track; null measures canary (and stable as the baseline for comparisons)."""
 
 
+SyncerMetricName = Literal["sync_error_ratio", "sync_latency_p99"]
+
+
+class SyncerProvider(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """The syncers' own view of the workload: its sync events on the canary clusters against the others."""
+
+    metric: Annotated[SyncerMetricName, Meta(description="sync_error_ratio or sync_latency_p99.")]
+    track: Literal["stable", "canary"] | None = None
+    """Only one track; null measures canary (and stable as the baseline for comparisons)."""
+
+
 class PrometheusProvider(msgspec.Struct, kw_only=True, rename="camel"):
     """A PromQL query returning one number."""
 
@@ -244,6 +255,7 @@ class MetricProvider(msgspec.Struct, kw_only=True, rename="camel", omit_defaults
 
     nats: NatsProvider | None = None
     prometheus: PrometheusProvider | None = None
+    syncer: SyncerProvider | None = None
 
 
 class Threshold(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):

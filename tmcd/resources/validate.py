@@ -245,7 +245,8 @@ def _metric(causes: _Causes, field: str, m: AnalysisMetric) -> None:
     ):
         _range(causes, f"{field}.{wire}", getattr(m, attr), 0)
     p = m.provider
-    if _exactly_one(causes, f"{field}.provider", {"nats": p.nats, "prometheus": p.prometheus}) and p.prometheus:
+    providers = {"nats": p.nats, "prometheus": p.prometheus, "syncer": p.syncer}
+    if _exactly_one(causes, f"{field}.provider", providers) and p.prometheus:
         if not p.prometheus.address.startswith(("http://", "https://")):
             causes.add(f"{field}.provider.prometheus.address", "must be an http:// or https:// URL")
         if not p.prometheus.query.strip():
