@@ -188,7 +188,7 @@ async def test_over_http_says_nats_is_needed() -> None:
 def test_help_and_completion() -> None:
     r = CliRunner().invoke(cli, ["canary", "-h"], prog_name="kubectl tmc")
     assert r.exit_code == 0
-    for verb in ACTIONS:
+    for verb in (*ACTIONS, "status"):
         assert f"\n  {verb} " in r.stdout
     r = CliRunner().invoke(cli, ["canary", "promote", "-h"], prog_name="kubectl tmc")
     assert r.exit_code == 0 and "--full" in r.stdout and "kubectl tmc canary promote checkout -n shop" in r.stdout

@@ -14,13 +14,14 @@ VERBS: dict[str, str] = {
     "pause": "tmcd.kubectl.canary.pause:pause",
     "resume": "tmcd.kubectl.canary.resume:resume",
     "retry": "tmcd.kubectl.canary.retry:retry",
+    "status": "tmcd.kubectl.canary.status:status",
 }
 """Verb -> ``module:attribute``."""
 
 
 @click.group(cls=LazyGroup, lazy_commands=VERBS, context_settings=CONTEXT_SETTINGS)
 def canary() -> None:
-    """Promote, abort, pause, resume or retry a canary rollout.
+    """Promote, abort, pause, resume or retry a canary rollout, or follow its status.
 
     The control verbs are answered by tmcd's canary controller over NATS
     (tmc.ctl.canary.<namespace>.<name>.<action>); each prints the controller's answer and
