@@ -266,3 +266,21 @@ def test_status_line_of_odd_objects() -> None:
     assert status_line(stale) == "Degraded - waiting for the controller to observe generation 4"
     never = {"metadata": {"generation": 4}, "status": {"phase": "Succeeded", "message": "ok"}}
     assert status_line(never) == "Succeeded - ok"  # no observedGeneration written: taken as current
+
+
+def test_rollout_names_complete(tmcd: Tmcd) -> None:
+    from click.testing import CliRunner
+
+    from tmcd.kubectl.root import cli as root
+
+    for name in ("comp-alpha", "comp-beta"):
+        rollout(tmcd, name)
+    for verb in ("promote", "status"):
+        words = f"kubectl-tmc canary {verb} -n {NS} --nats-url {tmcd.nats_url} comp-"
+        env = {"_KUBECTL_TMC_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": "7"}
+        r = CliRunner().invoke(root, [], prog_name="kubectl-tmc", env=env)
+        assert r.stdout.split() == ["plain,comp-alpha", "plain,comp-beta"], (verb, r.output)
+    words = "kubectl-tmc canary abort --nats-url nats://127.0.0.1:1 comp-"  # no tmcd: nothing, quickly
+    env = {"_KUBECTL_TMC_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": "5"}
+    r = CliRunner().invoke(root, [], prog_name="kubectl-tmc", env=env)
+    assert r.exit_code == 0 and r.stdout.split() == []

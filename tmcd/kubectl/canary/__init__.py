@@ -21,7 +21,9 @@ VERBS: dict[str, str] = {
 
 @click.group(cls=LazyGroup, lazy_commands=VERBS, context_settings=CONTEXT_SETTINGS)
 def canary() -> None:
-    """Promote, abort, pause, resume or retry a canary rollout, or follow its status.
+    """Control and follow canary rollouts.
+
+    Promote, abort, pause, resume or retry a rollout, or follow its status until it ends.
 
     The control verbs are answered by tmcd's canary controller over NATS
     (tmc.ctl.canary.<namespace>.<name>.<action>); each prints the controller's answer and
