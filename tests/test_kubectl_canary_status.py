@@ -5,6 +5,7 @@ the plugin follows it through tmcd's watch."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -284,3 +285,13 @@ def test_rollout_names_complete(tmcd: Tmcd) -> None:
     env = {"_KUBECTL_TMC_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": "5"}
     r = CliRunner().invoke(root, [], prog_name="kubectl-tmc", env=env)
     assert r.exit_code == 0 and r.stdout.split() == []
+
+
+def test_status_over_http(tmcd: Tmcd) -> None:
+    rollout(tmcd, "http", phase="Progressing", message="step 2/5: setWeight 10")
+    env = {k: v for k, v in os.environ.items() if k not in ("TMC_NATS_URL", "KUBECONFIG")}
+    base = [KUBECTL_TMC, "canary", "status", "http", "-n", NS, "--server", tmcd.http_url]
+    p = subprocess.run(base, capture_output=True, text=True, timeout=30, env=env)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "Progressing - step 2/5: setWeight 10\n", "")
+    p = subprocess.run([*base, "--watch"], capture_output=True, text=True, timeout=30, env=env)
+    assert (p.returncode, p.stdout, p.stderr) == (1, "", "error: --watch needs NATS: set --nats-url\n")

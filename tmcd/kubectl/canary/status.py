@@ -121,12 +121,12 @@ def status(ctx: click.Context, name: str, watch: bool, timeout: float) -> None:
     if timeout and not watch:
         raise UsageError("--timeout is for --watch")
     t = target(ctx, name)
+    if watch and t.client.endpoint.transport != "nats":
+        raise CliError("--watch needs NATS: set --nats-url")
     obj = t.client.call("get", t.kind, namespace=t.namespace, name=t.name)
     click.echo(status_line(obj))
     if not watch:
         return
-    if t.client.endpoint.transport != "nats":
-        raise CliError("--watch needs NATS: set --nats-url")
     code = end_code(obj)
     if code is not None:
         _finish(t, obj, code)
