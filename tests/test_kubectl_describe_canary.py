@@ -64,6 +64,12 @@ RICH: dict[str, Any] = {
         "canaryRevision": 2,
         "message": "analysis error-rate, interval 2 of 5",
         "observedGeneration": 3,
+        "appliedWeight": 5,
+        "stableVersion": "ghcr.io/acme/checkout:1.4.2",
+        "canaryVersion": "ghcr.io/acme/checkout:1.5.0",
+        "canaryPlacement": "checkout-canary",
+        "stepStartTime": "2025-01-15T10:05:00Z",
+        "progressTime": "2025-01-15T10:06:00Z",
         "conditions": [
             {
                 "type": "Progressing",
@@ -166,7 +172,13 @@ def test_rich_canary_header_spec_and_status() -> None:
         "  Phase:                Progressing",
         "  Message:              analysis error-rate, interval 2 of 5",
         "  Step:                 3/6",
+        "  Step Started:         2025-01-15T10:05:00Z (5m ago)",
+        "  Last Progress:        2025-01-15T10:06:00Z (4m ago)",
         "  Current Weight:       10%",
+        "  Applied Weight:       5% (10% set, not yet applied)",
+        "  Stable Version:       ghcr.io/acme/checkout:1.4.2",
+        "  Canary Version:       ghcr.io/acme/checkout:1.5.0",
+        "  Canary Placement:     checkout-canary",
         "  Canary Clusters:      sim-001,sim-002",
         "  Stable Revision:      1",
         "  Canary Revision:      2",
@@ -263,7 +275,13 @@ def test_empty_status_renders_none() -> None:
         "  Phase:                Pending",
         "  Message:              <none>",
         "  Step:                 0/6",
+        "  Step Started:         <none>",
+        "  Last Progress:        <none>",
         "  Current Weight:       0%",
+        "  Applied Weight:       <none>",
+        "  Stable Version:       <none>",
+        "  Canary Version:       <none>",
+        "  Canary Placement:     <none>",
         "  Canary Clusters:      <none>",
         "  Stable Revision:      <none>",
         "  Canary Revision:      <none>",
@@ -276,6 +294,22 @@ def test_empty_status_renders_none() -> None:
     lines = _lines(describe_canary(bare, RecentEvents([]), NOW))
     assert "Steps:  <none>" in lines and "Background Analysis:  <none>" in lines
     assert "  Workload:             <none>" in lines and "  Traffic Route:        <none>" in lines
+
+
+@pytest.mark.parametrize(
+    ("status", "want"),
+    [
+        ({"phase": "Progressing", "currentWeight": 20, "appliedWeight": 20}, "20%"),
+        ({"phase": "Progressing", "currentWeight": 20, "appliedWeight": 10}, "10% (20% set, not yet applied)"),
+        ({"phase": "RolledBack", "currentWeight": 0, "appliedWeight": 0}, "0%"),
+        ({"phase": "Progressing", "currentWeight": 20}, "<unknown> (the router has not reported)"),
+        ({"phase": "Pending"}, "<none>"),
+    ],
+)
+def test_applied_weight_against_the_weight_set(status: dict[str, Any], want: str) -> None:
+    obj = {**copy.deepcopy(RICH), "status": status}
+    lines = _section(_lines(describe_canary(obj, RecentEvents([]), NOW)), "Status:")
+    assert f"  Applied Weight:       {want}" in lines
 
 
 def test_events_unavailable_says_why() -> None:
@@ -434,6 +468,9 @@ def test_subprocess_apply_then_describe_canary(tmcd: Tmcd, tmp_path: Path) -> No
     assert "  Phase:                Progressing" in lines and "  Current Weight:       10%" in lines
     assert "  → 3  analysis: error-rate,latency, 5 intervals every 30s  (current)" in lines
     assert "          pValue:         0.41" in lines
+    assert "  Applied Weight:       5% (10% set, not yet applied)" in lines
+    assert "  Canary Placement:     checkout-canary" in lines
+    assert any(line.startswith("  Step Started:         2025-01-15T10:05:00Z (") for line in lines)
     assert lines[-1].split(maxsplit=4)[:2] == ["Normal", "Decision"] and lines[-1].endswith("promote")
     p = subprocess.run(
         [KUBECTL_TMC, "describe", "canary", "nope", "-n", "shop", "--nats-url", tmcd.nats_url],
@@ -442,3 +479,25 @@ def test_subprocess_apply_then_describe_canary(tmcd: Tmcd, tmp_path: Path) -> No
     )
     assert p.returncode == 1 and p.stdout == "" and len(p.stderr.splitlines()) == 1
     assert p.stderr.startswith("Error from server (NotFound):")
+
+
+def test_subprocess_get_canaries_wide(tmcd: Tmcd) -> None:
+    tmcd.create("canaryrollouts", _stored("wide"), "shop")
+    p = subprocess.run(
+        [KUBECTL_TMC, "get", "canaries", "wide", "-n", "shop", "-o", "wide", "--nats-url", tmcd.nats_url],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    head, row = (line.split() for line in p.stdout.splitlines())
+    assert head == ["NAME", "PHASE", "STEP", "WEIGHT", "AGE", "APPLIED", "CLUSTERS", "STABLE", "CANARY"]
+    assert row[:4] + row[5:] == [
+        "wide",
+        "Progressing",
+        "3/6",
+        "10",
+        "5",
+        "sim-001,sim-002",
+        "ghcr.io/acme/checkout:1.4.2",
+        "ghcr.io/acme/checkout:1.5.0",
+    ]

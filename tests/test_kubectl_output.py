@@ -115,6 +115,40 @@ def test_render_namespace_column() -> None:
     assert out[1].split() == ["shop", "co", "Paused", "1/2", "0", "<unknown>"]
 
 
+def test_render_canaries_wide() -> None:
+    """WEIGHT is the weight set; -o wide adds the one the router applied, the canary clusters and
+    the versions (the spec's until the controller has written them)."""
+    kind = resolve("canaries")
+    assert kind is not None
+    spec = {"steps": [{}, {}, {}], "stableVersion": "1.4", "canaryVersion": "1.5"}
+    running = {
+        "metadata": {"name": "co", "creationTimestamp": "2025-01-15T10:00:00Z"},
+        "spec": spec,
+        "status": {
+            "phase": "Progressing",
+            "currentStepIndex": 1,
+            "currentWeight": 20,
+            "appliedWeight": 10,
+            "canaryClusters": ["sim-001", "sim-002"],
+            "stableVersion": "1.3",
+            "canaryVersion": "1.4",
+        },
+    }
+    fresh = {"metadata": {"name": "new", "creationTimestamp": "2025-01-15T10:05:00Z"}, "spec": spec, "status": {}}
+    out = render(kind, [running, fresh], "table", columns.CANARIES, columns.CANARIES_WIDE, now=NOW).splitlines()
+    assert [line.split() for line in out] == [
+        ["NAME", "PHASE", "STEP", "WEIGHT", "AGE"],
+        ["co", "Progressing", "2/3", "20", "5m2s"],
+        ["new", "<none>", "0/3", "0", "2s"],
+    ]
+    out = render(kind, [running, fresh], "wide", columns.CANARIES, columns.CANARIES_WIDE, now=NOW).splitlines()
+    assert [line.split() for line in out] == [
+        ["NAME", "PHASE", "STEP", "WEIGHT", "AGE", "APPLIED", "CLUSTERS", "STABLE", "CANARY"],
+        ["co", "Progressing", "2/3", "20", "5m2s", "10", "sim-001,sim-002", "1.3", "1.4"],
+        ["new", "<none>", "0/3", "0", "2s", "<none>", "<none>", "1.4", "1.5"],
+    ]
+
+
 @pytest.mark.parametrize(
     ("status", "want"),
     [

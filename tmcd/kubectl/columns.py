@@ -111,7 +111,26 @@ CANARIES: list[Column] = [
     ("WEIGHT", lambda o, _n: int(_status(o).get("currentWeight") or 0)),
     AGE,
 ]
-CANARIES_WIDE: list[Column] = [("CLUSTERS", lambda o, _n: _status(o).get("canaryClusters"))]
+
+
+def _applied(o: dict[str, Any]) -> int | None:
+    w = _status(o).get("appliedWeight")
+    return w if isinstance(w, int) and not isinstance(w, bool) else None  # null until the router reports
+
+
+def _version(o: dict[str, Any], key: str) -> Any:
+    """The version the status describes; the spec's before the controller has written one."""
+    return _status(o).get(key) or _spec(o).get(key)
+
+
+CANARIES_WIDE: list[Column] = [
+    ("APPLIED", lambda o, _n: _applied(o)),
+    ("CLUSTERS", lambda o, _n: _status(o).get("canaryClusters")),
+    ("STABLE", lambda o, _n: _version(o, "stableVersion")),
+    ("CANARY", lambda o, _n: _version(o, "canaryVersion")),
+]
+"""``-o wide``: the weight the router reports applied (WEIGHT is the one set), the canary clusters, and
+the versions."""
 
 REVISIONS: list[Column] = [
     NAME,

@@ -132,6 +132,14 @@ def _current(st: dict[str, Any], steps: list[Any]) -> int | None:
     return idx
 
 
+def _applied(st: dict[str, Any]) -> str | None:
+    """The weight the router reports, and whether it is the one set."""
+    applied, current = st.get("appliedWeight"), int(st.get("currentWeight") or 0)
+    if not isinstance(applied, int) or isinstance(applied, bool):
+        return None if st.get("phase") in (None, "Pending") else "<unknown> (the router has not reported)"
+    return f"{applied}%" if applied == current else f"{applied}% ({current}% set, not yet applied)"
+
+
 def _status(obj: dict[str, Any], steps: list[Any], now: float) -> list[str]:
     st, meta = _dict(obj.get("status")), _dict(obj.get("metadata"))
     observed, generation = int(st.get("observedGeneration") or 0), int(meta.get("generation") or 0)
@@ -141,7 +149,13 @@ def _status(obj: dict[str, Any], steps: list[Any], now: float) -> list[str]:
         _sub("Phase", st.get("phase") or "Pending"),
         _sub("Message", st.get("message")),
         _sub("Step", step_label(st, len(steps))),
+        _sub("Step Started", _when(str(st.get("stepStartTime") or ""), now)),
+        _sub("Last Progress", _when(str(st.get("progressTime") or ""), now)),
         _sub("Current Weight", f"{int(st.get('currentWeight') or 0)}%"),
+        _sub("Applied Weight", _applied(st)),
+        _sub("Stable Version", st.get("stableVersion")),
+        _sub("Canary Version", st.get("canaryVersion")),
+        _sub("Canary Placement", st.get("canaryPlacement")),
         _sub("Canary Clusters", _list(st.get("canaryClusters"))),
         _sub("Stable Revision", st.get("stableRevision") or None),
         _sub("Canary Revision", st.get("canaryRevision") or None),

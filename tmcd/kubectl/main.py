@@ -25,8 +25,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "completion": "tmcd.kubectl.completion:completion",
     "sync": "tmcd.kubectl.sync:sync",
     "placement": "tmcd.kubectl.placement:placement",
+    "canary": "tmcd.kubectl.canary:canary",
 }
-"""Command name -> ``module:attribute``; later commands (canary, rollback, history, dashboard) add entries."""
+"""Command name -> ``module:attribute``; later commands (rollback, history, dashboard) add entries."""
 
 
 def _client_version() -> str:

@@ -97,5 +97,6 @@ def cli(ctx: click.Context) -> None:
       kubectl tmc get clusters
       kubectl tmc describe placement web
       kubectl tmc apply -f placement.yaml
+      kubectl tmc canary status checkout -n shop --watch
     """
     _last_ctx[:] = [ctx]

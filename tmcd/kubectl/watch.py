@@ -107,9 +107,10 @@ def watch_rows(
 
 
 def watch_events(
-    client: Client, kind: CliKind, body: dict[str, Any], resource_version: str
+    client: Client, kind: CliKind, body: dict[str, Any], resource_version: str, *, deadline: float | None = None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(ADDED|MODIFIED|DELETED, object)`` for every change after ``resource_version``, forever."""
+    """``(ADDED|MODIFIED|DELETED, object)`` for every change after ``resource_version``, forever, or
+    until ``deadline`` (a :func:`time.monotonic` time) when one is given: then it just ends."""
     ep = client.endpoint
     subject = f"tmc.api.watch.{kind.plural}"
     rv, tries, started = resource_version, 0, False
@@ -124,7 +125,15 @@ def watch_events(
                 sid = conn.subscribe(inbox)
                 conn.publish(subject, inbox, json.dumps({**body, "resourceVersion": rv}).encode())
                 while True:
-                    _, headers, data = conn.receive(sid, QUIET)
+                    wait = QUIET if deadline is None else min(QUIET, deadline - time.monotonic())
+                    if wait <= 0:
+                        return
+                    try:
+                        _, headers, data = conn.receive(sid, wait)
+                    except _Quiet:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            return
+                        raise
                     event, obj = _event(ep.url, subject, headers, data)
                     started, tries = True, 0
                     rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
@@ -140,6 +149,8 @@ def watch_events(
                 tries += 1
                 if isinstance(exc, Unreachable) and (not started or tries > RETRIES):
                     raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
                 if tries > 1:
                     time.sleep(1.0)
     finally:
