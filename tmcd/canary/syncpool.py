@@ -127,7 +127,7 @@ class SyncPool:
                         data.add_window(
                             track,
                             cluster,
-                            start + self.window / 2,
+                            start + self.window,  # the window's end, as WorkloadStats stamps it
                             self.window,
                             requests=b.events,
                             errors=b.errors,
