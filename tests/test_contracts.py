@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tmcd import __version__
+from tmcd.contracts import messages as m
 from tmcd.contracts import subjects as s
 from tmcd.contracts.asyncapi import build_asyncapi, check, export, message_schema, render
 from tmcd.contracts.codec import InvalidMessage, decode, decode_as, encode
@@ -345,6 +346,7 @@ BUILDERS: list[tuple[Callable[..., str], s.Channel]] = [
     (s.canary_event, s.CANARY_EVENT),
     (s.rollback_event, s.ROLLBACK_EVENT),
     (s.traffic_weights, s.TRAFFIC_WEIGHTS),
+    (s.traffic_applied, s.TRAFFIC_APPLIED),
     (s.ctl_sync, s.CTL_SYNC),
     (s.ctl_canary, s.CTL_CANARY),
 ]
@@ -618,3 +620,58 @@ def test_batch_with_a_foreign_event_is_a_subject_mismatch() -> None:
     with pytest.raises(InvalidMessage) as info:
         decode(s.syncer_batch("sim-001"), encode(batch))
     assert info.value.reason == "subject_mismatch"
+
+
+# --- traffic ---------------------------------------------------------------------------------
+
+
+def test_traffic_weights_without_workload_still_decode() -> None:
+    """A payload written before ``workload`` existed decodes, and the route names the workload."""
+    old = b'{"schema":1,"namespace":"shop","route":"checkout","timestamp":5.0,'
+    old += b'"weights":{"stable":90,"canary":10},"clusters":["sim-001"],"generation":3}'
+    msg = decode(s.traffic_weights("shop", "checkout"), old)
+    assert isinstance(msg, m.TrafficWeights)
+    assert (msg.workload, msg.workload_name, msg.canary_percent, msg.generation) == ("", "checkout", 10, 3)
+    bare = decode(s.traffic_weights("shop", "checkout"), b'{"namespace":"shop","route":"checkout","timestamp":1}')
+    assert isinstance(bare, m.TrafficWeights) and bare.weights == {"stable": 100, "canary": 0}
+    named = m.TrafficWeights(namespace="shop", route="checkout", timestamp=1.0, workload="checkout-api")
+    assert named.workload_name == "checkout-api"
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ('"weights":{"stable":50,"canary":40}', "must sum to 100"),
+        ('"weights":{"stable":50,"blue":50}', "unknown track 'blue'"),
+        ('"weights":{"stable":150,"canary":-50}', "weights"),
+        ('"workload":"Not.A.Label"', "workload"),
+    ],
+)
+def test_traffic_weights_that_cannot_be_applied_are_invalid_fields(fields: str, fragment: str) -> None:
+    data = b'{"namespace":"shop","route":"checkout","timestamp":1,' + fields.encode() + b"}"
+    with pytest.raises(InvalidMessage) as info:
+        decode(s.traffic_weights("shop", "checkout"), data)
+    assert info.value.reason == "invalid_fields" and fragment in info.value.detail
+
+
+def test_traffic_subjects_do_not_collide() -> None:
+    """``applied`` is a namespace name too: the weights of route r in namespace applied are not a report."""
+    weights = s.parse_subject("tmc.traffic.applied.r")
+    applied = s.parse_subject("tmc.traffic.applied.shop.checkout")
+    assert weights is not None and weights.channel is s.TRAFFIC_WEIGHTS
+    assert weights.params == {"namespace": "applied", "route": "r"}
+    assert applied is not None and applied.channel is s.TRAFFIC_APPLIED
+    assert applied.params == {"namespace": "shop", "route": "checkout"}
+    assert s.STREAM_SUBJECTS[s.STREAM_TRAFFIC] == ("tmc.traffic.>",)
+    assert s.STREAM_MAX_MSGS_PER_SUBJECT[s.STREAM_TRAFFIC] == 1
+
+
+def test_traffic_applied_canary_weights() -> None:
+    report = m.TrafficApplied(
+        namespace="shop",
+        route="checkout",
+        timestamp=1.0,
+        generation=2,
+        weights={"sim-001": {"stable": 75, "canary": 25}, "sim-002": {"stable": 100, "canary": 0}},
+    )
+    assert report.canary() == {"sim-001": 25}

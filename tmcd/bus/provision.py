@@ -14,7 +14,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from tmcd.config import Config, StreamLimits
-from tmcd.contracts.subjects import STREAM_SUBJECTS
+from tmcd.contracts.subjects import STREAM_MAX_MSGS_PER_SUBJECT, STREAM_SUBJECTS
 
 log = logging.getLogger("tmcd.bus")
 
@@ -34,6 +34,7 @@ _STREAM_SECTION = {
     "TMC_WORKLOAD": "workload",
     "TMC_EVENTS": "events",
     "TMC_DEAD": "dead",
+    "TMC_TRAFFIC": "traffic",
 }
 
 
@@ -48,6 +49,8 @@ class StreamSpec:
     replicas: int
     storage: str
     duplicate_window: float = 120.0
+    max_msgs_per_subject: int = -1
+    """Messages kept per subject; -1 is unlimited (TMC_TRAFFIC keeps the last one: a desired state)."""
 
     def config(self) -> api.StreamConfig:
         """The nats-py StreamConfig."""
@@ -60,6 +63,7 @@ class StreamSpec:
             storage=api.StorageType.FILE if self.storage == "file" else api.StorageType.MEMORY,
             retention=api.RetentionPolicy.LIMITS,
             discard=api.DiscardPolicy.OLD,
+            max_msgs_per_subject=self.max_msgs_per_subject,
             # JetStream refuses a window longer than the stream keeps messages
             duplicate_window=min(self.duplicate_window, self.max_age) if self.max_age > 0 else self.duplicate_window,
         )
@@ -79,6 +83,7 @@ def stream_specs(cfg: Config) -> list[StreamSpec]:
                 limits.replicas,
                 limits.storage,
                 limits.duplicate_window,
+                STREAM_MAX_MSGS_PER_SUBJECT.get(name, -1),
             )
         )
     return specs
@@ -96,6 +101,8 @@ def _differs(have: api.StreamConfig, want: api.StreamConfig) -> list[str]:
         diffs.append("replicas")
     if abs((have.duplicate_window or 0) - (want.duplicate_window or 0)) > 1e-6:
         diffs.append("duplicate_window")
+    if (have.max_msgs_per_subject or -1) != (want.max_msgs_per_subject or -1):
+        diffs.append("max_msgs_per_subject")
     return diffs
 
 

@@ -71,6 +71,8 @@ class StreamsConfig(_Section):
         default_factory=lambda: StreamLimits(max_age=30 * 86400.0, duplicate_window=3600.0)
     )
     dead: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=7 * 86400.0, max_bytes=256 << 20))
+    traffic: StreamLimits = msgspec.field(default_factory=lambda: StreamLimits(max_age=0.0, max_bytes=64 << 20))
+    """The last desired and applied weights per route: kept until replaced, not aged out."""
 
 
 class KvConfig(_Section):

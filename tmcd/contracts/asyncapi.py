@@ -35,8 +35,9 @@ _DESCRIPTION = """\
 Subjects and messages tmcd exchanges over NATS.
 
 Syncers publish heartbeats, sync and connection events per cluster; the scheduler \
-publishes placement decisions; the service mesh publishes per-track workload statistics; \
-tmcd's agents publish health changes, canary and rollback events and traffic weights. \
+publishes placement decisions; the service mesh publishes per-track workload statistics \
+and the traffic weights it applied; tmcd's agents publish health changes, canary and \
+rollback events and desired traffic weights. \
 Control requests (ctl) are NATS request/reply: the reply goes to the requester's inbox.
 
 Every payload is a JSON object with a `schema` version. Receivers ignore unknown fields \

@@ -161,6 +161,15 @@ EXAMPLES: dict[type[m.Message], m.Message] = {
         weights={"stable": 80, "canary": 20},
         clusters=["sim-001", "sim-002"],
         generation=12,
+        workload="checkout-api",
+    ),
+    m.TrafficApplied: m.TrafficApplied(
+        namespace="shop",
+        route="checkout",
+        timestamp=T0 + 60.2,
+        generation=12,
+        weights={"sim-001": {"stable": 80, "canary": 20}, "sim-002": {"stable": 80, "canary": 20}},
+        applied_by="mesh",
     ),
     m.SyncControl: m.SyncControl(
         cluster="sim-002",

@@ -264,8 +264,23 @@ class RollbackEvent(Message, frozen=True):
     reason: Annotated[str, Meta(description="Why the rollback happened.")] = ""
 
 
+TRACKS: tuple[str, ...] = ("stable", "canary")
+"""The tracks a route splits its traffic between."""
+
+# The workload name becomes a subject token of the mesh's WorkloadStats; empty is allowed.
+_OPTIONAL_LABEL = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"
+
+
 class TrafficWeights(Message, frozen=True):
-    """Desired traffic split of a route between the stable and canary tracks."""
+    """Desired traffic split of a route between the stable and canary tracks: the route's whole desired state.
+
+    The named ``clusters`` get ``weights``; every other cluster gets 100 % stable.  Empty
+    ``clusters`` means every cluster gets ``weights``.  A receiver drops a message whose
+    ``generation`` is older than the one it applied last for the route (an equal one is
+    applied again, which changes nothing), and reports what it applied as a TrafficApplied.
+    Stored in TMC_TRAFFIC, last message per route, so a data plane that starts reads the
+    current desired state of every route.
+    """
 
     KIND: ClassVar[str] = "traffic_weights"
 
@@ -274,12 +289,66 @@ class TrafficWeights(Message, frozen=True):
     timestamp: Timestamp
     weights: Annotated[
         dict[str, Annotated[int, Meta(ge=0, le=100)]],
-        Meta(description="Percent of traffic per track; sums to 100."),
+        Meta(description="Percent of traffic per track (stable, canary); sums to 100. A missing track gets 0."),
     ] = msgspec.field(default_factory=lambda: {"stable": 100, "canary": 0})
-    clusters: Annotated[list[str], Meta(description="Clusters the weights apply to; empty means all.")] = msgspec.field(
-        default_factory=list
-    )
+    clusters: Annotated[
+        list[str],
+        Meta(description="Clusters that get these weights; every other cluster gets 100 % stable. Empty: all."),
+    ] = msgspec.field(default_factory=list)
     generation: Annotated[int, Meta(ge=0, description="Increases with every change; receivers drop older ones.")] = 0
+    workload: Annotated[
+        str,
+        Meta(
+            max_length=63,
+            pattern=_OPTIONAL_LABEL,
+            description="Workload the route serves (the <workload> of its tmc.workload subjects); empty: the route name.",
+        ),
+    ] = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(TRACKS))
+        if unknown:
+            raise ValueError(f"weights: unknown track {unknown[0]!r} (expected stable, canary)")
+        if sum(self.weights.values()) != 100:
+            raise ValueError(f"weights: must sum to 100, got {sum(self.weights.values())}")
+
+    @property
+    def canary_percent(self) -> int:
+        """Percent of traffic to the canary on the named clusters."""
+        return self.weights.get("canary", 0)
+
+    @property
+    def workload_name(self) -> str:
+        """The workload, defaulting to the route name."""
+        return self.workload or self.route
+
+
+class TrafficApplied(Message, frozen=True):
+    """The weights a data plane applied for a route, reported after each TrafficWeights it applied.
+
+    ``weights`` holds the clusters the TrafficWeights named (every cluster the data plane
+    serves when it named none); every other cluster is 100 % stable.  Stored in TMC_TRAFFIC,
+    last report per route, so a router reads it back after a restart.
+    """
+
+    KIND: ClassVar[str] = "traffic_applied"
+
+    namespace: Annotated[str, Meta(min_length=1, description="Route namespace.")]
+    route: Annotated[str, Meta(min_length=1, description="Route name.")]
+    timestamp: Timestamp
+    generation: Annotated[int, Meta(ge=0, description="Generation of the TrafficWeights applied.")] = 0
+    weights: Annotated[
+        dict[str, dict[str, Annotated[int, Meta(ge=0, le=100)]]],
+        Meta(description="Cluster -> percent of traffic per track (stable, canary) now in effect there."),
+    ] = msgspec.field(default_factory=dict)
+    unknown_clusters: Annotated[
+        list[str], Meta(description="Named clusters this data plane does not serve: nothing was applied there.")
+    ] = msgspec.field(default_factory=list)
+    applied_by: Annotated[str, Meta(description="What applied them, e.g. mesh (the mock service mesh).")] = ""
+
+    def canary(self) -> dict[str, int]:
+        """Cluster -> canary percent, for the clusters with a canary weight above 0."""
+        return {c: w.get("canary", 0) for c, w in self.weights.items() if w.get("canary", 0) > 0}
 
 
 SyncAction = Literal["pause", "resume", "force"]
@@ -387,6 +456,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     CanaryEvent,
     RollbackEvent,
     TrafficWeights,
+    TrafficApplied,
     SyncControl,
     CanaryControl,
     ControlReply,

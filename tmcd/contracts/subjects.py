@@ -31,7 +31,7 @@ class Channel:
     """Payload type."""
     description: str
     stream: str | None = None
-    """JetStream stream that stores it; None for core NATS (request/reply, traffic)."""
+    """JetStream stream that stores it; None for core NATS (request/reply)."""
     reply: type[m.Message] | None = None
     """Reply payload type for request/reply channels."""
     publisher: str = ""
@@ -83,6 +83,7 @@ STREAM_PLACEMENT = "TMC_PLACEMENT"
 STREAM_WORKLOAD = "TMC_WORKLOAD"
 STREAM_EVENTS = "TMC_EVENTS"
 STREAM_DEAD = "TMC_DEAD"
+STREAM_TRAFFIC = "TMC_TRAFFIC"
 
 SYNCER_HEARTBEAT = Channel(
     "syncer.heartbeat",
@@ -171,8 +172,18 @@ TRAFFIC_WEIGHTS = Channel(
     "traffic.weights",
     "tmc.traffic.{namespace}.{route}",
     m.TrafficWeights,
-    "Desired traffic weights of a route, obeyed by the NATS traffic router.",
-    publisher="canary controller, rollback engine",
+    "Desired traffic weights of a route (its whole desired state), published by the NATS traffic router.",
+    stream=STREAM_TRAFFIC,
+    publisher="canary controller, rollback engine (NATS traffic router)",
+    bind={"namespace": "namespace", "route": "route"},
+)
+TRAFFIC_APPLIED = Channel(
+    "traffic.applied",
+    "tmc.traffic.applied.{namespace}.{route}",
+    m.TrafficApplied,
+    "The weights a data plane applied for a route, reported after each TrafficWeights it applied.",
+    stream=STREAM_TRAFFIC,
+    publisher="service mesh",
     bind={"namespace": "namespace", "route": "route"},
 )
 CTL_SYNC = Channel(
@@ -216,13 +227,14 @@ CHANNELS: tuple[Channel, ...] = (
     CANARY_EVENT,
     ROLLBACK_EVENT,
     TRAFFIC_WEIGHTS,
+    TRAFFIC_APPLIED,
     CTL_SYNC,
     CTL_CANARY,
     API_HEALTH,
 )
 """Every channel of the contract."""
 
-StreamName = Literal["TMC_SYNCER", "TMC_PLACEMENT", "TMC_WORKLOAD", "TMC_EVENTS", "TMC_DEAD"]
+StreamName = Literal["TMC_SYNCER", "TMC_PLACEMENT", "TMC_WORKLOAD", "TMC_EVENTS", "TMC_DEAD", "TMC_TRAFFIC"]
 
 STREAM_SUBJECTS: dict[str, tuple[str, ...]] = {
     STREAM_SYNCER: ("tmc.syncer.>",),
@@ -230,8 +242,12 @@ STREAM_SUBJECTS: dict[str, tuple[str, ...]] = {
     STREAM_WORKLOAD: ("tmc.workload.>",),
     STREAM_EVENTS: ("tmc.health.>", "tmc.canary.>", "tmc.rollback.>"),
     STREAM_DEAD: ("tmc.dead.>",),
+    STREAM_TRAFFIC: ("tmc.traffic.>",),
 }
 """The JetStream streams tmcd provisions and the subjects each one stores."""
+
+STREAM_MAX_MSGS_PER_SUBJECT: dict[str, int] = {STREAM_TRAFFIC: 1}
+"""Streams that keep only the last messages of each subject (the rest keep up to their limits)."""
 
 
 @dataclass(frozen=True)
@@ -344,6 +360,11 @@ def rollback_event(namespace: str, name: str) -> str:
 def traffic_weights(namespace: str, route: str) -> str:
     """``tmc.traffic.<namespace>.<route>``"""
     return TRAFFIC_WEIGHTS.build(namespace=namespace, route=route)
+
+
+def traffic_applied(namespace: str, route: str) -> str:
+    """``tmc.traffic.applied.<namespace>.<route>``"""
+    return TRAFFIC_APPLIED.build(namespace=namespace, route=route)
 
 
 def ctl_sync(cluster: str, action: str) -> str:
