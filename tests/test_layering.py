@@ -219,6 +219,8 @@ def _is_pure(mod: Module) -> bool:
             "tmcd.metrics.catalog",
             "tmcd.metrics.labels",
             "tmcd.sim.fleet",
+            "tmcd.sim.draws",
+            "tmcd.sim.mesh",
             "tmcd.runtime.probes",
         }
         # the canary: statistics, pooled data, judges, verdicts, the state machine and its helpers;

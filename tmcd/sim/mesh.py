@@ -1,0 +1,317 @@
+"""The mock service mesh: routes obey TrafficWeights; each window, every route's requests on
+every cluster are split between the stable and canary tracks and drawn as counts.
+
+Pure: no clock and no I/O.  Time comes in as ``now`` (Unix seconds); each route draws from
+its own ``random.Random`` seeded from (seed, namespace, route), so a route's requests do not
+depend on which other routes exist, and the same seed with the same calls gives the same
+requests.  Per window, cluster, route and track: requests ~ Poisson(rps x seconds x share),
+errors ~ Binomial(requests, error ratio), the latency histogram ~ Multinomial(requests,
+bucket probabilities of a lognormal whose median is the stable latency, times the latency
+factor on the canary).  A weight change inside a window counts for the part of the window
+after it (the share is averaged over time), as does a canary fault that starts inside it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+
+from tmcd.contracts.messages import LatencyHistogram, TrafficApplied, TrafficWeights, WorkloadStats
+from tmcd.sim.draws import binomial, lognormal_buckets, multinomial, poisson
+from tmcd.sim.fleet import cluster_names
+
+__all__ = ["LATENCY_BOUNDS", "LATENCY_SIGMA", "MeshModel", "MeshOptionError", "MeshOptions", "RouteValues"]
+
+LATENCY_BOUNDS: tuple[float, ...] = (
+    *(round(m * 10.0**e, 6) for e in range(-3, 1) for m in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8)),
+    10.0,
+)
+"""Histogram bucket upper bounds in seconds, 1 ms to 10 s, ten per decade (neighbours at most
+1.33x apart), +Inf implied: fine enough that PromQL's linear interpolation inside a bucket
+moves a p99 by about the factor the latency moved (a coarse 0.1/0.25/0.5 ladder would not)."""
+LATENCY_SIGMA = 0.5
+"""Log-standard deviation of request latency: p99 is about 3.2x the median."""
+APPLIED_BY = "mesh"
+
+
+@dataclass(frozen=True)
+class RouteValues:
+    """A per-route setting: ``default`` for every route (None: fall back), ``routes`` by route
+    name, or by ``namespace/route`` (which wins)."""
+
+    default: float | None = None
+    routes: Mapping[str, float] = field(default_factory=dict)
+
+    def get(self, namespace: str, route: str, fallback: float) -> float:
+        """The value for this route."""
+        for key in (f"{namespace}/{route}", route):
+            if key in self.routes:
+                return self.routes[key]
+        return self.default if self.default is not None else fallback
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """What the mesh serves and how each track behaves."""
+
+    clusters: int
+    rps: float
+    """Requests per second per cluster per route."""
+    seed: int = 1
+    window: float = 10.0
+    """Seconds per WorkloadStats window."""
+    stable_error_ratio: float = 0.005
+    canary_error_ratio: RouteValues = field(default_factory=RouteValues)
+    """Defaults to the stable error ratio."""
+    stable_latency_ms: float = 50.0
+    """Median latency of the stable track."""
+    canary_latency_factor: RouteValues = field(default_factory=RouteValues)
+    """Canary latency / stable latency; defaults to 1."""
+    fault_after: float = 0.0
+    """The canary's error ratio and latency factor apply from this many seconds after the
+    canary first got traffic on the route; before that it behaves as stable."""
+    no_stats: Set[str] = field(default_factory=frozenset)
+    """Routes (``route`` or ``namespace/route``) that obey weights but publish no stats."""
+
+
+class MeshOptionError(ValueError):
+    """A bad mesh option; ``option`` is the flag name without dashes (``canary_error_ratio``)."""
+
+    def __init__(self, option: str, expected: str) -> None:
+        self.option = option
+        self.expected = expected
+        super().__init__(f"{option}: {expected}")
+
+
+def _check(option: str, value: float, ok: bool, expected: str) -> None:
+    if not (ok and math.isfinite(value)):
+        raise MeshOptionError(option, f"expected {expected}, got {value:g}")
+
+
+def validate_options(opts: MeshOptions) -> None:
+    """Raise :class:`MeshOptionError` for the first invalid option."""
+    if opts.clusters < 1:
+        raise MeshOptionError("clusters", f"expected at least 1 cluster, got {opts.clusters}")
+    _check("rps", opts.rps, opts.rps >= 0, "requests/s >= 0")
+    _check("window", opts.window, opts.window > 0, "seconds > 0")
+    _check("stable_error_ratio", opts.stable_error_ratio, 0 <= opts.stable_error_ratio <= 1, "a ratio in 0..1")
+    for v in _values(opts.canary_error_ratio):
+        _check("canary_error_ratio", v, 0 <= v <= 1, "a ratio in 0..1")
+    _check("stable_latency_ms", opts.stable_latency_ms, opts.stable_latency_ms > 0, "milliseconds > 0")
+    for v in _values(opts.canary_latency_factor):
+        _check("canary_latency_factor", v, v > 0, "a factor > 0")
+    _check("fault_after", opts.fault_after, opts.fault_after >= 0, "seconds >= 0")
+
+
+def _values(rv: RouteValues) -> list[float]:
+    return [*([rv.default] if rv.default is not None else []), *rv.routes.values()]
+
+
+@dataclass
+class _Track:
+    """How one track of a route behaves: error ratio and median latency, when faulted and not."""
+
+    error_ratio: float
+    median: float
+    fault_error_ratio: float
+    fault_median: float
+
+
+@dataclass
+class _Route:
+    namespace: str
+    route: str
+    workload: str
+    generation: int
+    canary: list[float]
+    """Canary share (0..1) per cluster index, as applied."""
+    rng: random.Random
+    stats: bool
+    since: float
+    """Start of the time not yet accumulated into the window."""
+    canary_s: list[float]
+    total_s: list[float]
+    faulted_s: list[float]
+    """Per cluster, this window: canary share-seconds, seconds served, canary share-seconds under fault."""
+    first_canary: float | None = None
+
+
+class MeshModel:
+    """Routes and their applied weights; :meth:`window` draws what each served."""
+
+    def __init__(self, opts: MeshOptions, start: float) -> None:
+        validate_options(opts)
+        self.opts = opts
+        self.clusters: list[str] = cluster_names(opts.clusters)
+        self._index = {c: i for i, c in enumerate(self.clusters)}
+        self._routes: dict[tuple[str, str], _Route] = {}
+        self._last_window = start
+        self._buckets: dict[float, tuple[list[float], list[float], list[int]]] = {}
+
+    @property
+    def routes(self) -> int:
+        """Routes the mesh serves."""
+        return len(self._routes)
+
+    def canary_weights(self, namespace: str, route: str) -> dict[str, int] | None:
+        """Cluster -> applied canary percent (clusters above 0 only), or None for an unknown route."""
+        r = self._routes.get((namespace, route))
+        if r is None:
+            return None
+        return {c: round(100 * r.canary[i]) for i, c in enumerate(self.clusters) if r.canary[i] > 0}
+
+    def apply(self, w: TrafficWeights, now: float) -> TrafficApplied | None:
+        """Apply a route's desired weights; the report to publish, or None when ``w`` is older
+        than the generation applied (dropped).  The same generation again is applied again."""
+        key = (w.namespace, w.route)
+        r = self._routes.get(key)
+        if r is not None and w.generation < r.generation:
+            return None
+        if r is None:
+            r = self._routes[key] = self._new_route(w, now)
+        else:
+            self._accumulate(r, now)
+        r.generation = w.generation
+        r.workload = w.workload_name
+        share = w.canary_percent / 100.0
+        named = set(w.clusters)
+        targets = [c for c in self.clusters if c in named] if named else list(self.clusters)
+        r.canary = [0.0] * len(self.clusters)
+        for c in targets:
+            r.canary[self._index[c]] = share
+        if r.first_canary is None and share > 0 and targets:
+            r.first_canary = now
+        stable = 100 - w.canary_percent
+        return TrafficApplied(
+            namespace=w.namespace,
+            route=w.route,
+            timestamp=now,
+            generation=w.generation,
+            weights={c: {"stable": stable, "canary": w.canary_percent} for c in targets},
+            unknown_clusters=sorted(named - set(self._index)),
+            applied_by=APPLIED_BY,
+        )
+
+    def _new_route(self, w: TrafficWeights, now: float) -> _Route:
+        n = len(self.clusters)
+        no_stats = self.opts.no_stats
+        return _Route(
+            namespace=w.namespace,
+            route=w.route,
+            workload=w.workload_name,
+            generation=w.generation,
+            canary=[0.0] * n,
+            # str seeds hash with SHA-512: the same in every process (unlike hash())
+            rng=random.Random(f"{self.opts.seed}/{w.namespace}/{w.route}"),
+            stats=w.route not in no_stats and f"{w.namespace}/{w.route}" not in no_stats,
+            since=max(now, self._last_window),
+            canary_s=[0.0] * n,
+            total_s=[0.0] * n,
+            faulted_s=[0.0] * n,
+        )
+
+    def _accumulate(self, r: _Route, until: float) -> None:
+        """Add the time since ``r.since`` at the current weights to the window's accumulators."""
+        dt = until - r.since
+        if dt <= 0:
+            return
+        fault_from = r.first_canary + self.opts.fault_after if r.first_canary is not None else math.inf
+        faulted = max(0.0, until - max(r.since, fault_from))
+        for i, c in enumerate(r.canary):
+            r.total_s[i] += dt
+            if c > 0:
+                r.canary_s[i] += c * dt
+                r.faulted_s[i] += c * faulted
+        r.since = until
+
+    def window(self, now: float) -> list[WorkloadStats]:
+        """Close the window ending at ``now``: one WorkloadStats per route (with stats), cluster
+        and track that had traffic share in it (a track at 0 % the whole window is left out; one
+        that had a share but drew no request reports 0)."""
+        length = now - self._last_window
+        self._last_window = now
+        out: list[WorkloadStats] = []
+        if length <= 0:
+            return out
+        for r in self._routes.values():
+            self._accumulate(r, now)
+            if r.stats:
+                self._draw_route(r, now, length, out)
+            r.canary_s = [0.0] * len(self.clusters)
+            r.total_s = [0.0] * len(self.clusters)
+            r.faulted_s = [0.0] * len(self.clusters)
+        return out
+
+    def _tracks(self, r: _Route) -> tuple[_Track, _Track]:
+        o = self.opts
+        median = o.stable_latency_ms / 1000.0
+        stable = _Track(o.stable_error_ratio, median, o.stable_error_ratio, median)
+        ratio = o.canary_error_ratio.get(r.namespace, r.route, o.stable_error_ratio)
+        factor = o.canary_latency_factor.get(r.namespace, r.route, 1.0)
+        return stable, _Track(o.stable_error_ratio, median, ratio, median * factor)
+
+    def _draw_route(self, r: _Route, now: float, length: float, out: list[WorkloadStats]) -> None:
+        stable, canary = self._tracks(r)
+        for i, cluster in enumerate(self.clusters):
+            canary_s = r.canary_s[i]
+            stable_s = r.total_s[i] - canary_s
+            if stable_s > 1e-9:
+                out.append(self._draw(r, cluster, "stable", stable, stable_s, 0.0, now, length))
+            if canary_s > 1e-9:
+                fault = min(1.0, r.faulted_s[i] / canary_s)
+                out.append(self._draw(r, cluster, "canary", canary, canary_s, fault, now, length))
+
+    def _draw(
+        self, r: _Route, cluster: str, track: str, t: _Track, share_s: float, fault: float, now: float, length: float
+    ) -> WorkloadStats:
+        rng = r.rng
+        requests = poisson(rng, self.opts.rps * share_s)
+        error_ratio = fault * t.fault_error_ratio + (1.0 - fault) * t.error_ratio
+        errors = binomial(rng, requests, error_ratio)
+        probs, means, order = self._mixture(t, fault)
+        counts = multinomial(rng, requests, probs, order)
+        cumulative: list[int] = []
+        total = 0
+        for k in counts[:-1]:  # the last bucket is above the last bound: +Inf, implied
+            total += k
+            cumulative.append(total)
+        return WorkloadStats(
+            cluster=cluster,
+            namespace=r.namespace,
+            workload=r.workload,
+            track="canary" if track == "canary" else "stable",
+            timestamp=now,
+            window_seconds=length,
+            requests=requests,
+            errors=errors,
+            latency=LatencyHistogram(
+                bounds=list(LATENCY_BOUNDS),
+                counts=cumulative,
+                sum_seconds=sum(k * m for k, m in zip(counts, means, strict=True)),
+            ),
+        )
+
+    def _lognormal(self, median: float) -> tuple[list[float], list[float], list[int]]:
+        cached = self._buckets.get(median)
+        if cached is None:
+            probs, means = lognormal_buckets(median, LATENCY_SIGMA, LATENCY_BOUNDS)
+            order = sorted(range(len(probs)), key=lambda i: -probs[i])
+            cached = self._buckets[median] = (probs, means, order)
+        return cached
+
+    def _mixture(self, t: _Track, fault: float) -> tuple[list[float], list[float], list[int]]:
+        """Bucket probabilities when a share ``fault`` of the requests is faulted."""
+        if fault <= 0 or t.fault_median == t.median:
+            return self._lognormal(t.median)
+        if fault >= 1:
+            return self._lognormal(t.fault_median)
+        p0, m0, _ = self._lognormal(t.median)
+        p1, m1, _ = self._lognormal(t.fault_median)
+        probs = [(1 - fault) * a + fault * b for a, b in zip(p0, p1, strict=True)]
+        means = [
+            ((1 - fault) * a * ma + fault * b * mb) / p if p > 0 else ma
+            for a, b, ma, mb, p in zip(p0, p1, m0, m1, probs, strict=True)
+        ]
+        return probs, means, sorted(range(len(probs)), key=lambda i: -probs[i])
