@@ -7,6 +7,7 @@ Everything else publishes and receives typed messages (msgspec Structs) through
 from tmcd.bus.core import Bus, Delivery
 from tmcd.bus.errors import BusError, CorruptValueError, NotConnectedError
 from tmcd.bus.kv import CasConflictError, KvEntry, KvStore
+from tmcd.bus.lastvalue import last_message, last_per_subject
 
 __all__ = [
     "Bus",
@@ -17,4 +18,6 @@ __all__ = [
     "KvEntry",
     "KvStore",
     "NotConnectedError",
+    "last_message",
+    "last_per_subject",
 ]

@@ -301,7 +301,7 @@ class TrafficWeights(Message, frozen=True):
         Meta(
             max_length=63,
             pattern=_OPTIONAL_LABEL,
-            description="Workload the route serves (the <workload> of its tmc.workload subjects); empty: the route name.",
+            description="Workload the route serves (its tmc.workload subjects' <workload>); empty: the route name.",
         ),
     ] = ""
 

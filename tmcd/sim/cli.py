@@ -50,6 +50,37 @@ class _SimCommand(click.Command):
             raise SimUsageError(exc.format_message(), ctx) from exc
 
 
+class _SimGroup(click.Group):
+    """`tmcd sim [OPTIONS]` runs the syncer simulator; `tmcd sim mesh ...` the mock service mesh
+    (loaded only when named).  Parse errors are one line, as for the commands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except SimUsageError:
+            raise
+        except click.UsageError as exc:
+            raise SimUsageError(exc.format_message(), ctx) from exc
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            raise SimUsageError(exc.format_message(), ctx) from exc
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return ["mesh"]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name != "mesh":
+            return None
+        from tmcd.sim.mesh_cli import mesh
+
+        return mesh
+
+
 def _bad(option: str, expected: str) -> SimUsageError:
     return SimUsageError(f"invalid value for --{option.replace('_', '-')}: {expected}")
 
@@ -230,7 +261,7 @@ async def _until_stopped(connect: Coroutine[Any, Any, Bus], stop: asyncio.Event)
     return bus
 
 
-@click.command("sim", cls=_SimCommand)
+@click.group("sim", cls=_SimGroup, invoke_without_command=True)
 @click.option(
     "--nats-url",
     metavar="URL",
@@ -285,7 +316,19 @@ def sim(
     batch: bool,
     data_dir: str,
 ) -> None:
-    """Publish realistic syncer streams (heartbeats, sync and connection events) for N clusters."""
+    """Publish realistic syncer streams (heartbeats, sync and connection events) for N clusters.
+
+    `tmcd sim mesh --help`: the mock service mesh (routes obeying TrafficWeights, WorkloadStats).
+    """
+    if ctx.invoked_subcommand is not None:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ctx.params
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise SimUsageError(f"{', '.join(given)}: give the options of '{ctx.invoked_subcommand}' after its name")
+        return
     opts = SimOptions(
         clusters=clusters,
         rate=rate,
