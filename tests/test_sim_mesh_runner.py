@@ -238,3 +238,31 @@ def test_router_names() -> None:
 def test_encoded_weights_name_the_workload_only_when_it_differs() -> None:
     w = TrafficWeights(namespace="shop", route="web", timestamp=1.0, workload="web-api")
     assert b'"workload":"web-api"' in encode(w)
+
+
+async def test_without_the_traffic_stream_routes_are_served_as_their_weights_arrive(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A mesh started before tmcd ever provisioned TMC_TRAFFIC: nothing to read, changes still obeyed."""
+    bus = await connected(nats_server.url)
+    try:
+        reports: list[TrafficApplied] = []
+
+        async def on(d: Delivery[Any]) -> None:
+            reports.append(d.msg)
+
+        sub = await bus.subscribe(subjects.TRAFFIC_APPLIED.wildcard, on, channel=subjects.TRAFFIC_APPLIED)
+        async with Mesh(nats_server.url, opts(clusters=2)):
+            w = TrafficWeights(
+                namespace="shop", route="web", timestamp=1.0, weights={"stable": 60, "canary": 40}, generation=1
+            )
+
+            async def applied() -> bool:
+                await bus.publish(subjects.traffic_weights("shop", "web"), w)  # until the mesh listens
+                return bool(reports)
+
+            await wait_for(applied, what="a report without the stream", step=0.05)
+        await sub.unsubscribe()
+        assert reports[0].weights == {"sim-001": {"stable": 60, "canary": 40}, "sim-002": {"stable": 60, "canary": 40}}
+    finally:
+        await bus.close()
