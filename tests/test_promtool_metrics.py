@@ -36,7 +36,10 @@ from tmcd.sim.runner import SimStats, run_sim
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
-ONLY_AFTER: dict[str, str] = {"tmc_agent_restarts_total": "an agent crashed"}
+ONLY_AFTER: dict[str, str] = {
+    "tmc_agent_restarts_total": "an agent crashed",
+    **{s.name: "a canary rollout ran" for s in catalog.SPECS if s.group == "canary"},
+}
 """Catalog metrics with no samples until something this test does not provoke happens."""
 
 

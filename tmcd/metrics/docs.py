@@ -12,6 +12,7 @@ GROUPS = (
     ("cluster", "Cluster", "From syncer heartbeats: what each cluster has and uses."),
     ("connection", "Connection", "From the syncers' connection events (and the first heartbeat)."),
     ("health", "Health", "From the health agent's evaluation of every cluster (see docs/health.md)."),
+    ("canary", "Canary", "From the canary agent: each rollout's phase, step, weights, analysis (docs/canary.md)."),
     ("tmcd", "tmcd itself", "The daemon's own health and throughput."),
 )
 
