@@ -88,7 +88,7 @@ async def test_the_mesh_obeys_stored_weights_for_its_duration_and_repeats_with_t
             else:  # found as `tmcd sim` finds it: DATA_DIR/nats.url, written by `tmcd run`
                 (tmp_path / "nats.url").write_text(nats_server.url + "\n")
                 args, env = [], {"TMCD_NATS_URL": "", "TMCD_DATA_DIR": str(tmp_path)}
-            flags = ["--clusters", "2", "--rps", "300", "--seed", "7", "--window", "0.2", "--duration", "1.1"]
+            flags = ["--clusters", "2", "--rps", "3000", "--seed", "7", "--window", "0.2", "--duration", "1.1"]
             code, out, err = await run(*args, *flags, "--canary-error-ratio", "web=0.2", "--no-stats", "quiet", env=env)
             assert code == 0, err
             match = SUMMARY.match(out.strip())

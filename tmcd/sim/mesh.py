@@ -24,13 +24,14 @@ from tmcd.sim.fleet import cluster_names
 
 __all__ = ["LATENCY_BOUNDS", "LATENCY_SIGMA", "MeshModel", "MeshOptionError", "MeshOptions", "RouteValues"]
 
-LATENCY_BOUNDS: tuple[float, ...] = (
-    *(round(m * 10.0**e, 6) for e in range(-3, 1) for m in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8)),
-    10.0,
+PER_DECADE = 32
+LATENCY_BOUNDS: tuple[float, ...] = tuple(
+    float(f"{10.0 ** (-3 + i / PER_DECADE):.6g}") for i in range(4 * PER_DECADE + 1)
 )
-"""Histogram bucket upper bounds in seconds, 1 ms to 10 s, ten per decade (neighbours at most
-1.33x apart), +Inf implied: fine enough that PromQL's linear interpolation inside a bucket
-moves a p99 by about the factor the latency moved (a coarse 0.1/0.25/0.5 ladder would not)."""
+"""Histogram bucket upper bounds in seconds, 1 ms to 10 s, 32 per decade (neighbours 7.5 %
+apart), +Inf implied: fine enough that a quantile comparison with ``maxIncrease: 0.2`` can
+decide a 1.5x regression (docs/canary.md, Histogram resolution), and that PromQL's linear
+interpolation moves a p99 by about the factor the latency moved."""
 LATENCY_SIGMA = 0.5
 """Log-standard deviation of request latency: p99 is about 3.2x the median."""
 APPLIED_BY = "mesh"

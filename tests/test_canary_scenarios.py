@@ -1,0 +1,336 @@
+"""Canary rollouts on the real stack: `tmcd run` (embedded NATS), `tmcd sim`, `tmcd sim mesh` and
+`kubectl tmc` as processes; short intervals, so each scenario takes seconds.
+
+One stack serves the module; every scenario has its own route, so they run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from tests.helpers import free_port, kill, nats_connect, wait_for, wait_ready
+from tmcd.contracts.codec import decode_as
+from tmcd.contracts.messages import CanaryEvent
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+CLUSTERS = 6
+BASE = "/api/v1/namespaces/shop"
+ENV = {
+    "TMCD_CONSUMER_FETCH_TIMEOUT": "0.2",
+    "TMCD_HEALTH_INTERVAL": "0.2",
+    "TMCD_HEALTH_STARTUP_GRACE": "0",
+    "TMCD_HEALTH_SUCCESS_THRESHOLD": "0",
+}
+MESH_FAULTS = ("--canary-error-ratio", "bad=0.05", "--canary-latency-factor", "slow=1.5")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TMCD_NATS_URL", "TMCD_DATA_DIR")}
+    return {**env, **ENV}
+
+
+class Stack:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.tmcd: asyncio.subprocess.Process | None = None
+        self.sim: asyncio.subprocess.Process | None = None
+        self.mesh: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self._logs = 0
+
+    def _log(self, name: str) -> Any:
+        self._logs += 1
+        return open(self.tmp / f"{name}-{self._logs}.log", "wb")
+
+    async def _spawn(self, name: str, *args: str) -> asyncio.subprocess.Process:
+        log = self._log(name)
+        try:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tmcd.cli.main", *args, stdout=log, stderr=log, env=_env()
+            )
+        finally:
+            log.close()
+
+    async def start_tmcd(self) -> None:
+        self.tmcd = await self._spawn(
+            "tmcd", "run", "--data-dir", str(self.data), "--http-listen", f"127.0.0.1:{self.port}"
+        )
+        await wait_ready(self.base, self.tmcd, 60)
+        self.url = (self.data / "nats.url").read_text().strip()
+
+    async def start_sim(self) -> None:
+        self.sim = await self._spawn(
+            "sim", "sim", "--data-dir", str(self.data), "--clusters", str(CLUSTERS), "--rate", "20",
+            "--heartbeat-interval", "1",
+        )  # fmt: skip
+
+    async def start_mesh(self, *extra: str) -> None:
+        self.mesh = await self._spawn(
+            "mesh", "sim", "mesh", "--data-dir", str(self.data), "--clusters", str(CLUSTERS), "--rps", "20000",
+            "--seed", "11", "--window", "0.5", "--stable-error-ratio", "0.005", *MESH_FAULTS, *extra,
+        )  # fmt: skip
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, self.base + path, json=body) as r,
+        ):
+            return r.status, await r.json(content_type=None)
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        plural = "canaryrollouts" if obj["kind"] == "CanaryRollout" else "analysistemplates"
+        code, body = await self.request("POST", f"{BASE}/{plural}", obj)
+        assert code == 201, body
+
+    async def rollout(self, name: str) -> dict[str, Any]:
+        code, body = await self.request("GET", f"{BASE}/canaryrollouts/{name}")
+        assert code == 200, body
+        return dict(body)
+
+    async def phase(self, name: str, *phases: str, timeout: float = 60.0) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            assert self.tmcd is not None and self.tmcd.returncode is None, "tmcd exited"
+            r = await self.rollout(name)
+            return r if r["status"]["phase"] in phases else None
+
+        return await wait_for(check, timeout=timeout, step=0.2, what=f"{name} to be {'/'.join(phases)}")
+
+    async def events(self, name: str) -> list[CanaryEvent]:
+        nc = await nats_connect(self.url)
+        try:
+            sub = await nc.jetstream().subscribe(f"tmc.canary.shop.{name}", ordered_consumer=True)
+            out: list[CanaryEvent] = []
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.5)
+                except TimeoutError:
+                    return out
+                out.append(decode_as(CanaryEvent, msg.data))
+        finally:
+            await nc.close()
+
+    async def kubectl(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tmcd.kubectl.main", *args, "--nats-url", self.url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=_env(),
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+
+def template(name: str, metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "tmc.kcp.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"metrics": metrics},
+    }
+
+
+ERRORS = template(
+    "errors",
+    [
+        {
+            "name": "error-ratio",
+            "interval": 1.0,
+            "count": 4,
+            "inconclusiveLimit": 2,
+            "provider": {"nats": {"metric": "error_ratio"}},
+            "condition": {
+                "comparison": {"test": "proportion", "maxIncrease": 1.0, "maxDifference": 0.005, "confidence": 0.95}
+            },
+        }
+    ],
+)
+LATENCY = template(
+    "latency",
+    [
+        {
+            "name": "p99-threshold",
+            "interval": 1.0,
+            "count": 4,
+            "inconclusiveLimit": 2,
+            "provider": {"nats": {"metric": "latency_p99"}},
+            "condition": {"threshold": {"max": 1.0}},
+        },
+        {
+            "name": "p99-vs-stable",
+            "interval": 1.0,
+            "count": 4,
+            "inconclusiveLimit": 2,
+            "provider": {"nats": {"metric": "latency_p99"}},
+            "condition": {"comparison": {"test": "ratio", "maxIncrease": 0.2}},
+        },
+    ],
+)
+
+
+def rollout(name: str, steps: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    default_steps = [
+        {"setClusters": {"count": 2}},
+        {"setWeight": 20},
+        {"analysis": {"templates": ["errors"]}},
+        {"setWeight": 50},
+        {"analysis": {"templates": ["errors"], "intervals": 2}},
+    ]
+    return {
+        "apiVersion": "tmc.kcp.io/v1alpha1",
+        "kind": "CanaryRollout",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "workloadRef": {"name": name},
+            "stableVersion": "v1",
+            "canaryVersion": "v2",
+            "clusterSelector": {"matchLabels": {}},
+            "trafficRouting": {"router": "nats", "route": name},
+            "steps": default_steps if steps is None else steps,
+            "progressDeadlineSeconds": 60,
+            **spec,
+        },
+    }
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("canary-stack"))
+    try:
+        await s.start_tmcd()
+        await s.start_sim()
+        await s.start_mesh("--no-stats", "nodata")
+        await s.apply(ERRORS)
+        await s.apply(LATENCY)
+
+        async def healthy() -> bool:
+            code, body = await s.request("GET", "/api/v1/synctargets")
+            items = body.get("items", []) if code == 200 else []
+            return len([i for i in items if i.get("status", {}).get("health") == "Healthy"]) == CLUSTERS
+
+        await wait_for(healthy, timeout=60, step=0.2, what="every simulated cluster Healthy")
+        yield s
+    finally:
+        for p in (s.mesh, s.sim, s.tmcd):
+            await kill(p)
+
+
+def applied(events: list[CanaryEvent]) -> list[dict[str, Any]]:
+    return [e.evidence for e in events if e.type == "step" and "generation" in e.evidence]
+
+
+async def test_twenty_healthy_canaries_all_succeed(stack: Stack) -> None:
+    names = [f"healthy-{i:02d}" for i in range(20)]
+    for n in names:
+        await stack.apply(rollout(n))
+    for n in names:
+        r = await stack.phase(n, "Succeeded", "RolledBack", "Degraded", timeout=120)
+        assert r["status"]["phase"] == "Succeeded", (n, r["status"]["message"])
+    events = await stack.events(names[0])
+    assert [a["action"] for a in applied(events)] == ["clusters", "weight", "weight", "promote", "finalize"]
+
+
+async def test_an_erroring_canary_is_rolled_back_within_two_measurements(stack: Stack) -> None:
+    await stack.apply(rollout("bad"))
+    r = await stack.phase("bad", "RolledBack", "Succeeded", timeout=60)
+    assert r["status"]["phase"] == "RolledBack" and r["status"]["abortReason"] == "AnalysisFailed"
+    assert r["status"]["currentWeight"] == 0 and r["status"]["canaryClusters"] == []
+    events = await stack.events("bad")
+    measured = [e for e in events if e.type == "analysis" and e.evidence.get("metric") == "error-ratio"]
+    assert 1 <= len(measured) <= 2 and measured[-1].evidence["phase"] == "Failed"
+    assert applied(events)[-1]["action"] == "stable"
+
+
+async def test_a_latency_regression_is_caught_by_the_comparison_not_the_threshold(stack: Stack) -> None:
+    steps = [{"setClusters": {"count": 2}}, {"setWeight": 50}, {"analysis": {"templates": ["latency"]}}]
+    await stack.apply(rollout("slow", steps))
+    r = await stack.phase("slow", "RolledBack", "Succeeded", timeout=60)
+    assert r["status"]["phase"] == "RolledBack", r["status"]["message"]
+    run = r["status"]["analysisRuns"][-1]
+    by_name = {m["name"]: m for m in run["metrics"]}
+    assert by_name["p99-vs-stable"]["phase"] == "Failed"
+    assert by_name.get("p99-threshold", {}).get("failed", 0) == 0
+
+
+async def test_the_control_verbs_through_kubectl(stack: Stack) -> None:
+    steps = [
+        {"setClusters": {"count": 2}},
+        {"setWeight": 10},
+        {"pause": {}},
+        {"setWeight": 30},
+        {"pause": {}},
+        {"setWeight": 60},
+    ]
+    await stack.apply(rollout("ctl", steps))
+    await stack.phase("ctl", "Paused")
+    code, out = await stack.kubectl("canary", "retry", "ctl", "-n", "shop")
+    assert code == 1 and "only RolledBack" in out
+    code, out = await stack.kubectl("canary", "promote", "ctl", "-n", "shop")
+    assert code == 0, out
+    r = await stack.phase("ctl", "Paused")
+    assert r["status"]["currentStepIndex"] == 4 and r["status"]["currentWeight"] == 30
+    code, out = await stack.kubectl("canary", "resume", "ctl", "-n", "shop")
+    assert code == 0, out
+    r = await stack.phase("ctl", "Succeeded")
+    code, out = await stack.kubectl("canary", "abort", "ctl", "-n", "shop")
+    assert code == 1 and "Succeeded" in out
+
+    await stack.apply(rollout("ctl2", steps))
+    await stack.phase("ctl2", "Paused")
+    assert (await stack.kubectl("canary", "abort", "ctl2", "-n", "shop"))[0] == 0
+    await stack.phase("ctl2", "RolledBack")
+    assert (await stack.kubectl("canary", "retry", "ctl2", "-n", "shop"))[0] == 0
+    await stack.phase("ctl2", "Paused")
+    assert (await stack.kubectl("canary", "promote", "ctl2", "-n", "shop", "--full"))[0] == 0
+    code, out = await stack.kubectl("canary", "status", "ctl2", "-n", "shop", "--watch", "--timeout", "60s")
+    assert code == 0 and "Succeeded" in out, out
+
+
+async def test_no_progress_until_the_deadline_rolls_back(stack: Stack) -> None:
+    obj = rollout("stuck", progressDeadlineSeconds=2)
+    obj["spec"]["clusterSelector"] = {"matchLabels": {"region": "nowhere"}}
+    await stack.apply(obj)
+    r = await stack.phase("stuck", "RolledBack", timeout=30)
+    assert r["status"]["abortReason"] == "ProgressDeadlineExceeded"
+
+
+async def test_kill_9_mid_step_and_the_rollout_ends_as_it_would_have(stack: Stack) -> None:
+    await stack.apply(rollout("crash"))
+
+    async def at_analysis() -> bool:
+        return (await stack.rollout("crash"))["status"]["currentStepIndex"] >= 2
+
+    await wait_for(at_analysis, timeout=60, step=0.1, what="crash at its first analysis")
+    assert stack.tmcd is not None
+    stack.tmcd.kill()
+    await stack.tmcd.wait()
+    await stack.start_tmcd()
+    r = await stack.phase("crash", "Succeeded", "RolledBack", timeout=120)
+    assert r["status"]["phase"] == "Succeeded", r["status"]["message"]
+    acts = applied(await stack.events("crash"))
+    assert [a["action"] for a in acts] == ["clusters", "weight", "weight", "promote", "finalize"]
+    assert len({a["generation"] for a in acts}) == len(acts)
+
+
+async def test_no_data_is_inconclusive_and_pauses_until_resumed(stack: Stack) -> None:
+    await stack.apply(rollout("nodata"))
+    r = await stack.phase("nodata", "Paused", "RolledBack", "Succeeded", timeout=60)
+    assert r["status"]["phase"] == "Paused" and r["status"]["pauseReason"] == "InconclusiveAnalysis", r["status"]
+    assert stack.mesh is not None
+    await kill(stack.mesh)
+    await stack.start_mesh()  # the stats are back
+    code, out = await stack.kubectl("canary", "resume", "nodata", "-n", "shop")
+    assert code == 0, out
+    r = await stack.phase("nodata", "Succeeded", "RolledBack", timeout=90)
+    assert r["status"]["phase"] == "Succeeded", r["status"]["message"]
