@@ -7,6 +7,8 @@ import asyncio
 import signal
 from pathlib import Path
 
+import aiohttp
+
 from tests.helpers import free_port, kill, nats_server_pids, read_until, sample, scrape, start_tmcd, wait_for
 
 
@@ -32,6 +34,18 @@ async def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
             return sample(await scrape(base), "tmc_events_processed_total", stream="TMC_SYNCER")
 
         await wait_for(processed, timeout=30, what="syncer events processed", step=0.05)
+        assert "kubectl tmc get canaries -n demo -w" in text
+
+        async def example_rollout() -> str | None:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"{base}/api/v1/namespaces/demo/canaryrollouts/checkout") as r,
+            ):
+                body = await r.json() if r.status == 200 else {}
+            phase = body.get("status", {}).get("phase")
+            return phase if phase in ("Progressing", "Paused") else None
+
+        await wait_for(example_rollout, timeout=30, what="the example rollout running", step=0.1)
 
         proc.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(proc.wait(), 15)  # shutdown is bounded by runtime.shutdown_timeout (10 s)
