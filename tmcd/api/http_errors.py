@@ -90,10 +90,10 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
 
 def check_content_type(request: web.Request, allowed: tuple[str, ...], *, optional: bool = False) -> str:
     """The body's media type when it is one of ``allowed``; 415 otherwise (a missing Content-Type
-    included, unless ``optional`` and there is no body)."""
+    included), unless ``optional`` and there is no body."""
+    if optional and not request.body_exists:
+        return ""  # no body: whatever Content-Type a client put on it says nothing
     if "Content-Type" not in request.headers:
-        if optional and not request.can_read_body:
-            return ""
         raise errors.unsupported_media_type("", allowed)
     media = request.content_type
     if media not in allowed:
@@ -135,7 +135,7 @@ class StatusRequestHandler(RequestHandler):
 def _is_request_line(line: object) -> bool:
     """Whether the line aiohttp's parser quotes is the request line (``GET /path...``; the C parser
     quotes only the URL) rather than a header."""
-    text = line.decode("latin-1", "replace") if isinstance(line, bytes) else str(line)
+    text = line.decode("latin-1", "replace") if isinstance(line, bytes | bytearray) else str(line)
     return text.startswith(("/", "http:", "https:")) or text.split(" ", 1)[0] in _METHODS
 
 

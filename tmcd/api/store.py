@@ -210,9 +210,14 @@ class ResourceStore:
         pinned = _pinned_version(patch_type, patch)
 
         def apply(current: Any) -> Any:
-            data = patches.apply(patch_type, msgspec.to_builtins(current), patch)
+            stored = msgspec.to_builtins(current)
+            data = patches.apply(patch_type, stored, patch)
             if not isinstance(data, dict):
                 raise errors.bad_request("the patched object is not a JSON object")
+            if writes.has_status(kind.type):
+                # only the part the write changes counts: a patched status (or, on /status, spec and
+                # metadata) is ignored before anything is checked
+                data = {**stored, "status": data.get("status")} if status else {**data, "status": stored["status"]}
             return self.decode(kind, data, name=name)  # a patch that renames the object: 400
 
         return await self._retried(kind, namespace, name, pinned, apply, status=status)
