@@ -190,7 +190,8 @@ def _simulation_route(ctx: ApiContext) -> Route:
     async def simulate_(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=False)  # nothing is saved
         store = ctx.store()
-        return respond(await placement.simulate(store, store.decode(PLACEMENT, await read_body(request))))
+        obj = store.decode(PLACEMENT, await read_body(request), namespace="")  # cluster-scoped: cleared
+        return respond(await placement.simulate(store, obj))
 
     summary = "Decide a Placement (body) against the current clusters without saving anything"
     return Route("POST", "/api/v1/placement-simulations", "simulate", PLACEMENT, summary, simulate_)

@@ -151,7 +151,7 @@ async def _run(store: ResourceStore, verb: str, kind: Kind, req: ApiRequest) -> 
     if req.object is None:
         raise errors.bad_request("object is required")
     if verb == "simulate":
-        return await placement.simulate(store, store.decode(kind, req.object))
+        return await placement.simulate(store, store.decode(kind, req.object, namespace=""))
     obj = store.decode(kind, req.object, name=req.name, namespace=ns)
     if verb == "create":
         return await store.create(kind, obj, obj.metadata.namespace)

@@ -275,18 +275,24 @@ def _patch_content(k: str, ex: dict[str, Any], *, status: bool) -> dict[str, Any
     or a JSON patch (``application/json-patch+json``)."""
     what = f"the status of a {k} (anything else is ignored)" if status else f"a {k} (a status in it is ignored)"
     merge = {"type": "object", "description": f"An RFC 7386 JSON merge patch of {what}; null deletes a field."}
+    pointer = {"type": "string", "pattern": "^(/[^/]*)*$", "description": "A JSON pointer, e.g. /metadata/labels/tier."}
+    ops = [
+        ({"add", "replace", "test"}, {"value": {}}, ["op", "path", "value"]),
+        ({"remove"}, {}, ["op", "path"]),
+        ({"move", "copy"}, {"from": pointer}, ["op", "path", "from"]),
+    ]
     json_patch = {
         "type": "array",
         "description": f"An RFC 6902 JSON patch of {what}.",
         "items": {
-            "type": "object",
-            "required": ["op", "path"],
-            "properties": {
-                "op": {"enum": ["add", "remove", "replace", "move", "copy", "test"]},
-                "path": {"type": "string", "description": "A JSON pointer, e.g. /metadata/labels/tier."},
-                "from": {"type": "string"},
-                "value": {},
-            },
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": required,
+                    "properties": {"op": {"enum": sorted(names)}, "path": pointer, **extra},
+                }
+                for names, extra, required in ops
+            ]
         },
     }
     merge_ex = {"status": ex["status_patch"]} if status else {"labels": ex["patch"]}

@@ -43,7 +43,12 @@ def check(patch_type: str, patch: Any) -> None:
     if not isinstance(patch, list):
         raise errors.bad_request("a JSON patch must be an array of operations")
     for i, op in enumerate(patch):
-        if not isinstance(op, dict) or op.get("op") not in _OPS or not isinstance(op.get("path"), str):
+        if (
+            not isinstance(op, dict)
+            or not isinstance(op.get("op"), str)
+            or op["op"] not in _OPS
+            or not isinstance(op.get("path"), str)
+        ):
             raise errors.bad_request(f"JSON patch operation {i}: want {{op, path[, value|from]}} with op one of "
                                      + ", ".join(sorted(_OPS)))  # fmt: skip
         if op["op"] in ("add", "replace", "test") and "value" not in op:
