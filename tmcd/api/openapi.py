@@ -276,7 +276,7 @@ def _patch_content(k: str, ex: dict[str, Any], *, status: bool) -> dict[str, Any
     what = f"the status of a {k} (anything else is ignored)" if status else f"a {k} (a status in it is ignored)"
     merge = {"type": "object", "description": f"An RFC 7386 JSON merge patch of {what}; null deletes a field."}
     pointer = {"type": "string", "pattern": "^(/[^/]*)*$", "description": "A JSON pointer, e.g. /metadata/labels/tier."}
-    ops = [
+    ops: list[tuple[set[str], dict[str, Any], list[str]]] = [
         ({"add", "replace", "test"}, {"value": {}}, ["op", "path", "value"]),
         ({"remove"}, {}, ["op", "path"]),
         ({"move", "copy"}, {"from": pointer}, ["op", "path", "from"]),
