@@ -84,7 +84,7 @@ def fleet(clusters: int, placements: int) -> list[tuple[str, dict[str, object]]]
     for i in range(clusters):
         obj = msgspec.to_builtins(example("SyncTarget"))
         obj["metadata"] = {"name": f"bench-{i:04d}", "labels": {"region": f"region-{i % 7}", "zone": f"z-{i % 3}"}}
-        out.append(("synctargets", obj))  # with a status, as the health agent writes it
+        out.append(("synctargets", obj))  # its status is written after the create (see seed)
     for i in range(placements):
         obj = msgspec.to_builtins(example("Placement"))
         obj["metadata"] = {"name": f"place-{i:03d}"}
@@ -125,6 +125,11 @@ async def seed(nc: nats.NATS, objects: list[tuple[str, dict[str, object]]]) -> N
             rep = await nc.request(f"tmc.api.create.{plural}", json.dumps({"object": obj}).encode(), timeout=10)
             if (rep.headers or {}).get("Nats-Service-Error-Code"):
                 raise SystemExit(f"cannot create {plural}: {rep.data[:200]!r}")
+            if plural == "synctargets":  # a create stores no status: written as the health agent writes it
+                req = {"name": obj["metadata"]["name"], "object": {**json.loads(rep.data), "status": obj["status"]}}  # type: ignore[index]
+                rep = await nc.request(f"tmc.api.replacestatus.{plural}", json.dumps(req).encode(), timeout=10)
+                if (rep.headers or {}).get("Nats-Service-Error-Code"):
+                    raise SystemExit(f"cannot write the status of {plural}: {rep.data[:200]!r}")
 
     await asyncio.gather(*(create(p, o) for p, o in objects))
 

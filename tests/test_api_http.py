@@ -30,6 +30,7 @@ TOKENS = [{"name": "ci", "token": RW, "access": "read-write"}, {"name": "viewer"
 
 
 body = new_object
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -108,7 +109,7 @@ async def test_validation_names_the_field(api: tuple[Daemon, aiohttp.ClientSessi
     wrong_type["spec"]["numberOfClusters"] = "two"
     status, st = await call(s, "POST", "/api/v1/placements", json=wrong_type)
     assert status == 422 and st["details"]["causes"][0]["field"] == "spec.numberOfClusters"
-    status, st = await call(s, "POST", "/api/v1/placements", data=b"{not json")
+    status, st = await call(s, "POST", "/api/v1/placements", data=b"{not json", headers=JSON_TYPE)
     assert status == 400 and st["reason"] == "BadRequest"
 
 
@@ -254,9 +255,20 @@ async def test_saved_placement_is_decided_and_published(
         await nc.close()
 
 
+async def save_cluster(s: aiohttp.ClientSession) -> dict[str, Any]:
+    """The example SyncTarget, created and then given its (healthy) status through /status."""
+    obj = msgspec.to_builtins(example("SyncTarget"))
+    status, created = await call(s, "POST", "/api/v1/synctargets", json=obj)
+    assert status == 201 and created["status"]["health"] == "Unknown", created  # a create stores no status
+    created["status"] = obj["status"]
+    status, written = await call(s, "PUT", "/api/v1/synctargets/sim-001/status", json=created)
+    assert status == 200 and written["status"]["health"] == "Healthy", written
+    return written  # type: ignore[no-any-return]
+
+
 async def test_replace_and_patch_keep_the_agents_status(api: tuple[Daemon, aiohttp.ClientSession]) -> None:
     _, s = api
-    assert (await call(s, "POST", "/api/v1/synctargets", json=msgspec.to_builtins(example("SyncTarget"))))[0] == 201
+    await save_cluster(s)
     forged = body("Placement", name="owned")
     forged["status"] = {"phase": "Bound", "selectedClusters": [{"cluster": "forged"}]}
     status, created = await call(s, "POST", "/api/v1/placements", json=forged)

@@ -283,6 +283,11 @@ def test_error_attributes() -> None:
         ("TMCD_NATS_CONNECT_TIMEOUT", "abc", "nats.connect_timeout = 'abc': expected a number > 0"),
         ("TMCD_NATS_CONNECT_TIMEOUT", "-1", "nats.connect_timeout = '-1': expected a number > 0"),
         ("TMCD_KV_HISTORY", "1.5", "kv.history = '1.5': expected an integer between 1 and 64"),
+        (
+            "TMCD_API_MAX_OBJECT_BYTES",
+            "2000000",
+            "api.max_object_bytes = '2000000': expected an integer between 4096 and 1032192",
+        ),
         ("TMCD_CONSUMER_BATCH", "", "consumer.batch = '': expected an integer between 1 and 10000"),
         ("TMCD_HTTP_LISTEN", "nope", "http.listen = 'nope': expected HOST:PORT"),
         (

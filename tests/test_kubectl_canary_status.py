@@ -44,13 +44,14 @@ def rollout(tmcd: Tmcd, name: str, **status: Any) -> dict[str, Any]:
 
 
 def write(tmcd: Tmcd, name: str, **status: Any) -> dict[str, Any]:
-    """Merge ``status`` into the stored rollout's status."""
-    return patch(tmcd, name, {"status": status})
+    """Merge ``status`` into the stored rollout's status (through the status subresource, as the
+    controller writes it: a patch of the rollout itself leaves the status alone)."""
+    return patch(tmcd, name, {"status": status}, verb="patchstatus")
 
 
-def patch(tmcd: Tmcd, name: str, body: dict[str, Any]) -> dict[str, Any]:
+def patch(tmcd: Tmcd, name: str, body: dict[str, Any], verb: str = "patch") -> dict[str, Any]:
     return tmcd.request(
-        "tmc.api.patch.canaryrollouts", json.dumps({"namespace": NS, "name": name, "patch": body}).encode()
+        f"tmc.api.{verb}.canaryrollouts", json.dumps({"namespace": NS, "name": name, "patch": body}).encode()
     )
 
 

@@ -4,6 +4,7 @@ nats-server, in-process with CliRunner and as a real ``kubectl-tmc`` subprocess.
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 import time
@@ -453,6 +454,11 @@ def test_subprocess_apply_then_describe_canary(tmcd: Tmcd, tmp_path: Path) -> No
         [KUBECTL_TMC, "apply", "-f", str(f), "--nats-url", tmcd.nats_url], capture_output=True, text=True
     )
     assert p.returncode == 0 and p.stdout == "canaryrollout.tmc.kcp.io/sub created\n", p.stderr
+    # a create stores no status: the canary controller writes it, through the status subresource
+    stored = tmcd.request("tmc.api.get.canaryrollouts", json.dumps({"namespace": "shop", "name": "sub"}).encode())
+    assert stored["status"].get("phase", "Pending") == "Pending"
+    req = {"namespace": "shop", "name": "sub", "object": {**stored, "status": RICH["status"]}}
+    tmcd.request("tmc.api.replacestatus.canaryrollouts", json.dumps(req).encode())
     tmcd.publish(
         canary_event("shop", "sub"),
         CanaryEvent(namespace="shop", name="sub", timestamp=time.time(), type="decision", message="promote"),

@@ -56,8 +56,10 @@ async def api(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[tuple[
         seen = Observed(nc)
         for name in ("sim-001", "sim-002"):
             obj = new_object("SyncTarget", name=name)
-            obj["status"] = {"health": "Healthy", "lastSyncerHeartbeatTime": rfc3339(time.time() - STALE)}
-            await nc.request("tmc.api.create.synctargets", json.dumps({"object": obj}).encode(), timeout=5)
+            status = {"health": "Healthy", "lastSyncerHeartbeatTime": rfc3339(time.time() - STALE)}
+            rep = await nc.request("tmc.api.create.synctargets", json.dumps({"object": obj}).encode(), timeout=5)
+            req = {"name": name, "object": {**json.loads(rep.data), "status": status}}  # a create stores no status
+            await nc.request("tmc.api.replacestatus.synctargets", json.dumps(req).encode(), timeout=5)
         await nc.flush()
         try:
             yield d, seen

@@ -24,8 +24,11 @@ WATCH_TIMEOUT = 30.0
 async def daemon(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Daemon]:
     async with running_daemon(daemon_config(nats_server.url, tmp_path, agents="metrics,placement")) as d:
         nc = await nats_connect(nats_server.url)
-        body = json.dumps({"object": msgspec.to_builtins(example("SyncTarget"))}).encode()
-        await nc.request("tmc.api.create.synctargets", body, timeout=5)
+        cluster = msgspec.to_builtins(example("SyncTarget"))
+        rep = await nc.request("tmc.api.create.synctargets", json.dumps({"object": cluster}).encode(), timeout=5)
+        # a create stores no status: write the example's (Healthy), as the health agent would
+        req = {"name": "sim-001", "object": {**json.loads(rep.data), "status": cluster["status"]}}
+        await nc.request("tmc.api.replacestatus.synctargets", json.dumps(req).encode(), timeout=5)
         await nc.close()
         yield d
 

@@ -17,14 +17,15 @@ from click.testing import CliRunner
 from openapi_spec_validator import validate
 from prometheus_client import CollectorRegistry
 
-from tests.helpers import daemon_config, running_daemon
+from tests.helpers import daemon_config, nats_connect, running_daemon
 from tmcd import __version__
 from tmcd.api.http import Route
 from tmcd.api.openapi import OPERATIONS, Operation, build_openapi
 from tmcd.api.reference import default_routes, render_reference
 from tmcd.api.server import ROUTES_KEY, build_app
 from tmcd.cli.main import cli
-from tmcd.contracts.messages import HealthReport
+from tmcd.contracts.codec import decode_as, encode
+from tmcd.contracts.messages import CanaryControl, ControlReply, HealthReport
 from tmcd.resources.kinds import KINDS
 from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.probes import CheckRegistry
@@ -210,10 +211,19 @@ async def test_openapi_json_served_by_the_daemon_is_the_built_document(
 async def test_the_examples_work_against_the_daemon(
     nats_server: EmbeddedNats, tmp_path: Path, doc: dict[str, Any]
 ) -> None:
-    """Every create example is accepted (201) and every answer matches the documented schema."""
+    """Every create example is accepted (201) and every answer matches the documented schema (canary
+    control answered by a stand-in controller on NATS)."""
     tokens = [{"name": "t", "token": TOKEN, "access": "read-write"}]
     cfg = daemon_config(nats_server.url, tmp_path, agents="metrics", **{"api.tokens": tokens})
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    nc = await nats_connect(nats_server.url)
+
+    async def controller(msg: Any) -> None:
+        req = decode_as(CanaryControl, msg.data)
+        await msg.respond(encode(ControlReply(ok=True, target=f"{req.namespace}/{req.name}", state=req.action)))
+
+    await nc.subscribe("tmc.ctl.canary.>", cb=controller)
+    await nc.flush()
     async with running_daemon(cfg) as d, aiohttp.ClientSession(base_url=d.http.base_url, headers=headers) as s:
         for path, method, op in operations(doc):
             if method not in ("post", "patch") or "requestBody" not in op:
@@ -234,6 +244,7 @@ async def test_the_examples_work_against_the_daemon(
                     answer = await r.json()
                     assert r.status == 200 and answer["items"], (path, answer)
                     _check_example(doc, op["responses"]["200"]["content"]["application/json"]["schema"], answer, path)
+    await nc.close()
 
 
 # --- docs/api --------------------------------------------------------------------------------------

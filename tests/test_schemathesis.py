@@ -24,10 +24,12 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core import NOT_SET
 
-from tests.helpers import daemon_config, running_daemon
+from tests.helpers import daemon_config, nats_connect, running_daemon
 from tmcd import __version__
 from tmcd.api.openapi import build_openapi
 from tmcd.api.server import API_KEY, ROUTES_KEY
+from tmcd.contracts.codec import decode_as, encode
+from tmcd.contracts.messages import CanaryControl, ControlReply
 from tmcd.runtime.embedded import EmbeddedNats
 
 TOKEN = "x" * 24
@@ -46,16 +48,47 @@ CONFIG = {
         # A resourceVersion the bucket does not hold (newer than its latest revision, or older than the
         # cache's window) is 410 Gone: a state of the server, like 404 and 409, not a schema violation.
         {"include-method": "GET", "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "410"]}}},
-        # Writes are checked beyond what a JSON Schema can say: an object's name and namespace must be
-        # the URL's (400, as Kubernetes answers), and a name a DNS-1123 label, canaryVersion differ from
-        # stableVersion, ... (422 Invalid).
+        # Writes are checked beyond what a JSON Schema can say, as kube-apiserver checks them: an object's
+        # name must be the URL's and a namespace the URL's (400 BadRequest); canaryVersion must differ from
+        # stableVersion, a JSON patch's path must exist, ... (422 Invalid). `explained_rejections` below
+        # holds these answers to exactly those reasons.
         {
             "include-method": ["POST", "PUT", "PATCH"],
             "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400", "422"]}},
         },
+        # A cluster-scoped create has no name or namespace in its URL to disagree with: never 400.
+        {
+            "include-path-regex": "^/api/v1/(synctargets|placements)$",
+            "include-method": "POST",
+            "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}},
+        },
     ]
 }
-"""Only the expected statuses of positive_data_acceptance are adjusted; every default check runs."""
+"""Only the expected statuses of positive_data_acceptance are adjusted; every default check runs, and
+:func:`explained_rejections` on top."""
+MISMATCH = ("does not match the name on the URL", "does not match the namespace sent on the request")
+"""The only reasons a well-formed write may answer 400."""
+
+
+@schemathesis.check
+def explained_rejections(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A valid write (positive data) answers 400 only for a name or namespace that is not the URL's, and
+    422 never for metadata.name or metadata.namespace: the document's patterns say what they may be."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or case.method.upper() not in ("POST", "PUT", "PATCH"):
+        return None
+    try:
+        status = response.json()
+    except ValueError:
+        return None
+    if response.status_code == 400:
+        assert any(m in status.get("message", "") for m in MISMATCH), f"unexpected 400 for valid data: {status}"
+    if response.status_code == 422:
+        fields = {c.get("field") for c in (status.get("details") or {}).get("causes", [])}
+        assert not fields & {"metadata.name", "metadata.namespace"}, f"422 for a name the schema allows: {status}"
+    return None
+
+
 WATCH_SECONDS = 0.3
 """How long a watch streams here (the server's own bound), so its events are read and validated."""
 
@@ -117,7 +150,8 @@ def _seed(schema: Any, doc: dict[str, Any], base_url: str) -> None:
     """Create the example object of every kind, so that every watch below starts with events."""
     for result in schema.get_all_operations():
         operation = result.ok()
-        if operation.method.upper() == "POST" and "simulation" not in operation.path:
+        op = doc["paths"][operation.path].get(operation.method.lower(), {})
+        if op.get("operationId", "").startswith("create"):
             body, media = _example_body(operation, doc)
             case = operation.Case(path_parameters=_path_parameters(operation, doc), body=body, media_type=media)
             assert case.call(base_url=base_url, headers=HEADERS, timeout=10).status_code == 201, operation.label
@@ -178,9 +212,20 @@ def _fuzz(doc: dict[str, Any], base_url: str) -> tuple[list[str], int]:
 async def test_the_api_conforms_to_its_openapi_document(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     tokens = [{"name": "t", "token": TOKEN, "access": "read-write"}]
     cfg = daemon_config(nats_server.url, tmp_path, **{"api.tokens": tokens})
-    async with running_daemon(cfg) as d:
-        d.http.app[API_KEY].watch_timeout = WATCH_SECONDS
-        doc = build_openapi(d.http.app[ROUTES_KEY], __version__)
-        failures, ran = await asyncio.to_thread(_fuzz, doc, d.http.base_url)
+    nc = await nats_connect(nats_server.url)
+
+    async def controller(msg: Any) -> None:  # a stand-in canary controller: every control request is answered
+        req = decode_as(CanaryControl, msg.data)
+        await msg.respond(encode(ControlReply(ok=True, target=f"{req.namespace}/{req.name}", state=req.action)))
+
+    await nc.subscribe("tmc.ctl.canary.>", cb=controller)
+    await nc.flush()
+    try:
+        async with running_daemon(cfg) as d:
+            d.http.app[API_KEY].watch_timeout = WATCH_SECONDS
+            doc = build_openapi(d.http.app[ROUTES_KEY], __version__)
+            failures, ran = await asyncio.to_thread(_fuzz, doc, d.http.base_url)
+    finally:
+        await nc.close()
     assert ran > 0
     assert not failures, f"{len(failures)} operation(s) failed:\n\n" + "\n\n".join(failures)

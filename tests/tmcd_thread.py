@@ -42,9 +42,14 @@ class Tmcd:
         return out
 
     def create(self, plural: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
-        """Create; a Placement is returned once the placement agent (when running) has decided it."""
+        """Create, then write the object's status (if it has one) through the status subresource, as
+        a create ignores it; a Placement is returned once the placement agent (when running) has decided it."""
         body = json.dumps({"namespace": namespace, "object": obj}).encode()
         created = self.request(f"tmc.api.create.{plural}", body)
+        if obj.get("status") and not (plural == "placements" and "placement" in self.agents):
+            meta = created["metadata"]
+            req = {"namespace": namespace, "name": meta["name"], "object": {**created, "status": obj["status"]}}
+            created = self.request(f"tmc.api.replacestatus.{plural}", json.dumps(req).encode())
         if plural == "placements" and "placement" in self.agents:
             return self.decided(created["metadata"]["name"])
         return created

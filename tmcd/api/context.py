@@ -62,11 +62,17 @@ class ApiContext:
             raise errors.ApiError(503, "ServiceUnavailable", "the API cache is not started")
         return self._reads
 
-    def store(self) -> ResourceStore:
-        """The writes (and a list from the cache for code that has only a store)."""
+    def bus(self) -> Bus:
+        """The connected bus; 503 while there is none."""
         bus = self._bus()
         if bus is None or not bus.connected:
             raise errors.ApiError(503, "ServiceUnavailable", "not connected to NATS")
+        return bus
+
+    def store(self) -> ResourceStore:
+        """The writes (and a list from the cache for code that has only a store)."""
+        bus = self.bus()
         if self._store is None or self._store_bus is not bus:
-            self._store, self._store_bus = ResourceStore(bus, reads=self._reads), bus
+            store = ResourceStore(bus, reads=self._reads, max_object_bytes=self.cfg.max_object_bytes)
+            self._store, self._store_bus = store, bus
         return self._store

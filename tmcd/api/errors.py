@@ -21,7 +21,9 @@ __all__ = [
     "invalid",
     "not_found",
     "status_body",
+    "too_large",
     "unauthorized",
+    "unsupported_media_type",
 ]
 
 
@@ -84,6 +86,16 @@ def invalid(kind: str, name: str, causes: list[StatusCause]) -> ApiError:
 def bad_request(message: str) -> ApiError:
     """400 BadRequest."""
     return ApiError(400, "BadRequest", message)
+
+
+def too_large(message: str) -> ApiError:
+    """413 RequestEntityTooLarge (a body or an object larger than ``api.max_object_bytes``)."""
+    return ApiError(413, "RequestEntityTooLarge", message)
+
+
+def unsupported_media_type(got: str, allowed: tuple[str, ...]) -> ApiError:
+    """415 UnsupportedMediaType."""
+    return ApiError(415, "UnsupportedMediaType", f"the body's media type {got!r} is not one of {', '.join(allowed)}")
 
 
 def unauthorized(message: str = "a bearer token is required") -> ApiError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +18,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from tmcd.api import errors, placement
-from tmcd.api.auth import authorize
+from tmcd.api import control, errors, patches, placement
+from tmcd.api.auth import Caller, authorize
 from tmcd.api.context import ApiContext
+from tmcd.api.http_errors import JSON_TYPES, PATCH_TYPES, api_errors, check_content_type, read_body
 from tmcd.api.index import Expired
 from tmcd.api.reads import Watch, expired, list_filters, list_object
-from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
+from tmcd.resources import writes
+from tmcd.resources.kinds import CANARY_ROLLOUT, KINDS, PLACEMENT, Kind
 from tmcd.resources.selectors import Selector
 
 log = logging.getLogger("tmcd.api")
@@ -45,7 +48,8 @@ class Route:
     method: str
     path: str
     verb: str
-    """list, get, create, replace, patch, delete, watch or simulate."""
+    """list, get, create, replace, patch, delete, replacestatus, patchstatus, simulate, or a canary
+    control action (promote, abort, pause, resume, retry)."""
     kind: Kind | None
     summary: str
     handler: Handler
@@ -56,16 +60,12 @@ def respond(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(obj), status=status, content_type="application/json")
 
 
-def error_response(err: errors.ApiError) -> web.Response:
-    """A Status object with the error's HTTP code."""
-    return respond(err.status(), err.code)
-
-
 def build_routes(ctx: ApiContext) -> list[Route]:
     """Every route of the resource API."""
     out: list[Route] = []
     for kind in KINDS:
         out.extend(_kind_routes(ctx, kind))
+    out.extend(_control_routes(ctx))
     out.append(_simulation_route(ctx))
     return out
 
@@ -98,32 +98,33 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
 
     async def create(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
-        store = ctx.store()
-        obj = store.decode(kind, await request.read())
-        if kind is PLACEMENT:
-            obj = placement.new(obj)
-        return respond(await store.create(kind, obj, request.match_info.get("namespace", "")), 201)
+        store, ns = ctx.store(), request.match_info.get("namespace", "")
+        obj = store.decode(kind, await read_body(request), namespace=ns)
+        return respond(await store.create(kind, obj, ns), 201)
 
     async def replace(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
-        store = ctx.store()
-        name = request.match_info["name"]
-        obj = store.decode(kind, await request.read(), name=name)
-        if kind is PLACEMENT:
-            return respond(await placement.replace(store, name, obj))
-        return respond(await store.replace(kind, request.match_info.get("namespace", ""), name, obj))
+        store, ns, name = ctx.store(), request.match_info.get("namespace", ""), request.match_info["name"]
+        obj = store.decode(kind, await read_body(request), name=name, namespace=ns)
+        return respond(await store.replace(kind, ns, name, obj))
 
     async def patch(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
-        try:
-            body = msgspec.json.decode(await request.read())
-        except msgspec.DecodeError as exc:
-            raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
-        if kind is PLACEMENT:
-            body = placement.patch_without_status(body)
-        return respond(
-            await ctx.store().patch(kind, request.match_info.get("namespace", ""), request.match_info["name"], body)
-        )
+        patch_type, body = await _patch_body(request)
+        ns, name = request.match_info.get("namespace", ""), request.match_info["name"]
+        return respond(await ctx.store().patch(kind, ns, name, body, patch_type))
+
+    async def replace_status(request: web.Request) -> web.StreamResponse:
+        auth(ctx, request, write=True)
+        store, ns, name = ctx.store(), request.match_info.get("namespace", ""), request.match_info["name"]
+        obj = store.decode(kind, await read_body(request), name=name, namespace=ns)
+        return respond(await store.replace_status(kind, ns, name, obj))
+
+    async def patch_status(request: web.Request) -> web.StreamResponse:
+        auth(ctx, request, write=True)
+        patch_type, body = await _patch_body(request)
+        ns, name = request.match_info.get("namespace", ""), request.match_info["name"]
+        return respond(await ctx.store().patch_status(kind, ns, name, body, patch_type))
 
     async def delete(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=True)
@@ -134,12 +135,20 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
     k = kind.kind
     routes = [
         Route("GET", collection, "list", kind, f"List {kind.plural} (or watch with ?watch=1)", list_),
-        Route("POST", collection, "create", kind, f"Create a {k}", create),
+        Route("POST", collection, "create", kind, f"Create a {k} (any status sent is ignored)", create),
         Route("GET", item, "get", kind, f"Read a {k}", get),
-        Route("PUT", item, "replace", kind, f"Replace a {k} (409 on a stale resourceVersion)", replace),
-        Route("PATCH", item, "patch", kind, f"Merge-patch a {k} (RFC 7386)", patch),
+        Route("PUT", item, "replace", kind, f"Replace a {k}'s metadata and spec (409 on a stale resourceVersion)",
+              replace),
+        Route("PATCH", item, "patch", kind, f"Patch a {k}'s metadata and spec (merge patch or JSON patch)", patch),
         Route("DELETE", item, "delete", kind, f"Delete a {k}", delete),
-    ]
+    ]  # fmt: skip
+    if writes.has_status(kind.type):
+        routes += [
+            Route("PUT", item + "/status", "replacestatus", kind, f"Replace a {k}'s status (only the status is "
+                  "written; 409 on a stale resourceVersion)", replace_status),
+            Route("PATCH", item + "/status", "patchstatus", kind, f"Patch a {k}'s status (merge patch or JSON "
+                  "patch; only the status is written)", patch_status),
+        ]  # fmt: skip
     if kind.namespaced:
         routes.append(
             Route("GET", f"/api/v1/{kind.plural}", "list", kind, f"List {kind.plural} in all namespaces", list_)
@@ -147,19 +156,50 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
     return routes
 
 
+async def _patch_body(request: web.Request) -> tuple[str, Any]:
+    """The patch type (from the media type: 415 for another) and the decoded patch document."""
+    media = check_content_type(request, PATCH_TYPES)
+    raw = await request.read()
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
+    return patches.MEDIA_TYPES[media], body
+
+
+def _control_routes(ctx: ApiContext) -> list[Route]:
+    """``POST .../canaryrollouts/NAME/<action>``: forwarded to the canary controller over NATS."""
+    out = []
+    for action in control.ACTIONS:
+
+        async def handle(request: web.Request, action: str = action) -> web.StreamResponse:
+            caller = auth(ctx, request, write=True)
+            check_content_type(request, JSON_TYPES, optional=True)
+            req = control.decode_request(await request.read())
+            ns, name = request.match_info["namespace"], request.match_info["name"]
+            reply = await control.send(ctx.bus(), ns, name, action, req, requested_by=caller.name, now=time.time())
+            return respond(reply, control.http_code(reply))
+
+        path = f"/api/v1/namespaces/{{namespace}}/{CANARY_ROLLOUT.plural}/{{name}}/{action}"
+        summary = f"{action.title()} a CanaryRollout (answered by the canary controller over NATS)"
+        out.append(Route("POST", path, action, CANARY_ROLLOUT, summary, handle))
+    return out
+
+
 def _simulation_route(ctx: ApiContext) -> Route:
     async def simulate_(request: web.Request) -> web.StreamResponse:
         auth(ctx, request, write=False)  # nothing is saved
         store = ctx.store()
-        return respond(await placement.simulate(store, store.decode(PLACEMENT, await request.read())))
+        obj = store.decode(PLACEMENT, await read_body(request), namespace="")  # cluster-scoped: cleared
+        return respond(await placement.simulate(store, obj))
 
     summary = "Decide a Placement (body) against the current clusters without saving anything"
     return Route("POST", "/api/v1/placement-simulations", "simulate", PLACEMENT, summary, simulate_)
 
 
-def auth(ctx: ApiContext, request: web.Request, *, write: bool) -> None:
+def auth(ctx: ApiContext, request: web.Request, *, write: bool) -> Caller:
     """Authorise the request or raise."""
-    authorize(ctx.cfg, request.headers.get("Authorization"), write=write, remote=request.remote)
+    return authorize(ctx.cfg, request.headers.get("Authorization"), write=write, remote=request.remote)
 
 
 def _count(text: str, name: str) -> int:
@@ -260,20 +300,6 @@ def sse(event: bytes, event_id: bytes, data: Any) -> bytes:
     """One server-sent event (``id`` left out when empty)."""
     head = b"event: " + event + (b"\nid: " + event_id if event_id else b"")
     return head + b"\ndata: " + _encoder.encode(data) + b"\n\n"
-
-
-@web.middleware
-async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """ApiErrors become Status objects; anything unexpected a 500 Status, never a traceback."""
-    try:
-        return await handler(request)
-    except errors.ApiError as err:
-        return error_response(err)
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(errors.ApiError(500, "InternalError", "internal error; see the tmcd log"))
 
 
 def cors(origins: list[str]) -> Any:

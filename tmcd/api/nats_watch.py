@@ -32,7 +32,7 @@ import msgspec
 from tmcd.api import errors
 from tmcd.api.index import Expired
 from tmcd.api.reads import Reads, Watch, bookmark, expired, list_filters
-from tmcd.bus.service import Reply, ReplyStream, StreamEndpoint
+from tmcd.bus.service import Headers, Reply, ReplyStream, StreamEndpoint
 from tmcd.resources.kinds import Kind
 
 log = logging.getLogger("tmcd.api")
@@ -73,9 +73,14 @@ class NatsWatches:
     """The open NATS watches: one task each, ended by the client going away, their timeout or :meth:`close`."""
 
     def __init__(
-        self, reads: Callable[[], Reads], heartbeat: float = HEARTBEAT, max_seconds: float = WATCH_TIMEOUT
+        self,
+        reads: Callable[[], Reads],
+        heartbeat: float = HEARTBEAT,
+        max_seconds: float = WATCH_TIMEOUT,
+        authorize: Callable[[Headers], object] = lambda _headers: None,
     ) -> None:
         self._reads = reads
+        self._authorize = authorize
         self.heartbeat = heartbeat
         self.max_seconds = max_seconds
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,8 +92,9 @@ class NatsWatches:
     def endpoint(self, kind: Kind) -> StreamEndpoint:
         """The ``tmc.api.watch.<plural>`` endpoint of ``kind``."""
 
-        async def handle(_subject: str, data: bytes, stream: ReplyStream) -> Reply | None:
+        async def handle(_subject: str, data: bytes, headers: Headers, stream: ReplyStream) -> Reply | None:
             try:
+                self._authorize(headers)  # a read: a token only when api.require_auth_for_reads
                 return await self._start(kind, data, stream)
             except errors.ApiError as err:
                 return Reply(_encoder.encode(err.status()), str(err.code), err.message)

@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import msgspec
 
-from tmcd.api import errors
+from tmcd.api import control, errors
+from tmcd.api.camel import camel_keys, camel_schema
 from tmcd.api.http import Route
 from tmcd.api.index import WINDOW
 from tmcd.api.openapi_schemas import (
@@ -31,7 +32,8 @@ from tmcd.api.openapi_schemas import (
     watch_event_type,
 )
 from tmcd.contracts import examples as contract_examples
-from tmcd.contracts.messages import HealthReport
+from tmcd.contracts import jsonschema
+from tmcd.contracts.messages import ControlReply, HealthReport
 from tmcd.placement.model import Decision, decide
 from tmcd.resources import examples as resource_examples
 from tmcd.resources.kinds import KINDS, PLACEMENT, Kind
@@ -52,6 +54,16 @@ CanaryRollouts, AnalysisTemplates, RolloutRevisions), the fleet health tree, pro
   read-write token; reads are open unless `api.require_auth_for_reads` is set. With no tokens
   configured, writes are accepted from loopback clients only.
 * **Errors** are Kubernetes `Status` objects carrying the HTTP code in `code`.
+* **Writes** follow kube-apiserver: a create stores an empty status (any status sent is
+  ignored) and sets `uid`, `creationTimestamp` and `generation` 1; a PUT or PATCH changes
+  metadata and spec and keeps the stored status (`generation` goes up only when the spec
+  changed); the status is written only through `.../NAME/status` (PUT, or PATCH), which keeps
+  spec and metadata. A body's name must be the URL's (400); a namespaced object without a
+  namespace gets the URL's.
+* **Bodies** are `application/json`; a PATCH is `application/merge-patch+json` (or plain
+  `application/json`, also a merge patch) or `application/json-patch+json` (RFC 6902); any
+  other media type answers 415. A body or object larger than `api.max_object_bytes` answers
+  413, annotations over 256 KiB in all 422.
 * **Concurrency**: `metadata.resourceVersion` is the KV revision; a PUT (or a PATCH that sets
   it) with a stale one fails with 409 Conflict.
 * **Reads** (lists, gets, watches) are served from a watch cache per kind that has caught up
@@ -95,6 +107,8 @@ class Operation:
     errors: tuple[int, ...] = (400, 401, 422, 503, 504)
     parameters: tuple[tuple[str, str, dict[str, Any], str, Any], ...] = ()
     """Query parameters as :func:`parameter` arguments."""
+    camel: bool = False
+    """The answer is the response type with its snake_case wire names in camelCase (the health tree)."""
 
 
 def _decision_example() -> Decision:
@@ -124,6 +138,7 @@ OPERATIONS: tuple[Operation, ...] = (
         response=HealthReport,
         response_example=contract_examples.example(HealthReport),
         auth=False,
+        camel=True,
         errors=(400, 503),
         parameters=(
             ("location", "query", {"type": "string"}, "Only this location (a value of the location label).", ""),
@@ -133,15 +148,20 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 """JSON operations besides the kind verbs; add an entry to document a new one."""
 
-_KIND_VERBS = ("list", "get", "create", "replace", "patch", "delete")
+_KIND_VERBS = ("list", "get", "create", "replace", "patch", "delete", "replacestatus", "patchstatus")
+_WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 503)
 _VERB_ERRORS = {
     "list": (400, 401, 410, 429, 503, 504),
     "get": (401, 404, 503, 504),
-    "create": (400, 401, 403, 409, 422, 503),
-    "replace": (400, 401, 403, 404, 409, 422, 503),
-    "patch": (400, 401, 403, 404, 409, 422, 503),
+    "create": (400, 401, 403, 409, 413, 415, 422, 503),
+    "replace": _WRITE_ERRORS,
+    "patch": _WRITE_ERRORS,
+    "replacestatus": _WRITE_ERRORS,
+    "patchstatus": _WRITE_ERRORS,
     "delete": (401, 403, 404, 409, 503),
 }
+_CONTROLLER_CODES = (400, 404, 409)
+"""Codes a canary controller's ControlReply may carry (the answer is then the reply, not a Status)."""
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
 _KEY = f"({_PREFIX})?{_NAME}"
@@ -197,6 +217,8 @@ def operation_id(route: Route) -> str:
     if route.verb == "list":
         all_ns = k.namespaced and "{namespace}" not in route.path
         return f"list{k.kind}s" + ("AllNamespaces" if all_ns else "")
+    if route.verb.endswith("status"):
+        return route.verb.removesuffix("status") + k.kind + "Status"
     return {"get": "read"}.get(route.verb, route.verb) + k.kind
 
 
@@ -239,14 +261,73 @@ def _kind_operation(route: Route, kind: Kind) -> dict[str, Any]:
         what = {"delete": "as it was before deletion", "get": "as stored"}.get(verb, "as stored after the write")
         example = ex["patched" if verb == "patch" else "full"]
         ok = {"description": f"The {k}, {what}.", "content": content(ref, {kind.singular: example})}
-    if verb in ("create", "replace"):
+    if verb in ("create", "replace", "replacestatus"):
         body = ex["new"] if verb == "create" else ex["full"]
         op["requestBody"] = {"required": True, "content": content(ref, {kind.singular: body})}
-    elif verb == "patch":
-        schema = {"type": "object", "description": f"An RFC 7386 JSON merge patch of a {k} (null deletes a field)."}
-        merge = content(schema, {"labels": ex["patch"]}, "application/merge-patch+json")
-        op["requestBody"] = {"required": True, "content": {**merge, **content(schema, {"labels": ex["patch"]})}}
+    elif verb in ("patch", "patchstatus"):
+        op["requestBody"] = {"required": True, "content": _patch_content(k, ex, status=verb == "patchstatus")}
     op["responses"] = _responses(201 if verb == "create" else 200, ok, _VERB_ERRORS[verb])
+    return op
+
+
+def _patch_content(k: str, ex: dict[str, Any], *, status: bool) -> dict[str, Any]:
+    """A PATCH body: a merge patch (``application/merge-patch+json``, or plain ``application/json``)
+    or a JSON patch (``application/json-patch+json``)."""
+    what = f"the status of a {k} (anything else is ignored)" if status else f"a {k} (a status in it is ignored)"
+    merge = {"type": "object", "description": f"An RFC 7386 JSON merge patch of {what}; null deletes a field."}
+    pointer = {"type": "string", "pattern": "^(/[^/]*)*$", "description": "A JSON pointer, e.g. /metadata/labels/tier."}
+    ops: list[tuple[set[str], dict[str, Any], list[str]]] = [
+        ({"add", "replace", "test"}, {"value": {}}, ["op", "path", "value"]),
+        ({"remove"}, {}, ["op", "path"]),
+        ({"move", "copy"}, {"from": pointer}, ["op", "path", "from"]),
+    ]
+    json_patch = {
+        "type": "array",
+        "description": f"An RFC 6902 JSON patch of {what}.",
+        "items": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": required,
+                    "properties": {"op": {"enum": sorted(names)}, "path": pointer, **extra},
+                }
+                for names, extra, required in ops
+            ]
+        },
+    }
+    merge_ex = {"status": ex["status_patch"]} if status else {"labels": ex["patch"]}
+    json_ex = {"status": ex["status_json_patch"]} if status else {"labels": ex["json_patch"]}
+    return {
+        **content(merge, merge_ex, "application/merge-patch+json"),
+        **content(json_patch, json_ex, "application/json-patch+json"),
+        **content(merge, merge_ex),
+    }
+
+
+def _control_operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """``POST .../canaryrollouts/{name}/<action>``: a CanaryControl forwarded over NATS."""
+    action = route.verb
+    op: dict[str, Any] = {"operationId": f"{action}CanaryRollout", "summary": route.summary, "tags": ["CanaryRollout"]}
+    op["parameters"] = _path_params(route.path, "checkout")
+    op["security"] = WRITE_SECURITY
+    body = {"full": True, "reason": "canary looks good"} if action == "promote" else {"reason": "on-call request"}
+    op["requestBody"] = {"required": False, "content": content(refs[control.ControlRequest], {"example": body})}
+    reply = ControlReply(ok=True, target="shop/checkout", message=f"{action} accepted", state="Progressing")
+    ok = {
+        "description": "The canary controller carried the request out: its ControlReply.",
+        "content": content(refs[ControlReply], {"reply": msgspec.to_builtins(reply)}),
+    }
+    responses = _responses(200, ok, (401, 403, 415, 503))
+    refused = ControlReply(ok=False, target="shop/checkout", message="the rollout is not paused", code=409)
+    either = {"anyOf": [refs[ControlReply], {"$ref": REF.format(name="Status")}]}
+    for code in _CONTROLLER_CODES:
+        example = msgspec.to_builtins(msgspec.structs.replace(refused, code=code))
+        responses[str(code)] = {
+            "description": "The canary controller refused (its ControlReply, code as the HTTP status), or the "
+            "request itself was bad (a Status).",
+            "content": content(either, {"reply": example}),
+        }
+    op["responses"] = dict(sorted(responses.items()))
     return op
 
 
@@ -258,6 +339,7 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         req = msgspec.to_builtins(op.request_example)
         out["requestBody"] = {"required": True, "content": content(refs[op.request], {"example": req})}
     res = msgspec.to_builtins(op.response_example)
+    res = camel_keys(res) if op.camel else res
     ok = {"description": op.summary + ".", "content": content(refs[op.response], {"example": res})}
     out["responses"] = _responses(op.status, ok, op.errors)
     return out
@@ -297,6 +379,9 @@ def _plain_paths() -> dict[str, dict[str, Any]]:
     paths["/openapi.json"] = _get("readOpenApi", "This OpenAPI document", "docs", {"200": ok})
     page = _text("The page.", {"page": "<!DOCTYPE html>..."}, "text/html")
     paths["/docs"] = _get("readDocs", "Browse the API (Swagger UI, served by tmcd)", "docs", {"200": page})
+    moved = {"description": "Permanent redirect to /docs.", "headers": {"Location": {"schema": {"type": "string"}}}}
+    followed = _text("The page, once the redirect is followed.", {"page": "<!DOCTYPE html>..."}, "text/html")
+    paths["/docs/"] = _get("redirectDocs", "Redirects to /docs", "docs", {"200": followed, "308": moved})
     return paths
 
 
@@ -311,6 +396,7 @@ _OTHER_TAGS = {
 def component_types(extra: Sequence[Operation] = OPERATIONS) -> list[Any]:
     """Types with a schema in components: the kinds, their lists, Status and the operations' types."""
     types: list[Any] = [k.type for k in KINDS] + [list_type(k) for k in KINDS] + [errors.Status, WatchBookmark]
+    types += [control.ControlRequest, ControlReply]
     types += [watch_event_type(k) for k in KINDS] + [sse_type(k) for k in KINDS]
     for op in extra:
         types.extend(t for t in (op.request, op.response) if t is not None and t not in types)
@@ -331,11 +417,17 @@ def build_openapi(routes: Sequence[Route], version: str, extra: Sequence[Operati
     for route in routes:
         if (route.method, route.path) in described:
             continue
+        if route.kind is not None and route.verb in control.ACTIONS:
+            paths.setdefault(route.path, {})[route.method.lower()] = _control_operation(route, by_type)
+            continue
         if route.kind is None or route.verb not in _KIND_VERBS:
             raise ValueError(f"no OpenAPI description of {route.method} {route.path}: add an Operation")
         paths.setdefault(route.path, {})[route.method.lower()] = _kind_operation(route, route.kind)
     for op in extra:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, by_type)
+        if op.camel:  # the HTTP spelling of a NATS type (no other operation uses these schemas)
+            for st in jsonschema.struct_types([op.response]):
+                camel_schema(schemas[st.cls.__name__])
     for path, item in _plain_paths().items():
         paths.setdefault(path, {}).update(item)
     tags = [{"name": k.kind, "description": k.description} for k in KINDS]

@@ -200,6 +200,11 @@ def _kind_examples(kind: Kind) -> dict[str, Any]:
     data = msgspec.json.encode({"type": "ADDED", "object": obj}).decode()
     events = f"event: ADDED\nid: 42\ndata: {data}\n\n: ping\n\n"
     out = {"name": meta.name, "new": new, "full": full, "patch": patch, "patched": patched, "events": events}
+    out["json_patch"] = [{"op": "add", "path": "/metadata/labels/tier", "value": "gold"}]
+    status = full.get("status") or {}
+    first = next(iter(status), "")
+    out["status_patch"] = {"status": {first: status[first]} if first else {}}
+    out["status_json_patch"] = [{"op": "replace", "path": f"/status/{first}", "value": status[first]}] if first else []
     return {**out, "list": msgspec.to_builtins(listing)}
 
 
@@ -210,6 +215,10 @@ _ERRORS = (
     (404, "No such object", errors.not_found("placements", "checkout-eu")),
     (409, "Already exists, or a stale resourceVersion", errors.already_exists("placements", "checkout-eu")),
     (409, "", errors.conflict("placements", "checkout-eu")),
+    (413, "The body or the object is larger than api.max_object_bytes", errors.too_large(
+        "the object is 900000 bytes, more than the 786432 the store takes (api.max_object_bytes)")),
+    (415, "The body's media type is not one the operation takes", errors.unsupported_media_type(
+        "text/plain", ("application/json",))),
     (422, "The object is invalid", errors.invalid("placements", "checkout-eu", [errors.StatusCause(
         field="spec.numberOfClusters", message="Expected `int` >= 1")])),
     (410, "The resourceVersion is older than the watch cache's window (list again)", errors.ApiError(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from tmcd.api import errors
+from tmcd.api.camel import camel_keys
 from tmcd.api.docs_page import add_docs
-from tmcd.api.http import ApiContext, Route, add_api, api_errors, cors
+from tmcd.api.http import ApiContext, Route, add_api, cors
+from tmcd.api.http_errors import api_errors, error_response, use_status_errors
 from tmcd.bus import Bus, BusError
 from tmcd.config import ApiConfig, parse_listen
 from tmcd.contracts import subjects
-from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import HealthQuery, HealthReport
 from tmcd.metrics.exposition import FastExposition
 from tmcd.runtime.probes import CheckRegistry
@@ -72,20 +75,16 @@ async def health_tree(request: web.Request) -> web.Response:
         rep = await bus.request(subjects.api_health(), query, HealthReport, timeout=5.0)
     except BusError as exc:
         return _status(503, "ServiceUnavailable", f"no health agent answered: {exc}")
-    return web.Response(body=encode(rep), content_type="application/json")
+    return web.Response(body=msgspec.json.encode(camel_keys(msgspec.to_builtins(rep))), content_type="application/json")
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
     """A Kubernetes-style Status object."""
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "code": code,
-        "reason": reason,
-        "message": message,
-    }
-    return web.json_response(body, status=code)
+    return error_response(errors.ApiError(code, reason, message))
+
+
+async def _docs_slash(_request: web.Request) -> web.Response:
+    raise web.HTTPPermanentRedirect("/docs")
 
 
 def build_app(
@@ -95,16 +94,19 @@ def build_app(
     api: ApiConfig | None = None,
 ) -> web.Application:
     """The aiohttp application: metrics, probes, the health tree and the resource API."""
-    app = web.Application(middlewares=[cors((api or ApiConfig()).cors_origins), api_errors])
+    cfg = api or ApiConfig()
+    # the largest body is the largest object (413 beyond it, as a Status)
+    app = web.Application(middlewares=[cors(cfg.cors_origins), api_errors], client_max_size=cfg.max_object_bytes)
     app[REGISTRY_KEY] = registry
     app[BUS_KEY] = bus
     app[EXPOSITION_KEY] = FastExposition(registry)
     app[CHECKS_KEY] = checks
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/health", health_tree)
-    app[API_KEY] = ApiContext(api or ApiConfig(), bus)
+    app[API_KEY] = ApiContext(cfg, bus)
     app[ROUTES_KEY] = add_api(app, app[API_KEY])
     add_docs(app, app[ROUTES_KEY])
+    app.router.add_get("/docs/", _docs_slash)
     for probe in ("livez", "readyz", "healthz"):
         app.router.add_get(f"/{probe}", _probe(probe))
         app.router.add_get(f"/{probe}/{{check}}", _probe(probe))
@@ -125,6 +127,7 @@ class HttpServer:
         """Bind and serve."""
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
+        use_status_errors(self._runner)  # a URI too long (414) or a bad header: a Status, no traceback logged
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         sockets = getattr(site._server, "sockets", None)

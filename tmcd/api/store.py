@@ -1,7 +1,9 @@
 """Resources in JetStream KV with compare-and-set on ``resourceVersion`` (the KV revision): the writes.
 
-Shared by the HTTP API and the NATS API: create, replace, JSON merge patch, delete and
-status writes, and the decoding and validation of request bodies.  Reads (lists, gets,
+Shared by the HTTP API and the NATS API: create, replace, patch (JSON merge patch or JSON
+patch), delete, the status subresource, and the decoding and validation of request bodies.
+What a write does to an object (status, generation, uid, creationTimestamp) follows
+:mod:`tmcd.resources.writes`, the rules tmcd's agents follow too.  Reads (lists, gets,
 watches) are served from the watch cache (:mod:`tmcd.api.reads`); :meth:`ResourceStore.get`
 reads KV itself, for the writes to compare-and-set against.
 """
@@ -16,38 +18,42 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tmcd.api import errors
+from tmcd.api import errors, patches
 from tmcd.bus import Bus, CasConflictError, KvStore
+from tmcd.config import ApiConfig
 from tmcd.contracts.names import is_valid_name
+from tmcd.resources import writes
 from tmcd.resources.kinds import Kind, kv_key
-from tmcd.resources.meta import rfc3339
 from tmcd.resources.validate import validate
 
 if TYPE_CHECKING:
     from tmcd.api.reads import ListResult, Reads
     from tmcd.resources.selectors import Selector
 
+ATTEMPTS = 5
+"""Writes without a resourceVersion retried when someone else (an agent's status write) wrote in between."""
+_encoder = msgspec.json.Encoder()
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
+
+def name_mismatch(name: str, url_name: str) -> errors.ApiError:
+    """400: the body names another object than the URL (kube-apiserver's wording)."""
+    return errors.bad_request(f"the name of the object ({name}) does not match the name on the URL ({url_name})")
 
 
 class ResourceStore:
     """The writes over the kinds table (and, for code that has only a store, lists from the cache)."""
 
-    def __init__(self, bus: Bus, clock: Callable[[], float] = time.time, reads: Reads | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        clock: Callable[[], float] = time.time,
+        reads: Reads | None = None,
+        max_object_bytes: int = ApiConfig().max_object_bytes,
+    ) -> None:
         self._bus = bus
         self._clock = clock
         self._reads = reads
+        self.max_object_bytes = max_object_bytes
         self._stores: dict[str, KvStore[Any]] = {}
 
     async def _kv(self, kind: Kind) -> KvStore[Any]:
@@ -63,8 +69,18 @@ class ResourceStore:
 
     # -- decoding and validation -------------------------------------------------------
 
-    def decode(self, kind: Kind, body: bytes | Mapping[str, Any], *, name: str = "") -> Any:
-        """Decode and validate a request body as ``kind``; raises 400/422 ApiErrors."""
+    def decode(
+        self, kind: Kind, body: bytes | Mapping[str, Any], *, name: str = "", namespace: str | None = None
+    ) -> Any:
+        """Decode and validate a request body as ``kind``; raises 400/413/422 ApiErrors.
+
+        ``name``: the URL's (400 when the body names another object).  ``namespace``: the
+        URL's; an object without one gets it, one with another is a 400, and a cluster-scoped
+        object's is cleared (as kube-apiserver does); None leaves the body's as it is.
+        """
+        if isinstance(body, bytes | bytearray) and len(body) > self.max_object_bytes:
+            raise self._too_large(len(body))
+        obj: Any
         try:
             if isinstance(body, bytes | bytearray):
                 obj = msgspec.json.decode(body, type=kind.type)
@@ -74,8 +90,25 @@ class ResourceStore:
             raise errors.from_validation(kind.kind, name, exc) from None
         except msgspec.DecodeError as exc:
             raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
+        if name and obj.metadata.name != name:
+            raise name_mismatch(obj.metadata.name, name)
+        if namespace is not None:
+            self._namespace(kind, obj, namespace)
         self._check(kind, obj)
         return obj
+
+    @staticmethod
+    def _namespace(kind: Kind, obj: Any, namespace: str) -> None:
+        meta = obj.metadata
+        if not kind.namespaced:
+            meta.namespace = ""
+        elif not meta.namespace:
+            meta.namespace = namespace
+        elif namespace and meta.namespace != namespace:
+            raise errors.bad_request(
+                f"the namespace of the provided object ({meta.namespace}) does not match the namespace sent on "
+                f"the request ({namespace})"
+            )
 
     def _check(self, kind: Kind, obj: Any) -> None:
         name = obj.metadata.name
@@ -87,6 +120,16 @@ class ResourceStore:
         causes.extend(validate(obj))
         if causes:
             raise errors.invalid(kind.kind, name, causes)
+
+    def _too_large(self, size: int) -> errors.ApiError:
+        return errors.too_large(
+            f"the object is {size} bytes, more than the {self.max_object_bytes} the store takes (api.max_object_bytes)"
+        )
+
+    def _encoded_size_ok(self, obj: Any) -> None:
+        size = len(_encoder.encode(obj))
+        if size > self.max_object_bytes:
+            raise self._too_large(size)
 
     # -- reads the writes need -------------------------------------------------------------
 
@@ -119,87 +162,108 @@ class ResourceStore:
     # -- writes --------------------------------------------------------------------------
 
     async def create(self, kind: Kind, obj: Any, namespace: str = "") -> Any:
-        """Store a new object; 409 AlreadyExists if the name is taken."""
+        """Store a new object (status emptied: see :func:`tmcd.resources.writes.created`); 409 AlreadyExists
+        if the name is taken."""
+        self._namespace(kind, obj, namespace)
         meta = obj.metadata
-        if kind.namespaced:
-            meta.namespace = meta.namespace or namespace
-            if not is_valid_name(meta.namespace):
-                cause = errors.StatusCause(field="metadata.namespace", message="must be a DNS-1123 label")
-                raise errors.invalid(kind.kind, meta.name, [cause])
-            if namespace and meta.namespace != namespace:
-                raise errors.bad_request(
-                    f"metadata.namespace {meta.namespace!r} does not match the URL ({namespace!r})"
-                )
-        else:
-            meta.namespace = ""
-        meta.uid = str(uuid.uuid4())
-        meta.creation_timestamp = rfc3339(self._clock())
-        meta.generation = 1
-        meta.resource_version = ""
+        if kind.namespaced and not is_valid_name(meta.namespace):
+            cause = errors.StatusCause(field="metadata.namespace", message="must be a DNS-1123 label")
+            raise errors.invalid(kind.kind, meta.name, [cause])
+        obj = writes.created(obj, now=self._clock(), uid=str(uuid.uuid4()))
+        self._encoded_size_ok(obj)
         try:
-            rev = await (await self._kv(kind)).create(kv_key(kind, meta.namespace, meta.name), obj)
+            rev = await (await self._kv(kind)).create(kv_key(kind, obj.metadata.namespace, meta.name), obj)
         except CasConflictError:
             raise errors.already_exists(kind.plural, meta.name) from None
         return self._with_version(obj, rev)
 
     async def replace(self, kind: Kind, namespace: str, name: str, obj: Any) -> Any:
-        """Replace an object; the body's resourceVersion must be current (409 Conflict otherwise)."""
+        """Replace an object's metadata and spec, keeping its status (409 Conflict on a stale resourceVersion)."""
         if obj.metadata.name != name:
-            raise errors.bad_request(f"metadata.name {obj.metadata.name!r} does not match the URL ({name!r})")
-        current = await self.get(kind, namespace, name)
+            raise name_mismatch(obj.metadata.name, name)
+        return await self._retried(kind, namespace, name, obj.metadata.resource_version, lambda _cur: obj)
+
+    async def replace_status(self, kind: Kind, namespace: str, name: str, obj: Any) -> Any:
+        """The status subresource's PUT: only ``obj``'s status is written (409 on a stale resourceVersion)."""
+        self._status_kind(kind)
+        if obj.metadata.name != name:
+            raise name_mismatch(obj.metadata.name, name)
         wanted = obj.metadata.resource_version
-        if wanted and wanted != current.metadata.resource_version:
-            raise errors.conflict(kind.plural, name)
-        return await self._write(kind, current, obj)
+        return await self._retried(kind, namespace, name, wanted, lambda cur: obj, status=True)
 
-    async def _write(self, kind: Kind, current: Any, obj: Any) -> Any:
-        meta, old = obj.metadata, current.metadata
-        meta.namespace, meta.uid, meta.creation_timestamp = old.namespace, old.uid, old.creation_timestamp
-        spec_changed = msgspec.to_builtins(getattr(obj, "spec", None)) != msgspec.to_builtins(
-            getattr(current, "spec", None)
-        )
-        meta.generation = old.generation + (1 if spec_changed else 0)
-        try:
-            rev = await (await self._kv(kind)).update(
-                kv_key(kind, meta.namespace, meta.name), obj, int(old.resource_version)
-            )
-        except CasConflictError:
-            raise errors.conflict(kind.plural, meta.name) from None
-        return self._with_version(obj, rev)
+    async def patch(self, kind: Kind, namespace: str, name: str, patch: Any, patch_type: str = patches.MERGE) -> Any:
+        """Apply a merge or JSON patch to metadata and spec (a patched status is ignored); retried on
+        concurrent writes unless the patch pins a resourceVersion."""
+        return await self._patched(kind, namespace, name, patch, patch_type, status=False)
 
-    async def write_status(self, kind: Kind, obj: Any) -> Any:
-        """Write an object read at ``obj.metadata.resourceVersion`` back (status updates; 409 if it moved)."""
-        meta = obj.metadata
-        try:
-            rev = await (await self._kv(kind)).update(
-                kv_key(kind, meta.namespace, meta.name), obj, int(meta.resource_version)
-            )
-        except CasConflictError:
-            raise errors.conflict(kind.plural, meta.name) from None
-        return self._with_version(obj, rev)
+    async def patch_status(
+        self, kind: Kind, namespace: str, name: str, patch: Any, patch_type: str = patches.MERGE
+    ) -> Any:
+        """The status subresource's PATCH: only the patched status is written."""
+        self._status_kind(kind)
+        return await self._patched(kind, namespace, name, patch, patch_type, status=True)
 
-    async def patch(self, kind: Kind, namespace: str, name: str, patch: Any) -> Any:
-        """Apply a JSON merge patch (retried on concurrent writes unless it pins a resourceVersion)."""
-        if not isinstance(patch, dict):
-            raise errors.bad_request("a merge patch must be a JSON object")
-        pinned = bool(
-            ((patch.get("metadata") or {}) if isinstance(patch.get("metadata"), dict) else {}).get("resourceVersion")
-        )
-        for _ in range(5):
+    async def _patched(
+        self, kind: Kind, namespace: str, name: str, patch: Any, patch_type: str, *, status: bool
+    ) -> Any:
+        patches.check(patch_type, patch)
+        pinned = _pinned_version(patch_type, patch)
+
+        def apply(current: Any) -> Any:
+            stored = msgspec.to_builtins(current)
+            data = patches.apply(patch_type, stored, patch)
+            if not isinstance(data, dict):
+                raise errors.bad_request("the patched object is not a JSON object")
+            if writes.has_status(kind.type):
+                # only the part the write changes counts: a patched status (or, on /status, spec and
+                # metadata) is ignored before anything is checked
+                data = {**stored, "status": data.get("status")} if status else {**data, "status": stored["status"]}
+            return self.decode(kind, data, name=name)  # a patch that renames the object: 400
+
+        return await self._retried(kind, namespace, name, pinned, apply, status=status)
+
+    async def _retried(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        wanted: str,
+        make: Callable[[Any], Any],
+        *,
+        status: bool = False,
+    ) -> Any:
+        """Write ``make(current)`` over the current object (as an update, or a status write);
+        ``wanted``, a resourceVersion the caller read at, must be current, else without one
+        a concurrent write is retried."""
+        for _ in range(ATTEMPTS):
             current = await self.get(kind, namespace, name)
-            data = merge_patch(msgspec.to_builtins(current), patch)
-            obj = self.decode(kind, data, name=name)
-            if obj.metadata.name != name:
-                raise errors.bad_request("a patch cannot rename an object")
-            if pinned and obj.metadata.resource_version != current.metadata.resource_version:
+            if wanted and wanted != current.metadata.resource_version:
                 raise errors.conflict(kind.plural, name)
+            obj = make(current)
+            new = writes.status_written(current, obj.status) if status else writes.updated(current, obj)
             try:
-                return await self._write(kind, current, obj)
+                return await self._update(kind, current, new)
             except errors.ApiError as exc:
-                if exc.reason != "Conflict" or pinned:
+                if exc.reason != "Conflict" or wanted:
                     raise
                 await asyncio.sleep(0)
         raise errors.conflict(kind.plural, name, "too many concurrent writers")
+
+    async def _update(self, kind: Kind, current: Any, obj: Any) -> Any:
+        self._encoded_size_ok(obj)
+        meta = obj.metadata
+        try:
+            rev = await (await self._kv(kind)).update(
+                kv_key(kind, meta.namespace, meta.name), obj, int(current.metadata.resource_version)
+            )
+        except CasConflictError:
+            raise errors.conflict(kind.plural, meta.name) from None
+        return self._with_version(obj, rev)
+
+    @staticmethod
+    def _status_kind(kind: Kind) -> None:
+        if not writes.has_status(kind.type):
+            raise errors.not_found(f"{kind.plural}/status", "")
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> Any:
         """Delete and return the object; 404 when absent."""
@@ -209,3 +273,15 @@ class ResourceStore:
         except CasConflictError:
             raise errors.conflict(kind.plural, name) from None
         return current
+
+
+def _pinned_version(patch_type: str, patch: Any) -> str:
+    """The resourceVersion a patch sets (it must then be current: optimistic concurrency), else ``""``."""
+    if patch_type == patches.MERGE:
+        meta = patch.get("metadata") if isinstance(patch, dict) else None
+        version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        return str(version) if version else ""
+    for op in patch:
+        if op.get("op") in ("add", "replace") and op.get("path") == "/metadata/resourceVersion" and op.get("value"):
+            return str(op["value"])
+    return ""

@@ -1,13 +1,14 @@
 """NATS micro services (``$SRV.PING|INFO|STATS``, request counts and errors) over nats-py's
-``nats.micro``: tmcd code supplies plain async handlers ``(subject, payload) -> Reply``, or, for
-an endpoint whose answer is a stream of messages, ``(subject, payload, ReplyStream) -> Reply | None``."""
+``nats.micro``: tmcd code supplies plain async handlers ``(subject, payload, headers) -> Reply``, or,
+for an endpoint whose answer is a stream of messages, ``(subject, payload, headers, ReplyStream) ->
+Reply | None``; ``headers`` are the request's NATS headers (empty when it has none)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,8 @@ class Reply:
     error: str = ""
 
 
-ServiceHandler = Callable[[str, bytes], Awaitable[Reply]]
+Headers = Mapping[str, str]
+ServiceHandler = Callable[[str, bytes, Headers], Awaitable[Reply]]
 
 
 class ReplyStream:
@@ -58,7 +60,7 @@ class ReplyStream:
         return True
 
 
-StreamHandler = Callable[[str, bytes, ReplyStream], Awaitable[Reply | None]]
+StreamHandler = Callable[[str, bytes, Headers, ReplyStream], Awaitable[Reply | None]]
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ async def _send(req: Any, reply: Reply) -> None:
 def _adapt(handler: ServiceHandler) -> Callable[[Any], Awaitable[None]]:
     async def run(req: Any) -> None:
         try:
-            reply = await handler(req.subject, req.data)
+            reply = await handler(req.subject, req.data, req.headers or {})
         except Exception as exc:  # never let a bug kill the subscription
             log.exception("service handler failed for %s", req.subject)
             await req.respond_error("500", f"internal error: {type(exc).__name__}")
@@ -185,7 +187,7 @@ def _adapt_stream(handler: StreamHandler, nc: Any) -> Callable[[Any], Awaitable[
         if not reply_to:
             return  # a stream needs somewhere to go
         try:
-            reply = await handler(req.subject, req.data, ReplyStream(nc, reply_to))
+            reply = await handler(req.subject, req.data, req.headers or {}, ReplyStream(nc, reply_to))
         except Exception as exc:
             log.exception("service handler failed for %s", req.subject)
             await req.respond_error("500", f"internal error: {type(exc).__name__}")

@@ -154,6 +154,11 @@ class ApiToken(_Section):
     """read-only or read-write."""
 
 
+MIN_OBJECT_BYTES = 4096
+MAX_OBJECT_BYTES = (1 << 20) - (16 << 10)
+"""NATS's default max payload (1 MiB) less room for the KV message's headers."""
+
+
 class ApiConfig(_Section):
     """The resource API (HTTP under /api/v1 and the NATS service tmc.api.>)."""
 
@@ -162,6 +167,9 @@ class ApiConfig(_Section):
     require_auth_for_reads: bool = False
     cors_origins: list[str] = msgspec.field(default_factory=list)
     """Origins allowed by CORS; empty (the default) turns CORS off."""
+    max_object_bytes: Annotated[int, Meta(ge=MIN_OBJECT_BYTES, le=MAX_OBJECT_BYTES)] = 768 * 1024
+    """The largest object (and request body) the API accepts, in bytes: larger ones answer 413.
+    At most 1 MiB - 16 KiB, so that an object with its KV headers fits NATS's default max payload."""
 
 
 class RuntimeConfig(_Section):

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Iterable
 from operator import attrgetter
 from typing import Any
 
-from tmcd.bus import BusError, CasConflictError, CorruptValueError, Delivery, KvStore
+import msgspec
+
+from tmcd.bus import BusError, CasConflictError, CorruptValueError, Delivery, KvEntry, KvStore
 from tmcd.config import HealthConfig
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import (
@@ -32,9 +35,11 @@ from tmcd.health import model
 from tmcd.health.aggregate import ClusterView, report
 from tmcd.health.metrics import HealthMetrics
 from tmcd.health.outbox import FORGOTTEN, Key, Outbox, Pending
-from tmcd.resources.synctarget import SyncTarget, SyncTargetSpec
+from tmcd.resources import writes
+from tmcd.resources.synctarget import SyncTarget
 from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.consumers import consume_streams
+from tmcd.runtime.status import StatusConflictError, create_object, update_object, write_status
 
 log = logging.getLogger("tmcd.health")
 
@@ -55,8 +60,8 @@ class HealthAgent:
     def __init__(self) -> None:
         self.metrics: HealthMetrics | None = None
         self.clusters: dict[str, model.ClusterHealth] = {}
-        self._revisions: dict[str, int] = {}
-        self._specs: dict[str, SyncTargetSpec] = {}
+        self._stored: dict[str, KvEntry[SyncTarget]] = {}
+        """Each cluster's SyncTarget as last read or written (its spec and metadata are kept)."""
         self._persisted: dict[str, float] = {}
         self._exported: dict[str, tuple[str, tuple[tuple[str, str], ...], float]] = {}
         self._dirty: set[str] = set()
@@ -93,8 +98,7 @@ class HealthAgent:
         for entry in entries:
             key = entry.key
             self.clusters[key] = model.from_sync_target(entry.value, now)
-            self._revisions[key] = entry.revision
-            self._specs[key] = entry.value.spec
+            self._stored[key] = entry
             self._persisted[key] = now
         log.info("loaded %d clusters from the registry", len(self.clusters))
 
@@ -323,7 +327,7 @@ class HealthAgent:
         with contextlib.suppress(CasConflictError):
             await store.delete(name)
         self.clusters.pop(name, None)
-        for d in (self._revisions, self._specs, self._persisted, self._exported):
+        for d in (self._stored, self._persisted, self._exported):
             d.pop(name, None)
         self._dirty.discard(name)
         self._urgent.discard(name)
@@ -332,38 +336,51 @@ class HealthAgent:
         self.outbox.deleted(name)
 
     async def _write(self, store: KvStore[SyncTarget], name: str, now: float) -> bool:
-        """Write the cluster's current state (compare-and-set); True when written or nothing to write."""
+        """Write the cluster's current state (compare-and-set); True when written or nothing to write.
+
+        As the API would: a new cluster is created (uid, creationTimestamp), the labels its
+        syncer reports are an update of metadata, and what tmcd concludes a status write
+        (:mod:`tmcd.runtime.status`), so a spec an operator saved (a cordon) is never overwritten.
+        """
         st = self.clusters.get(name)
         if st is None:
             return True
-        obj = model.to_sync_target(st)
-        obj.spec = self._specs.get(name, obj.spec)
+        want = model.to_sync_target(st)
         for _ in range(3):
-            rev = self._revisions.get(name)
             try:
-                self._revisions[name] = (
-                    await store.create(name, obj) if rev is None else await store.update(name, obj, rev)
-                )
-                self._persisted[name] = now
-                self._dirty.discard(name)
-                return True
-            except CasConflictError:
-                # someone else (an operator cordoning it, another replica) wrote it: keep their spec
-                try:
-                    entry = await store.get(name)
-                except CorruptValueError:
-                    # unreadable (already dead-lettered): this agent's state replaces it
-                    self._revisions[name] = await store.put(name, obj)
-                    self._persisted[name] = now
-                    self._dirty.discard(name)
-                    return True
-                if entry is None:
-                    self._revisions.pop(name, None)
+                entry = await self._current(store, name, want, now)
+                if entry.value.metadata.labels != want.metadata.labels:  # the syncer's labels are the truth
+                    meta = msgspec.structs.replace(entry.value.metadata, labels=want.metadata.labels)
+                    entry = await update_object(store, entry, msgspec.structs.replace(entry.value, metadata=meta))
+                done = await write_status(store, name, lambda _stored: want.status, current=entry)
+            except CorruptValueError:
+                # unreadable (already dead-lettered): this agent's state replaces it
+                fresh = writes.status_written(writes.created(want, now=now, uid=str(uuid.uuid4())), want.status)
+                self._stored[name] = KvEntry(name, fresh, await store.put(name, fresh))
+            except (CasConflictError, StatusConflictError):
+                self._stored.pop(name, None)  # read it again
+                continue
+            else:
+                if done.entry is None:  # deleted meanwhile: create it again
+                    self._stored.pop(name, None)
                     continue
-                self._revisions[name] = entry.revision
-                self._specs[name] = obj.spec = entry.value.spec
+                self._stored[name] = done.entry
+            self._persisted[name] = now
+            self._dirty.discard(name)
+            return True
         log.warning("could not write SyncTarget %s after 3 attempts; retrying next sweep", name)
         return False
+
+    async def _current(
+        self, store: KvStore[SyncTarget], name: str, want: SyncTarget, now: float
+    ) -> KvEntry[SyncTarget]:
+        """The stored SyncTarget (as last seen, else read), created when there is none."""
+        entry = self._stored.get(name) or await store.get(name)
+        for _ in range(3):  # created and deleted by others in between: bounded
+            if entry is not None:
+                return entry
+            entry = await create_object(store, name, want, clock=lambda: now) or await store.get(name)
+        raise CasConflictError(f"SyncTarget {name} keeps being created and deleted")
 
     # -- the health API ------------------------------------------------------------------
 

@@ -438,7 +438,8 @@ class Client:
         out: dict[str, float] = {}
         for loc in (report.get("locations") or []) if isinstance(report, dict) else []:
             for c in (loc.get("clusters") or []) if isinstance(loc, dict) else []:
-                beat = c.get("last_heartbeat") if isinstance(c, dict) else None
+                # lastHeartbeat over HTTP (camelCase, as the whole HTTP API), last_heartbeat over NATS
+                beat = (c.get("lastHeartbeat") or c.get("last_heartbeat")) if isinstance(c, dict) else None
                 if isinstance(beat, int | float) and beat > 0 and c.get("name"):
                     out[str(c["name"])] = float(beat)
         return out

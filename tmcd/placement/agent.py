@@ -27,9 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-
-from tmcd.bus import BusError, CasConflictError, KvEntry, KvStore
+from tmcd.bus import BusError, KvEntry, KvStore
 from tmcd.contracts import subjects
 from tmcd.placement.model import (
     Decision,
@@ -42,10 +40,11 @@ from tmcd.placement.model import (
     to_status,
     touches,
 )
-from tmcd.resources.placement import Placement
+from tmcd.resources.placement import Placement, PlacementStatus
 from tmcd.resources.selectors import Selector, SelectorError, from_label_selector
 from tmcd.resources.synctarget import SyncTarget
 from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.status import StatusConflictError, write_status
 
 log = logging.getLogger("tmcd.placement")
 
@@ -208,14 +207,17 @@ class PlacementAgent:
             self.busy = False
 
     async def _reconcile(self, ctx: AgentContext, kv: KvStore[Placement], key: str, why: str) -> None:
-        """Decide one placement; write status (compare-and-set) and publish when it changed."""
-        for _ in range(CAS_ATTEMPTS):
-            entry = self.placements.get(key)
-            if entry is None:
-                return
-            placement = entry.value
+        """Decide one placement; write status (a status write: compare-and-set, the spec and metadata
+        as stored) and publish when it changed."""
+        entry = self.placements.get(key)
+        if entry is None:
+            return
+        made: list[tuple[Placement, list[str], Decision, float, str]] = []
+
+        def status(placement: Placement) -> PlacementStatus | None:
+            made.clear()  # called again with the fresh object after a conflict
             if _owned_by_canary(placement):
-                return  # the canary controller decides its <rollout>-canary placements
+                return None  # the canary controller decides its <rollout>-canary placements
             spec = needs_decision(placement)
             previous = [s.cluster for s in placement.status.selected_clusters]
             started = time.perf_counter()
@@ -224,30 +226,27 @@ class PlacementAgent:
                 decision = decide(placement, _sorted(self.clusters), previous=previous, now=now)
             except ValueError as exc:  # validation keeps these out; a bad object written past the API
                 log.warning("placement %s cannot be decided: %s", key, exc)
-                return
-            latency = time.perf_counter() - started
+                return None
             change = "decision" if spec else status_change(placement.status, decision)
             if change == "none":
-                return
-            status = to_status(
-                decision, now, observed_generation=placement.metadata.generation, previous=placement.status.conditions
-            )
-            updated = msgspec.structs.replace(placement, status=status)
-            try:
-                revision = await kv.update(key, updated, entry.revision)
-            except CasConflictError:
-                fresh = await kv.get(key)  # someone saved it meanwhile (a user, another replica): look again
-                if fresh is None:
-                    self.placements.pop(key, None)
-                    return
-                if fresh.revision > entry.revision:
-                    self.placements[key] = fresh
-                continue
-            self.placements[key] = KvEntry(key, updated, revision)
-            if change == "decision":
-                await self._publish(ctx, placement, previous, decision, latency, why)
+                return None
+            made.append((placement, previous, decision, time.perf_counter() - started, change))
+            meta = placement.metadata
+            return to_status(decision, now, observed_generation=meta.generation, previous=placement.status.conditions)
+
+        try:
+            done = await write_status(kv, key, status, current=entry, attempts=CAS_ATTEMPTS)
+        except StatusConflictError:
+            log.warning("placement %s: status not written after %d conflicting writes", key, CAS_ATTEMPTS)
             return
-        log.warning("placement %s: status not written after %d conflicting writes", key, CAS_ATTEMPTS)
+        if done.entry is None:
+            self.placements.pop(key, None)
+            return
+        if done.entry.revision > entry.revision:
+            self.placements[key] = done.entry
+        if done.written and made and made[0][4] == "decision":
+            placement, previous, decision, latency, _change = made[0]
+            await self._publish(ctx, placement, previous, decision, latency, why)
 
     async def _publish(
         self, ctx: AgentContext, placement: Placement, previous: list[str], decision: Decision, latency: float, why: str

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 import msgspec
+
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""Names and namespaces are DNS-1123 labels: they become NATS subject tokens and KV keys."""
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=DNS1123_LABEL,
+        max_length=63,
+        description="A DNS-1123 label: lowercase letters, digits and '-', at most 63 characters.",
+    ),
+]
+Namespace = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+        description="A DNS-1123 label; empty for cluster-scoped kinds, and on a create taken from the URL.",
+    ),
+]
 
 
 class OwnerReference(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -22,8 +42,8 @@ class OwnerReference(msgspec.Struct, kw_only=True, rename="camel", omit_defaults
 class ObjectMeta(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     """Standard object metadata."""
 
-    name: str
-    namespace: str = ""
+    name: Name
+    namespace: Namespace = ""
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     annotations: dict[str, str] = msgspec.field(default_factory=dict)
     uid: str = ""

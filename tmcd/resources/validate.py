@@ -34,6 +34,8 @@ _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _MAX_NAME = 63
 _MAX_PREFIX = 253
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+"""The total size of an object's annotation keys and values, as Kubernetes caps it (TotalAnnotationSizeLimitB)."""
 
 
 class _Causes(list[StatusCause]):
@@ -114,6 +116,13 @@ def _metadata(causes: _Causes, meta: ObjectMeta, *, namespaced: bool) -> None:
     elif meta.namespace:
         causes.add("metadata.namespace", "must be empty: the kind is cluster-scoped", FORBIDDEN)
     _labels(causes, "metadata.labels", meta.labels)
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.annotations.items())
+    if size > MAX_ANNOTATIONS_BYTES:
+        causes.add(
+            "metadata.annotations",
+            f"Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes, got {size}",
+            "FieldValueTooLong",
+        )
 
 
 def _exactly_one(causes: _Causes, field: str, options: Mapping[str, object]) -> bool:
