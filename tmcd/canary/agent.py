@@ -24,8 +24,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
 from tmcd.bus import BusError, CasConflictError, Delivery, KvEntry, KvStore
 from tmcd.canary.actions import action_applied
 from tmcd.canary.analysis import Observation, ProviderError
@@ -51,6 +49,7 @@ from tmcd.contracts.messages import (
     WorkloadStats,
 )
 from tmcd.placement.model import Decision
+from tmcd.resources import writes
 from tmcd.resources.canary import AnalysisTemplate, CanaryRollout, CanaryRolloutStatus
 from tmcd.resources.kinds import CANARY_ROLLOUT, parse_kv_key
 from tmcd.resources.placement import Placement
@@ -317,7 +316,7 @@ class CanaryAgent:
         return ok
 
     async def _write(self, key: str, entry: KvEntry[CanaryRollout], status: CanaryRolloutStatus) -> bool:
-        updated = msgspec.structs.replace(entry.value, status=status)
+        updated = writes.status_written(entry.value, status)  # the /status subresource's rule
         try:
             revision = await self.kv.update(key, updated, entry.revision)
         except CasConflictError:

@@ -16,8 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import msgspec
-
 from tmcd.bus import Bus, BusError, CasConflictError, KvStore
 from tmcd.canary.clusters import canary_placement, canary_placement_name
 from tmcd.canary.model import Applied
@@ -25,7 +23,8 @@ from tmcd.canary.traffic import RouteRef, TrafficRouter, router_for
 from tmcd.contracts import subjects
 from tmcd.placement.model import CandidateResult, Decision, to_message, to_status
 from tmcd.resources.canary import CanaryRollout, StepAction
-from tmcd.resources.placement import Placement
+from tmcd.resources.placement import Placement, PlacementStatus
+from tmcd.runtime.status import StatusConflictError, create_object, update_object, write_status
 
 __all__ = ["DataPlane", "route_of"]
 
@@ -76,29 +75,29 @@ class DataPlane:
             )
         obj = canary_placement(r, len(clusters) or None)
         started = time.perf_counter()
-        for _ in range(5):
+        entry = None
+        for _ in range(5):  # the object as the API writes it, then its status as /status does
             entry = await self._placements.get(name)
-            previous = entry.value if entry is not None else None
-            meta = obj.metadata
-            if previous is not None:
-                meta = msgspec.structs.replace(
-                    meta,
-                    uid=previous.metadata.uid,
-                    creation_timestamp=previous.metadata.creation_timestamp,
-                    generation=max(1, previous.metadata.generation),
-                )
-            status = to_status(decision, now, observed_generation=meta.generation)
-            placement = msgspec.structs.replace(obj, metadata=meta, status=status)
-            try:
-                if entry is None:
-                    await self._placements.create(name, placement)
-                else:
-                    await self._placements.update(name, placement, entry.revision)
+            if entry is None:
+                entry = await create_object(self._placements, name, obj)
+            elif (entry.value.spec, entry.value.metadata.owner_references) != (obj.spec, obj.metadata.owner_references):
+                try:
+                    entry = await update_object(self._placements, entry, obj)
+                except CasConflictError:
+                    entry = None
+            if entry is not None:
                 break
-            except CasConflictError:
-                continue
-        else:
+        if entry is None:
             raise BusError(f"placement {name}: not written after 5 conflicting writes")
+        chosen = decision
+
+        def status(p: Placement) -> PlacementStatus:
+            return to_status(chosen, now, observed_generation=p.metadata.generation, previous=p.status.conditions)
+
+        try:
+            await write_status(self._placements, name, status, current=entry)
+        except StatusConflictError as exc:
+            raise BusError(str(exc)) from exc
         message = to_message(decision, name, time.perf_counter() - started, decided_by="canary")
         try:
             await self._bus.js_publish(subjects.placement_decision(name), message)
