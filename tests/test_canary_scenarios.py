@@ -307,15 +307,16 @@ async def test_no_progress_until_the_deadline_rolls_back(stack: Stack) -> None:
 
 async def test_kill_9_mid_step_and_the_rollout_ends_as_it_would_have(stack: Stack) -> None:
     await stack.apply(rollout("crash"))
+    for step in (1, 2, 4):  # after the clusters, at the first analysis, at the second one
 
-    async def at_analysis() -> bool:
-        return (await stack.rollout("crash"))["status"]["currentStepIndex"] >= 2
+        async def reached(step: int = step) -> bool:
+            return int((await stack.rollout("crash"))["status"].get("currentStepIndex", 0)) >= step
 
-    await wait_for(at_analysis, timeout=60, step=0.1, what="crash at its first analysis")
-    assert stack.tmcd is not None
-    stack.tmcd.kill()
-    await stack.tmcd.wait()
-    await stack.start_tmcd()
+        await wait_for(reached, timeout=60, step=0.05, what=f"crash at step {step + 1}")
+        assert stack.tmcd is not None
+        stack.tmcd.kill()  # kill -9: no shutdown at all
+        await stack.tmcd.wait()
+        await stack.start_tmcd()
     r = await stack.phase("crash", "Succeeded", "RolledBack", timeout=120)
     assert r["status"]["phase"] == "Succeeded", r["status"]["message"]
     acts = applied(await stack.events("crash"))
