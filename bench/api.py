@@ -1,9 +1,11 @@
 """Read load on the resource API, served by the watch cache: lists and gets over HTTP and NATS.
 
 Starts a nats-server and a ``tmcd run`` subprocess (metrics agent only), saves a fleet of
-SyncTargets and Placements through the API, then for a fixed time runs concurrent clients
-in this process: HTTP and NATS listers walking ``limit=100`` pages of SyncTargets (and the
-Placements), and HTTP and NATS getters reading random objects.  It counts the JetStream
+SyncTargets and Placements through the API, then for a fixed time runs concurrent clients:
+HTTP and NATS listers walking ``limit=100`` pages of SyncTargets (and the Placements) in this
+process, and HTTP and NATS getters reading random objects in a process of their own (so a
+get's latency is tmcd's, not this process's queueing behind the list replies it parses;
+``--same-process`` puts them here).  It counts the JetStream
 consumers on the KV streams before and after (they must not depend on the requests).
 The last line is::
 
@@ -231,10 +233,25 @@ async def load(url: str, base: str, args: argparse.Namespace) -> None:
             until = time.monotonic() + args.seconds
             tasks = [http_lister(s, base, tally, until) for _ in range(args.http_clients)]
             tasks += [nats_lister(c, tally, until) for c in conns[:-1]]
-            tasks += [http_getter(s, base, names, tally, until) for _ in range(args.getters)]
-            tasks += [nats_getter(conns[-1], names, tally, until) for _ in range(args.getters)]
+            child = None
+            if args.same_process:
+                tasks += [http_getter(s, base, names, tally, until) for _ in range(args.getters)]
+                tasks += [nats_getter(conns[-1], names, tally, until) for _ in range(args.getters)]
+            else:  # getters in a process of their own, as a kubectl next to a dashboard would be
+                child = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--getters-child", url, base, str(args.seconds), str(args.getters),
+                    str(len(names)), stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
             t0 = time.perf_counter()
             await asyncio.gather(*tasks)
+            if child is not None:
+                out, _ = await child.communicate()
+                got = json.loads(out)
+                tally.http_get_ms += got["http"]
+                tally.nats_get_ms += got["nats"]
+                for line in got["first"]:
+                    tally.error(line)
+                tally.errors += got["errors"] - len(got["first"])
             elapsed = time.perf_counter() - t0
         for c in conns:
             await c.close()
@@ -255,7 +272,26 @@ async def load(url: str, base: str, args: argparse.Namespace) -> None:
     )
 
 
+async def getters_child(url: str, base: str, seconds: float, getters: int, clusters: int) -> None:
+    """The getters, run in a process of their own; prints their latencies as JSON."""
+    names = [f"bench-{i:04d}" for i in range(clusters)]
+    tally = Tally()
+    nc = await nats.connect(url)
+    async with aiohttp.ClientSession() as s:
+        until = time.monotonic() + seconds
+        tasks = [http_getter(s, base, names, tally, until) for _ in range(getters)]
+        tasks += [nats_getter(nc, names, tally, until) for _ in range(getters)]
+        await asyncio.gather(*tasks)
+    await nc.close()
+    got = {"http": tally.http_get_ms, "nats": tally.nats_get_ms, "errors": tally.errors, "first": tally.first_errors}
+    print(json.dumps(got))
+
+
 def main() -> None:
+    if len(sys.argv) == 7 and sys.argv[1] == "--getters-child":
+        _, _, url, base, seconds, getters, clusters = sys.argv
+        asyncio.run(getters_child(url, base, float(seconds), int(getters), int(clusters)))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="How long the clients run.")
     parser.add_argument("--clusters", type=int, default=1000)
@@ -263,6 +299,12 @@ def main() -> None:
     parser.add_argument("--http-clients", type=int, default=2, help="Concurrent HTTP listers.")
     parser.add_argument("--nats-clients", type=int, default=1, help="Concurrent NATS listers (a connection each).")
     parser.add_argument("--getters", type=int, default=1, help="Concurrent getters, over HTTP and over NATS each.")
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="Run the getters in this process, beside the listers (their latency then includes this "
+        "process's own queueing behind the list replies it parses).",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tmc-bench-api-") as tmp:
         nats_server = EmbeddedNats(find_binary(), Path(tmp) / "nats")
