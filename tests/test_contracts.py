@@ -349,6 +349,7 @@ BUILDERS: list[tuple[Callable[..., str], s.Channel]] = [
     (s.traffic_applied, s.TRAFFIC_APPLIED),
     (s.ctl_sync, s.CTL_SYNC),
     (s.ctl_canary, s.CTL_CANARY),
+    (s.ctl_rollback, s.CTL_ROLLBACK),
 ]
 BAD_TOKENS = ["a.b", "a*", "a>", "a b", "A", "", "-a", "a" * 64]
 

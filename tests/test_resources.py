@@ -140,7 +140,7 @@ def test_camel_case_wire_names() -> None:
 
     rev = _builtins(EXAMPLES["RolloutRevision"])
     assert {"rollout", "revision", "rolloutSpec", "placement", "weights", "createdBy"} <= set(rev["spec"])
-    assert rev["status"] == {"phase": "Active"}
+    assert rev["status"]["phase"] == "Active"
 
     st = _builtins(EXAMPLES["SyncTarget"])
     assert st["status"]["lastSyncerHeartbeatTime"] and st["metadata"]["name"] == "sim-001"

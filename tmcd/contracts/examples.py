@@ -187,6 +187,14 @@ EXAMPLES: dict[type[m.Message], m.Message] = {
         requested_by="dashboard/bob",
         reason="metrics look good",
     ),
+    m.RollbackControl: m.RollbackControl(
+        namespace="shop",
+        name="checkout",
+        timestamp=T0 + 600.0,
+        to_revision=3,
+        requested_by="kubectl-tmc/alice",
+        reason="v2.4 leaks memory",
+    ),
     m.ControlReply: m.ControlReply(
         ok=True,
         target="sim-002",

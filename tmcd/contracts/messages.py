@@ -262,6 +262,17 @@ class RollbackEvent(Message, frozen=True):
     from_revision: Annotated[int, Meta(ge=0, description="Revision rolled back from.")] = 0
     to_revision: Annotated[int, Meta(ge=0, description="Revision restored.")] = 0
     reason: Annotated[str, Meta(description="Why the rollback happened.")] = ""
+    trigger: Annotated[
+        str,
+        Meta(
+            description="What started it: AnalysisFailed, ProgressDeadlineExceeded, ClusterUnhealthy, Aborted "
+            "or Manual (a rollback to a revision)."
+        ),
+    ] = ""
+    clusters: Annotated[list[str], Meta(description="The clusters the stage acted on.")] = msgspec.field(
+        default_factory=list
+    )
+    seconds: Annotated[float, Meta(ge=0, description="How long the stage took.")] = 0.0
 
 
 TRACKS: tuple[str, ...] = ("stable", "canary")
@@ -383,6 +394,21 @@ class CanaryControl(Message, frozen=True):
     reason: Annotated[str, Meta(description="Why, for the audit trail.")] = ""
 
 
+class RollbackControl(Message, frozen=True):
+    """A request to roll a rollout back to a revision (``kubectl tmc rollback NAME --to-revision N``)."""
+
+    KIND: ClassVar[str] = "rollback_control"
+
+    namespace: Annotated[str, Meta(min_length=1, description="Rollout namespace.")]
+    name: Annotated[str, Meta(min_length=1, description="Rollout name.")]
+    timestamp: Timestamp
+    to_revision: Annotated[
+        int, Meta(ge=0, description="The revision to return to; 0 means the previous stable one.")
+    ] = 0
+    requested_by: Annotated[str, Meta(description="Who asked (user or program).")] = ""
+    reason: Annotated[str, Meta(description="Why, for the audit trail.")] = ""
+
+
 class ControlReply(Message, frozen=True):
     """The answer to a control request."""
 
@@ -459,6 +485,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     TrafficApplied,
     SyncControl,
     CanaryControl,
+    RollbackControl,
     ControlReply,
     HealthQuery,
     HealthReport,

@@ -206,6 +206,15 @@ CTL_CANARY = Channel(
     enums={"action": ("promote", "abort", "pause", "resume", "retry")},
     bind={"namespace": "namespace", "name": "name", "action": "action"},
 )
+CTL_ROLLBACK = Channel(
+    "ctl.rollback",
+    "tmc.ctl.rollback.{namespace}.{name}",
+    m.RollbackControl,
+    "Request/reply: roll a rollout back to a revision (0: the previous stable one), answered by the rollback engine.",
+    reply=m.ControlReply,
+    publisher="kubectl tmc, dashboard",
+    bind={"namespace": "namespace", "name": "name"},
+)
 
 API_HEALTH = Channel(
     "api.health",
@@ -230,6 +239,7 @@ CHANNELS: tuple[Channel, ...] = (
     TRAFFIC_APPLIED,
     CTL_SYNC,
     CTL_CANARY,
+    CTL_ROLLBACK,
     API_HEALTH,
 )
 """Every channel of the contract."""
@@ -375,6 +385,11 @@ def ctl_sync(cluster: str, action: str) -> str:
 def ctl_canary(namespace: str, name: str, action: str) -> str:
     """``tmc.ctl.canary.<namespace>.<name>.<action>``"""
     return CTL_CANARY.build(namespace=namespace, name=name, action=action)
+
+
+def ctl_rollback(namespace: str, name: str) -> str:
+    """``tmc.ctl.rollback.<namespace>.<name>``"""
+    return CTL_ROLLBACK.build(namespace=namespace, name=name)
 
 
 def api_health() -> str:

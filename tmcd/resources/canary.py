@@ -24,7 +24,8 @@ NatsMetricName = Literal["error_ratio", "latency_p99", "request_rate"]
 ComparisonTest = Literal["mann-whitney", "t-test", "ratio", "proportion"]
 RegressionDirection = Literal["increase", "decrease", "either"]
 NoDataPolicy = Literal["inconclusive", "fail", "pass"]
-RevisionPhase = Literal["Active", "Superseded", "RolledBackTo"]
+RevisionPhase = Literal["Active", "Superseded", "RolledBackTo", "Failed"]
+RollbackPhase = Literal["Pending", "Reversing", "Restoring", "CleaningUp", "Completed", "Failed"]
 
 Percent = Annotated[int, Meta(ge=0, le=100)]
 Seconds = Annotated[float, Meta(gt=0)]
@@ -177,6 +178,36 @@ class StepAction(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tru
     reason: str = ""
 
 
+class ClusterRollback(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """One cluster's part in a rollback."""
+
+    cluster: str
+    canary_weight: int | None = None
+    """The canary weight the router acknowledged on it (0 once reversed); null until it reports."""
+    state: Literal["Pending", "Reversed", "Restored"] = "Pending"
+
+
+class RollbackStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A rollback in progress or done: stages, per-cluster progress, what triggered it."""
+
+    phase: RollbackPhase = "Pending"
+    trigger: str = ""
+    """AnalysisFailed, ProgressDeadlineExceeded, ClusterUnhealthy, Aborted or Manual."""
+    reason: str = ""
+    from_revision: int = 0
+    to_revision: int = 0
+    clusters: list[ClusterRollback] = msgspec.field(default_factory=list)
+    generation: int = 0
+    """Traffic generation of the reversal."""
+    stage_state: Literal["Applying", "Applied"] = "Applying"
+    """The current stage recorded before (Applying) and after (Applied) it is applied."""
+    start_time: str = ""
+    end_time: str = ""
+    stage_times: dict[str, str] = msgspec.field(default_factory=dict)
+    """When each stage was reached (RFC 3339)."""
+    message: str = ""
+
+
 class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
     """Where the rollout is, and why."""
 
@@ -209,6 +240,8 @@ class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
     """Why the rollout is Paused: PauseStep, UserPaused or InconclusiveAnalysis."""
     abort_reason: str = ""
     """Why the rollout is rolling back or rolled back (e.g. AnalysisFailed, ProgressDeadlineExceeded, Aborted)."""
+    rollback: RollbackStatus | None = None
+    """The last rollback: stages, per-cluster progress and trigger (the rollback engine writes it)."""
 
 
 class CanaryRollout(msgspec.Struct, kw_only=True, rename="camel"):
@@ -334,12 +367,22 @@ class RolloutRevisionSpec(msgspec.Struct, kw_only=True, rename="camel"):
     weights: dict[str, Percent] = msgspec.field(default_factory=dict)
     """Traffic percent per track at the time."""
     created_by: str = ""
+    stable_version: str = ""
+    """The version that was stable when this revision was written."""
+    version: str = ""
+    """The version this revision runs (the canary version when it started, the stable one once promoted)."""
+    trigger: str = ""
+    """What wrote it: CanaryStarted, Promoted, RolledBack, or a rollback's trigger."""
 
 
 class RolloutRevisionStatus(msgspec.Struct, kw_only=True, rename="camel"):
-    """Whether this revision is current."""
+    """Whether this revision is current, and how it ended."""
 
     phase: RevisionPhase = "Active"
+    start_time: str = ""
+    end_time: str = ""
+    outcome: str = ""
+    """What happened to it, e.g. "promoted", "rolled back: AnalysisFailed"."""
 
 
 class RolloutRevision(msgspec.Struct, kw_only=True, rename="camel"):
