@@ -20,7 +20,14 @@ from tmcd.canary.traffic import AppliedWeights, RouteRef
 from tmcd.config import NatsConfig
 from tmcd.contracts import subjects
 from tmcd.contracts.codec import decode_as
-from tmcd.contracts.messages import CanaryControl, CanaryEvent, ControlReply, LatencyHistogram, WorkloadStats
+from tmcd.contracts.messages import (
+    CanaryControl,
+    CanaryEvent,
+    ControlReply,
+    LatencyHistogram,
+    RollbackEvent,
+    WorkloadStats,
+)
 from tmcd.resources.canary import (
     AnalysisTemplate,
     CanaryRollout,
@@ -31,6 +38,7 @@ from tmcd.resources.canary import (
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import LabelSelector, Placement
 from tmcd.resources.synctarget import SyncTarget, SyncTargetStatus
+from tmcd.rollback.agent import RollbackAgent
 from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.selfmetrics import SelfMetrics
@@ -94,18 +102,23 @@ class Stack:
         await self.templates.put("shop.err", template(interval=10.0))
 
     async def start_agent(self) -> CanaryAgent:
+        """The canary agent and the rollback engine, as one tmcd runs them."""
         self.agent = CanaryAgent(router=self.router)
+        self.rollback = RollbackAgent(router=self.router)
         self.metrics = SelfMetrics()
         self._stop = asyncio.Event()
         ctx = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)
+        ctx2 = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)
         self._task = asyncio.create_task(self.agent.run(ctx))
-        await wait_for(lambda: ctx.started.is_set(), what="canary agent started")
+        self._task2 = asyncio.create_task(self.rollback.run(ctx2))
+        await wait_for(lambda: ctx.started.is_set() and ctx2.started.is_set(), what="agents started")
         return self.agent
 
     async def stop_agent(self) -> None:
         assert self._stop is not None and self._task is not None
         self._stop.set()
         await self._task
+        await self._task2
 
     async def rollout(self, name: str, steps: Any = STEPS, **spec: Any) -> None:
         s = CanaryRolloutSpec(
@@ -167,6 +180,20 @@ class Stack:
                 except TimeoutError:
                     return out
                 out.append(decode_as(CanaryEvent, msg.data))
+        finally:
+            await sub.unsubscribe()
+
+    async def rollback_events(self, name: str) -> list[RollbackEvent]:
+        js = self.bus.nc.jetstream()
+        sub = await js.subscribe(subjects.rollback_event("shop", name), ordered_consumer=True)
+        out: list[RollbackEvent] = []
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.3)
+                except TimeoutError:
+                    return out
+                out.append(decode_as(RollbackEvent, msg.data))
         finally:
             await sub.unsubscribe()
 
@@ -236,15 +263,18 @@ async def test_errors_roll_back_and_traffic_returns_to_stable(stack: Stack) -> N
     await wait_for(lambda: _at_weight(stack, "cart", 20), what="weight 20")
     r = await drive(stack, "cart", ("RolledBack",), ratio=0.05, windows=10)
     assert r.status.abort_reason == "AnalysisFailed" and stack.router.calls[-1][:2] == (0, ())
-    child = await stack.placements.get("cart-canary")
-    assert child is not None and child.value.status.selected_clusters == []
+    assert await stack.placements.get("cart-canary") is None  # cleaned up
+    rb = r.status.rollback
+    assert rb is not None and rb.phase == "Completed" and rb.trigger == "AnalysisFailed"
+    assert list(rb.stage_times) == ["Reversing", "Restoring", "CleaningUp", "Completed"]
+    assert [c.canary_weight for c in rb.clusters] == [0, 0] and rb.from_revision == 2 and rb.to_revision == 1
+    stages = [e.stage for e in await stack.rollback_events("cart")]
+    assert stages == ["started", "traffic", "placement", "cleanup", "completed"]
     reg = stack.metrics.registry
-    assert (
-        reg.get_sample_value(
-            "tmc_canary_rollbacks_total", {"namespace": "shop", "name": "cart", "reason": "AnalysisFailed"}
-        )
-        == 1
-    )
+    labels = {"namespace": "shop", "name": "cart", "reason": "AnalysisFailed"}
+    assert reg.get_sample_value("tmc_canary_rollbacks_total", labels) == 1
+    done = {"namespace": "shop", "name": "cart", "trigger": "AnalysisFailed", "result": "Completed"}
+    assert reg.get_sample_value("tmc_rollbacks_total", done) == 1
 
 
 async def test_control_requests_over_nats(stack: Stack) -> None:

@@ -25,6 +25,7 @@ from tmcd.resources.canary import (
     NatsProvider,
     PauseStep,
     SetClusters,
+    StepAction,
     StepAnalysis,
     Threshold,
     TrafficRouting,
@@ -33,6 +34,7 @@ from tmcd.resources.canary import (
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import LabelSelector
 from tmcd.resources.synctarget import SyncTarget, SyncTargetStatus
+from tmcd.rollback.model import RollbackEnv, advance, stage_applied
 
 T0 = 1_800_000_000.0
 
@@ -104,8 +106,31 @@ class Driver:
             next_generation=int(self.now * 1000),
         )
 
+    def roll_back(self) -> bool:
+        """Play the rollback engine for one step; False when it has nothing to do."""
+        rb = self.r.status.rollback
+        if self.r.status.phase != "RollingBack" or rb is None:
+            return False
+        if rb.phase in ("Reversing", "Restoring", "CleaningUp") and rb.stage_state == "Applying":
+            if rb.phase == "Reversing":
+                self.actions.append(StepAction(kind="stable", generation=rb.generation, state="Applied"))
+                if self.router_up:
+                    self.applied = Applied(rb.generation, {})
+            st, _ = stage_applied(self.r, self.now)
+        else:
+            plan = advance(
+                self.r, RollbackEnv(now=self.now, applied=self.applied, next_generation=int(self.now * 1000))
+            )
+            if plan.status == self.r.status:
+                return False
+            st = plan.status
+        self.r = msgspec.structs.replace(self.r, status=st)
+        return True
+
     def tick(self) -> None:
-        for _ in range(20):
+        for _ in range(40):
+            if self.roll_back():
+                continue
             out = reconcile(self.r, self.env())
             self.notes += out.notes
             self.r = msgspec.structs.replace(self.r, status=out.status)
@@ -181,7 +206,14 @@ def test_a_step_waits_for_the_router_and_the_progress_deadline_rolls_back() -> N
     d.run(50)
     assert d.phase == "Progressing"
     d.run(20)
-    assert d.phase == "RolledBack" and d.r.status.abort_reason == "ProgressDeadlineExceeded"
+    assert d.phase == "RollingBack" and d.r.status.abort_reason == "ProgressDeadlineExceeded"
+    rb = d.r.status.rollback
+    assert rb is not None and rb.phase == "Reversing" and rb.stage_state == "Applied"  # sent, not acknowledged
+    d.router_up = True
+    d.applied = Applied(rb.generation, {})
+    d.tick()
+    assert d.phase == "RolledBack" and d.r.status.rollback is not None
+    assert d.r.status.rollback.phase == "Completed" and d.r.status.rollback.trigger == "ProgressDeadlineExceeded"
 
 
 def test_no_data_is_inconclusive_and_pauses_then_resume_measures_again() -> None:

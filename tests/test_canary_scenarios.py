@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from tests.helpers import free_port, kill, nats_connect, wait_for, wait_ready
 from tmcd.contracts.codec import decode_as
-from tmcd.contracts.messages import CanaryEvent
+from tmcd.contracts.messages import CanaryEvent, RollbackEvent
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -119,6 +119,20 @@ class Stack:
                 except TimeoutError:
                     return out
                 out.append(decode_as(CanaryEvent, msg.data))
+        finally:
+            await nc.close()
+
+    async def rollback_events(self, name: str) -> list[RollbackEvent]:
+        nc = await nats_connect(self.url)
+        try:
+            sub = await nc.jetstream().subscribe(f"tmc.rollback.shop.{name}", ordered_consumer=True)
+            out: list[RollbackEvent] = []
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=0.5)
+                except TimeoutError:
+                    return out
+                out.append(decode_as(RollbackEvent, msg.data))
         finally:
             await nc.close()
 
@@ -249,7 +263,11 @@ async def test_an_erroring_canary_is_rolled_back_within_two_measurements(stack: 
     events = await stack.events("bad")
     measured = [e for e in events if e.type == "analysis" and e.evidence.get("metric") == "error-ratio"]
     assert 1 <= len(measured) <= 2 and measured[-1].evidence["phase"] == "Failed"
-    assert applied(events)[-1]["action"] == "stable"
+    rb = r["status"]["rollback"]
+    assert rb["phase"] == "Completed" and rb["trigger"] == "AnalysisFailed"
+    assert [c["canaryWeight"] for c in rb["clusters"]] == [0, 0]  # acknowledged by the mesh
+    stages = [e.stage for e in await stack.rollback_events("bad")]
+    assert stages == ["started", "traffic", "placement", "cleanup", "completed"]
 
 
 async def test_a_latency_regression_is_caught_by_the_comparison_not_the_threshold(stack: Stack) -> None:

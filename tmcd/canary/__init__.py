@@ -1,9 +1,10 @@
 """Canary rollouts across clusters.
 
-So far the pure analysis (no I/O, time passed in): :mod:`~tmcd.canary.analysis` (measurements,
-noData, limits, run verdicts), :mod:`~tmcd.canary.judges` and :mod:`~tmcd.canary.effects`
-(thresholds and comparisons), :mod:`~tmcd.canary.measures` and :mod:`~tmcd.canary.samples`
-(pooled windows, PromQL histogram quantiles), :mod:`~tmcd.canary.sequential` (anytime-valid
-tests), :mod:`~tmcd.canary.ranks` and :mod:`~tmcd.canary.stats` (the statistics).  See
-docs/canary.md.
+The pure state machine (:mod:`~tmcd.canary.model`, with :mod:`~tmcd.canary.control`,
+:mod:`~tmcd.canary.actions`, :mod:`~tmcd.canary.schedule`, :mod:`~tmcd.canary.clusters`), the
+pure analysis (:mod:`~tmcd.canary.analysis`, :mod:`~tmcd.canary.judges`,
+:mod:`~tmcd.canary.effects`, :mod:`~tmcd.canary.measures`, :mod:`~tmcd.canary.samples`,
+:mod:`~tmcd.canary.sequential`, :mod:`~tmcd.canary.ranks`, :mod:`~tmcd.canary.stats`), and the
+I/O: :mod:`~tmcd.canary.agent`, the data plane (:mod:`~tmcd.canary.reversal`), the traffic
+routers (:mod:`~tmcd.canary.traffic`) and the prometheus provider.  See docs/canary.md.
 """

@@ -32,11 +32,17 @@ class CanaryMetrics:
         self.rollbacks = cast(Counter, create("tmc_canary_rollbacks_total", registry))
         self.duration = cast(Histogram, create("tmc_canary_duration_seconds", registry))
         self._seen: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._phase: dict[tuple[str, str], str] = {}
+        """The phase each rollout was last seen in (transitions are counted once)."""
 
     def observe(self, r: CanaryRollout, st: CanaryRolloutStatus) -> None:
         """Set the rollout's gauges from its status."""
         ns, name = r.metadata.namespace, r.metadata.name
         self._seen.setdefault((ns, name), set())
+        before = self._phase.get((ns, name))
+        self._phase[(ns, name)] = st.phase
+        if before is not None and before != st.phase:
+            self._transition(r, before, st)
         for p in PHASES:
             self.phase.labels(ns, name, p).set(1 if st.phase == p else 0)
         self.weight.labels(ns, name).set(st.current_weight)
@@ -62,13 +68,17 @@ class CanaryMetrics:
             if not tracks and isinstance(ev.get("value"), (int, float)):
                 self.value.labels(ns, name, metric, "value").set(float(ev["value"]))
                 self._seen.setdefault((ns, name), set()).add((metric, "value"))
-        if note.type == "phase" and ev.get("to") in ("Succeeded", "RolledBack"):
-            if ev["to"] == "RolledBack":
-                self.rollbacks.labels(ns, name, st.abort_reason or "Unknown").inc()
-            started = _started(r.status)
-            ended = parse_time(st.progress_time)
+
+    def _transition(self, r: CanaryRollout, before: str, st: CanaryRolloutStatus) -> None:
+        ns, name = r.metadata.namespace, r.metadata.name
+        if st.phase == "RollingBack":
+            self.rollbacks.labels(ns, name, st.abort_reason or "Unknown").inc()
+        if st.phase in ("Succeeded", "RolledBack"):
+            started = parse_time(st.start_time)
+            ended = parse_time(st.rollback.end_time) if st.phase == "RolledBack" and st.rollback else None
+            ended = ended or parse_time(st.progress_time)
             if started is not None and ended is not None and ended >= started:
-                self.duration.labels(str(ev["to"])).observe(ended - started)
+                self.duration.labels(st.phase).observe(ended - started)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted rollout's series."""
@@ -78,12 +88,7 @@ class CanaryMetrics:
         for g in (self.weight, self.applied, self.step, self.clusters):
             with contextlib.suppress(KeyError):
                 g.remove(namespace, name)
+        self._phase.pop((namespace, name), None)
         for metric, track in self._seen.pop((namespace, name), set()):
             with contextlib.suppress(KeyError):
                 self.value.remove(namespace, name, metric, track)
-
-
-def _started(st: CanaryRolloutStatus) -> float | None:
-    """When the rollout's current attempt started: the earliest condition transition we know of."""
-    times = [t for c in st.conditions if (t := parse_time(c.last_transition_time)) is not None]
-    return min(times) if times else None

@@ -22,6 +22,7 @@ import msgspec
 from tmcd.canary.analysis import Observation
 from tmcd.canary.clusters import choose, wanted
 from tmcd.canary.describe import conditions, problems, step_text
+from tmcd.canary.handoff import handoff
 from tmcd.canary.schedule import (
     RunKey,
     effective_metrics,
@@ -46,7 +47,7 @@ from tmcd.resources.canary import (
 from tmcd.resources.meta import rfc3339
 from tmcd.resources.synctarget import SyncTarget
 
-__all__ = ["ACTIVE", "Applied", "Env", "Note", "Outcome", "Run", "reconcile"]
+__all__ = ["ACTIVE", "Applied", "Env", "Note", "Outcome", "Run", "handoff", "reconcile"]
 
 _MAX_TRANSITIONS = 64
 """Bound on transitions taken in one reconcile (steps that complete at once, e.g. pause 0)."""
@@ -256,9 +257,12 @@ class Run:
     # --- phases -------------------------------------------------------------------------------------
 
     def abort(self, reason: str, message: str, **evidence: Any) -> None:
+        """Hand the rollout to the rollback engine: RollingBack with a Pending rollback record."""
         self.terminate_runs()
         self.note("decision", f"roll back: {message}", decision="rollback", reason=reason, **evidence)
-        self.phase("RollingBack", message, abort_reason=reason, pause_start_time="", pause_reason="")
+        before = self.st.phase
+        self.st = handoff(self.st, self.now, trigger=reason, reason=message)
+        self.note("phase", f"{before} -> RollingBack: {message}", **{"from": before, "to": "RollingBack"})
 
     def start(self) -> bool:
         st = self.st
@@ -271,6 +275,7 @@ class Run:
             canary_revision=max(st.canary_revision, stable_rev) + 1,
             current_step_index=0,
             current_weight=0,
+            start_time=now,
             step_start_time=now,
             progress_time=now,
             pause_start_time="",
@@ -393,16 +398,7 @@ class Run:
         return self.choose_clusters(None, 100, "promote")
 
     def rolling_back(self) -> bool:
-        if self.action_done("stable"):
-            self.phase(
-                "RolledBack",
-                f"all traffic is on {self.st.stable_version}: {self.st.abort_reason or 'rolled back'}",
-                current_weight=0,
-                canary_clusters=[],
-            )
-            return True
-        self.record("stable", weight=0, clusters=[], reason=self.st.abort_reason)
-        return True
+        return False  # the rollback engine (tmcd/rollback) drives it from here
 
     def degraded(self) -> bool:
         if (self.st.current_weight or self.st.canary_clusters) and not self.action_done("stable"):

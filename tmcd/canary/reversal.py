@@ -104,6 +104,28 @@ class DataPlane:
         except BusError as exc:  # the placement is written; only the event is lost
             log.warning("placement %s: decision not published: %s", name, exc)
 
+    async def reverse(self, r: CanaryRollout, generation: int) -> None:
+        """100 % stable on every cluster of the route, in one message (the rollback's first stage)."""
+        ref = route_of(r)
+        self._routes[(ref.namespace, ref.route)] = ref
+        await self._router.set_weights(ref, 0, [], generation)
+
+    async def empty_placement(self, r: CanaryRollout, now: float) -> None:
+        """The canary Placement chooses no cluster any more, and its decision is published."""
+        if await self._placements.get(canary_placement_name(r)) is None:
+            return  # never written (no setClusters yet) or already cleaned up
+        await self._write_placement(r, StepAction(kind="stable"), None, now)
+
+    async def remove_placement(self, r: CanaryRollout) -> None:
+        """Delete the canary Placement (idempotent)."""
+        name = canary_placement_name(r)
+        entry = await self._placements.get(name)
+        if entry is not None and any(o.name == r.metadata.name for o in entry.value.metadata.owner_references):
+            try:
+                await self._placements.delete(name, entry.revision)
+            except CasConflictError:
+                await self._placements.delete(name)
+
     async def applied(self, r: CanaryRollout) -> Applied | None:
         """What the router reports as applied on the rollout's route."""
         ref = route_of(r)
@@ -114,7 +136,14 @@ class DataPlane:
         return Applied(report.generation, dict(report.canary))
 
     async def follow(self, stop: asyncio.Event, on_applied: Callable[[str, str], None]) -> None:
-        """Call ``on_applied(namespace, route)`` when a followed route's applied report changes."""
+        """Call ``on_applied(namespace, route)`` when a followed route's applied report changes.
+
+        A router that pushes its reports (``on_report``) is heard at once; every router is also
+        looked at every ``APPLIED_POLL`` seconds (a report read from the stream after a restart).
+        """
+        listen = getattr(self._router, "on_report", None)
+        if callable(listen):
+            listen(on_applied)
         while not stop.is_set():
             for key, ref in list(self._routes.items()):
                 try:

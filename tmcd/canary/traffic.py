@@ -112,6 +112,7 @@ class NatsRouter:
     _sub: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closed: bool = False
+    _listeners: list[Callable[[str, str], None]] = field(default_factory=list)
 
     async def set_weights(self, ref: RouteRef, canary_weight: int, clusters: Sequence[str], generation: int) -> None:
         """Publish the route's desired weights (see :class:`TrafficRouter`); raises BusError when
@@ -215,6 +216,12 @@ class NatsRouter:
         route = self._routes.get((report.namespace, report.route))
         if route is not None:  # only the routes this router serves: memory stays bounded
             self._keep(route, report)
+            for listener in self._listeners:
+                listener(report.namespace, report.route)
+
+    def on_report(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(namespace, route)`` whenever a report for a served route arrives."""
+        self._listeners.append(listener)
 
 
 def router_for(name: str, bus: Bus) -> TrafficRouter:

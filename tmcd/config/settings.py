@@ -142,6 +142,8 @@ class RollbackConfig(_Section):
     """The rollback engine."""
 
     revision_history_limit: Annotated[int, Meta(ge=1)] = 10
+    on_cluster_unhealthy: bool = True
+    """Roll back a running canary when one of its canary clusters turns Unhealthy."""
 
 
 class ApiToken(_Section):

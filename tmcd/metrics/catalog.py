@@ -373,6 +373,25 @@ SPECS: tuple[MetricSpec, ...] = (
         group="canary",
     ),
     MetricSpec(
+        "tmc_rollbacks_total",
+        "counter",
+        "Rollbacks that ended, by trigger (AnalysisFailed, ProgressDeadlineExceeded, ClusterUnhealthy, Aborted, "
+        "Manual) and result (Completed, Failed).",
+        ("namespace", "name", "trigger", "result"),
+        example="sum by (trigger) (increase(tmc_rollbacks_total[1d]))",
+        group="canary",
+    ),
+    MetricSpec(
+        "tmc_rollback_duration_seconds",
+        "histogram",
+        "Time from a rollback's decision to each stage: traffic (100 % stable acknowledged by the router), "
+        "placement, cleanup, completed.",
+        ("stage",),
+        (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+        'histogram_quantile(0.99, sum by (le) (rate(tmc_rollback_duration_seconds_bucket{stage="traffic"}[1d])))',
+        group="canary",
+    ),
+    MetricSpec(
         "tmc_build_info",
         "info",
         "tmcd build information: version, and which per-event aggregation the metrics agent runs "

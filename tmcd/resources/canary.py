@@ -206,6 +206,8 @@ class RollbackStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults
     stage_times: dict[str, str] = msgspec.field(default_factory=dict)
     """When each stage was reached (RFC 3339)."""
     message: str = ""
+    target_version: str = ""
+    """For a rollback of a finished rollout to an older revision: the version that becomes stable again."""
 
 
 class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
@@ -230,6 +232,8 @@ class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
     """The canary version being rolled out; a spec change to canaryVersion restarts from step 0."""
     canary_placement: str = ""
     """Name of the child Placement (``<rollout>-canary``) whose decision is the canary clusters."""
+    start_time: str = ""
+    """When the current attempt started (the rollout's start, a retry or a new canary version)."""
     step_start_time: str = ""
     """When the current step started (RFC 3339)."""
     progress_time: str = ""

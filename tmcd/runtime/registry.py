@@ -8,15 +8,15 @@ from tmcd.canary.agent import CanaryAgent
 from tmcd.health.agent import HealthAgent
 from tmcd.metrics.agent import MetricsAgent
 from tmcd.placement.agent import PlacementAgent
+from tmcd.rollback.agent import RollbackAgent
 from tmcd.runtime.agent import Agent
-from tmcd.runtime.idle import IdleAgent
 
 AGENTS: dict[str, Callable[[], Agent]] = {
     "metrics": MetricsAgent,
     "health": HealthAgent,
     "placement": PlacementAgent,
     "canary": CanaryAgent,
-    "rollback": lambda: IdleAgent("rollback"),
+    "rollback": RollbackAgent,
 }
 
 
