@@ -5,6 +5,7 @@ canary Placement and its decision, control requests, events, metrics, and a rest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,10 @@ class Stack:
         return await self.bus.request(subjects.ctl_canary("shop", name, action), req, ControlReply)
 
 
-@pytest.fixture
-async def stack(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(nats_server.url, tmp_path)
+@contextlib.asynccontextmanager
+async def open_stack(url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A provisioned stack whose agents are stopped and connection closed at the end."""
+    s = Stack(url, tmp_path)
     await s.start()
     try:
         yield s
@@ -212,6 +214,12 @@ async def stack(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Stac
         if s._task is not None and not s._task.done():
             await s.stop_agent()
         await s.bus.close()
+
+
+@pytest.fixture
+async def stack(nats_server: EmbeddedNats, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with open_stack(nats_server.url, tmp_path) as s:
+        yield s
 
 
 async def drive(s: Stack, name: str, until: tuple[str, ...], ratio: float = 0.0, windows: int = 80) -> CanaryRollout:
