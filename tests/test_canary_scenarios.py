@@ -64,9 +64,9 @@ class Stack:
         finally:
             log.close()
 
-    async def start_tmcd(self) -> None:
+    async def start_tmcd(self, *extra: str) -> None:
         self.tmcd = await self._spawn(
-            "tmcd", "run", "--data-dir", str(self.data), "--http-listen", f"127.0.0.1:{self.port}"
+            "tmcd", "run", "--data-dir", str(self.data), "--http-listen", f"127.0.0.1:{self.port}", *extra
         )
         await wait_ready(self.base, self.tmcd, 60)
         self.url = (self.data / "nats.url").read_text().strip()
@@ -340,6 +340,83 @@ async def test_kill_9_mid_step_and_the_rollout_ends_as_it_would_have(stack: Stac
     acts = applied(await stack.events("crash"))
     assert [a["action"] for a in acts] == ["clusters", "weight", "weight", "promote", "finalize"]
     assert len({a["generation"] for a in acts}) == len(acts)
+
+
+async def test_a_rollback_resumes_after_kill_9_at_each_stage(stack: Stack) -> None:
+    import msgspec
+
+    from tmcd.resources.canary import CanaryRollout
+
+    # Reversing, for real: the mesh is down, so the reversal is sent but never acknowledged
+    await stack.apply(rollout("rbk"))
+    await stack.phase("rbk", "Progressing")
+
+    async def at_analysis() -> bool:
+        return int((await stack.rollout("rbk"))["status"].get("currentStepIndex", 0)) >= 2
+
+    await wait_for(at_analysis, timeout=60, step=0.05, what="rbk at its analysis")
+    assert stack.mesh is not None and stack.tmcd is not None
+    await kill(stack.mesh)
+    assert (await stack.kubectl("canary", "abort", "rbk", "-n", "shop"))[0] == 0
+
+    async def reversing() -> bool:
+        rb = (await stack.rollout("rbk"))["status"].get("rollback") or {}
+        return rb.get("phase") == "Reversing" and rb.get("stageState") == "Applied"
+
+    await wait_for(reversing, timeout=30, step=0.05, what="the reversal sent")
+    stack.tmcd.kill()
+    await stack.tmcd.wait()
+    await stack.start_tmcd()
+    await stack.start_mesh("--no-stats", "nodata")
+    r = await stack.phase("rbk", "RolledBack", timeout=60)
+    assert r["status"]["rollback"]["phase"] == "Completed"
+    stages = [e.stage for e in await stack.rollback_events("rbk")]
+    assert stages == ["started", "traffic", "placement", "cleanup", "completed"]
+
+    # Restoring and CleaningUp are instant: tmcd is killed, and the rollout left as a tmcd killed
+    # while applying that stage would have left it
+    for stage in ("Restoring", "CleaningUp"):
+        name = f"rbk-{stage.lower()}"
+        await stack.apply(rollout(name))
+        await stack.phase(name, "Progressing")
+
+        async def weighted(name: str = name) -> bool:
+            return int((await stack.rollout(name))["status"].get("currentWeight", 0)) > 0
+
+        await wait_for(weighted, timeout=60, step=0.05, what=f"{name} with traffic")
+        assert (await stack.kubectl("canary", "abort", name, "-n", "shop"))[0] == 0
+        await stack.phase(name, "RolledBack", timeout=60)
+        assert stack.tmcd is not None
+        stack.tmcd.kill()
+        await stack.tmcd.wait()
+        # the embedded NATS died with it: a tmcd without the rollback engine serves it meanwhile
+        await stack.start_tmcd("--agents", "metrics,health,placement,canary")
+        nc = await nats_connect(stack.url)
+        try:
+            kv = await nc.jetstream().key_value("tmc-canaries")
+            entry = await kv.get(f"shop.{name}")
+            assert entry.value is not None
+            done = msgspec.json.decode(entry.value, type=CanaryRollout)
+            rb = done.status.rollback
+            assert rb is not None
+            # back to the moment ``stage`` was recorded: RollingBack, that stage Applying
+            times = {k: v for k, v in rb.stage_times.items() if k in ("Reversing", "Restoring", "CleaningUp")}
+            keep = list(times)[: list(times).index(stage) + 1]
+            back = msgspec.structs.replace(
+                rb, phase=stage, stage_state="Applying", end_time="", stage_times={k: times[k] for k in keep}
+            )
+            st = msgspec.structs.replace(done.status, phase="RollingBack", rollback=back)
+            await kv.put(f"shop.{name}", msgspec.json.encode(msgspec.structs.replace(done, status=st)))
+        finally:
+            await nc.close()
+        assert stack.tmcd is not None
+        stack.tmcd.kill()  # and the whole tmcd again, as it was mid-stage
+        await stack.tmcd.wait()
+        await stack.start_tmcd()
+        r = await stack.phase(name, "RolledBack", timeout=60)
+        assert r["status"]["rollback"]["phase"] == "Completed"
+        stages = [e.stage for e in await stack.rollback_events(name)]
+        assert stages == ["started", "traffic", "placement", "cleanup", "completed"]  # nothing twice
 
 
 async def test_no_data_is_inconclusive_and_pauses_until_resumed(stack: Stack) -> None:
