@@ -76,7 +76,9 @@ def revision(n: int, version: str) -> RolloutRevision:
     r = running()
     return RolloutRevision(
         metadata=ObjectMeta(name=f"checkout-{n}", namespace="shop"),
-        spec=RolloutRevisionSpec(rollout="checkout", revision=n, rollout_spec=r.spec, version=version),
+        spec=RolloutRevisionSpec(
+            rollout="checkout", revision=n, rollout_spec=r.spec, version=version, placement=["c1", "c2"]
+        ),
     )
 
 
@@ -130,6 +132,8 @@ def test_a_finished_rollout_goes_back_to_an_older_revision_and_ends_succeeded_on
             st = advance(r, RollbackEnv(now=now, applied=applied, next_generation=int(now * 1000))).status
         r = msgspec.structs.replace(r, status=st)
     assert r.status.phase == "Succeeded" and r.status.stable_version == "v2" and r.status.stable_revision == 2
+    rb = r.status.rollback
+    assert rb is not None and [(c.cluster, c.state) for c in rb.clusters] == [("c1", "Restored"), ("c2", "Restored")]
 
 
 def test_rolling_back_to_what_is_stable_is_a_no_op_and_a_missing_revision_is_404() -> None:

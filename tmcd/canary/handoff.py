@@ -18,6 +18,7 @@ def handoff(
     reason: str,
     to_revision: int = 0,
     target_version: str = "",
+    restore_clusters: list[str] | None = None,
 ) -> CanaryRolloutStatus:
     """``st`` handed to the rollback engine: RollingBack, with a Pending rollback record.
 
@@ -33,6 +34,7 @@ def handoff(
         to_revision=to_revision or st.stable_revision,
         start_time=rfc3339(now),
         target_version=target_version,
+        restore_clusters=list(restore_clusters or []),
     )
     changes = {"phase": "RollingBack", "message": reason, "abort_reason": trigger, "rollback": record}
     return msgspec.structs.replace(st, pause_start_time="", pause_reason="", **changes)

@@ -208,6 +208,8 @@ class RollbackStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults
     message: str = ""
     target_version: str = ""
     """For a rollback of a finished rollout to an older revision: the version that becomes stable again."""
+    restore_clusters: list[str] = msgspec.field(default_factory=list)
+    """For a rollback to a revision: the clusters that revision ran on, which run its version again."""
 
 
 class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):

@@ -51,5 +51,13 @@ def refuse_or_begin(
         asked = f"revision {req.to_revision}" if req.to_revision else "a previous stable revision"
         return None, 404, f"{asked} of {r.metadata.name} not found"
     version = revision_version(revision)
-    status = begin(r, now, trigger="Manual", reason=why, to_revision=wanted, target_version=version)
+    status = begin(
+        r,
+        now,
+        trigger="Manual",
+        reason=why,
+        to_revision=wanted,
+        target_version=version,
+        restore_clusters=list(revision.spec.placement),
+    )
     return status, 200, f"rolling back to revision {wanted} ({version})"

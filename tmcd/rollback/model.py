@@ -72,11 +72,24 @@ class Plan:
 
 
 def begin(
-    r: CanaryRollout, now: float, *, trigger: str, reason: str, to_revision: int = 0, target_version: str = ""
+    r: CanaryRollout,
+    now: float,
+    *,
+    trigger: str,
+    reason: str,
+    to_revision: int = 0,
+    target_version: str = "",
+    restore_clusters: list[str] | None = None,
 ) -> CanaryRolloutStatus:
     """The status of a rollout handed to the rollback engine (RollingBack, rollback Pending)."""
     return handoff(
-        r.status, now, trigger=trigger, reason=reason, to_revision=to_revision, target_version=target_version
+        r.status,
+        now,
+        trigger=trigger,
+        reason=reason,
+        to_revision=to_revision,
+        target_version=target_version,
+        restore_clusters=restore_clusters,
     )
 
 
@@ -99,6 +112,8 @@ def advance(r: CanaryRollout, env: RollbackEnv) -> Plan:
         prior = st.action.generation if st.action is not None else 0
         gen = max(env.next_generation, prior + 1, rb.generation + 1)
         clusters = [ClusterRollback(cluster=c, canary_weight=st.current_weight) for c in st.canary_clusters]
+        known = set(st.canary_clusters)
+        clusters += [ClusterRollback(cluster=c, canary_weight=0) for c in rb.restore_clusters if c not in known]
         rb = msgspec.structs.replace(
             rb,
             phase="Reversing",
