@@ -4,8 +4,8 @@ At start it reads the current weights of every route from TMC_TRAFFIC (the last 
 subject) after subscribing to changes, so nothing published in between is missed (an older
 generation that arrives late is dropped by the model).  After each applied TrafficWeights it
 publishes a TrafficApplied; every ``window`` seconds it publishes the window's WorkloadStats
-(to TMC_WORKLOAD) for every route, cluster and track that had traffic share in the window, and
-a TrafficApplied again for every route whose count of unrouted requests grew in it.
+(to TMC_WORKLOAD) for every route, cluster and track that had traffic share in the window,
+after a TrafficApplied again for every route whose count of unrouted requests grew in it.
 """
 
 from __future__ import annotations
@@ -153,11 +153,12 @@ async def _windows(
         while due + opts.window <= now and (end is None or due + opts.window <= end):
             due += opts.window
         out = model.window(due)
+        # the counts first: whoever has a window's stats has seen its unrouted reports
+        await _unrouted_reports(bus, model, clock(), result)
         for i, s in enumerate(out, 1):
             await bus.publish(subjects.workload_stats(s.cluster, s.namespace, s.workload, s.track), s)
             if i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        await _unrouted_reports(bus, model, clock(), result)
         result.windows += 1
         result.stats += len(out)
         if due >= next_progress:
