@@ -22,7 +22,9 @@ from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.selfmetrics import SelfMetrics
 from tmcd.sim.cli import sim
 
-SUMMARY = re.compile(r"^mesh: published windows=(\d+) stats=(\d+) applied=(\d+) routes=(\d+) in [0-9.]+s$")
+SUMMARY = re.compile(
+    r"^mesh: published windows=(\d+) stats=(\d+) applied=(\d+) routes=(\d+) unrouted=(\d+) in [0-9.]+s$"
+)
 
 
 def mesh_cmd(*args: str) -> list[str]:
@@ -93,8 +95,9 @@ async def test_the_mesh_obeys_stored_weights_for_its_duration_and_repeats_with_t
             assert code == 0, err
             match = SUMMARY.match(out.strip())
             assert match is not None, out
-            # web: sim-001 stable and canary, sim-002 stable, for each of 5 whole windows; quiet: none
-            assert match.groups() == ("5", "15", "2", "2")
+            # web: sim-001 stable and canary, sim-002 stable, for each of 5 whole windows; quiet: none;
+            # no request went unrouted
+            assert match.groups() == ("5", "15", "2", "2", "0")
             await wait_for(lambda s=seen: len(s.stats) == 15 and len(s.applied) == 2, what="everything published")
             for sub in subs:
                 await sub.unsubscribe()

@@ -339,7 +339,8 @@ class TrafficApplied(Message, frozen=True):
 
     ``weights`` holds the clusters the TrafficWeights named (every cluster the data plane
     serves when it named none); every other cluster is 100 % stable.  Stored in TMC_TRAFFIC,
-    last report per route, so a router reads it back after a restart.
+    last report per route, so a router reads it back after a restart; reported again (same
+    generation and weights) when ``unrouted_requests`` grows.
     """
 
     KIND: ClassVar[str] = "traffic_applied"
@@ -356,6 +357,10 @@ class TrafficApplied(Message, frozen=True):
         list[str], Meta(description="Named clusters this data plane does not serve: nothing was applied there.")
     ] = msgspec.field(default_factory=list)
     applied_by: Annotated[str, Meta(description="What applied them, e.g. mesh (the mock service mesh).")] = ""
+    unrouted_requests: Annotated[
+        int,
+        Meta(ge=0, description="Requests the data plane could not route since it began serving the route; 0: none."),
+    ] = 0
 
     def canary(self) -> dict[str, int]:
         """Cluster -> canary percent, for the clusters with a canary weight above 0."""

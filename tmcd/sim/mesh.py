@@ -9,6 +9,11 @@ errors ~ Binomial(requests, error ratio), the latency histogram ~ Multinomial(re
 bucket probabilities of a lognormal whose median is the stable latency, times the latency
 factor on the canary).  A weight change inside a window counts for the part of the window
 after it (the share is averaged over time), as does a canary fault that starts inside it.
+
+No request goes unaccounted: per cluster, the part of each window that no track's weights
+cover -- weights summing to less than 100, none at all, or a state no data plane can apply
+(a negative weight, a sum above 100), and any time the window's accounting lost -- is counted
+as unrouted requests (:meth:`MeshModel.unrouted`).  Weights that sum to 100 leave exactly 0.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ interpolation moves a p99 by about the factor the latency moved."""
 LATENCY_SIGMA = 0.5
 """Log-standard deviation of request latency: p99 is about 3.2x the median."""
 APPLIED_BY = "mesh"
+ACCOUNTING_SLACK = 1e-9
+"""Share-seconds per window-second a window's accounting may miss by rounding alone."""
 
 
 @dataclass(frozen=True)
@@ -120,23 +127,45 @@ class _Track:
     fault_median: float
 
 
+Weights = tuple[int, int] | None
+"""A cluster's (stable %, canary %) in effect; None: no weights apply there."""
+
+
+def shares(w: Weights) -> tuple[float, float, float]:
+    """(stable, canary, unrouted) shares of a cluster's requests under weights ``w``: weights
+    summing to 100 route everything; below 100 the rest finds no route; none, a negative one or
+    a sum above 100 (a split no proxy can apply) route nothing."""
+    if w is None or min(w) < 0 or sum(w) > 100:
+        return 0.0, 0.0, 1.0
+    stable, canary = w
+    return stable / 100, canary / 100, (100 - stable - canary) / 100
+
+
 @dataclass
 class _Route:
     namespace: str
     route: str
     workload: str
     generation: int
-    canary: list[float]
-    """Canary share (0..1) per cluster index, as applied."""
+    weights: list[Weights]
+    """Per cluster index, as applied."""
+    reported: list[int]
+    """Cluster indexes the last TrafficWeights named (every cluster when it named none)."""
+    unknown: list[str]
     rng: random.Random
     stats: bool
     since: float
     """Start of the time not yet accumulated into the window."""
+    opened: float
+    """Start of this route's part of the window (the window's start, or when the route appeared)."""
+    stable_s: list[float]
     canary_s: list[float]
-    total_s: list[float]
+    unrouted_s: list[float]
     faulted_s: list[float]
-    """Per cluster, this window: canary share-seconds, seconds served, canary share-seconds under fault."""
+    """Per cluster, this window: share-seconds per track, without a route, and canary under fault."""
     first_canary: float | None = None
+    unrouted: int = 0
+    """Requests the route could not route, since the mesh started serving it."""
 
 
 class MeshModel:
@@ -150,18 +179,29 @@ class MeshModel:
         self._routes: dict[tuple[str, str], _Route] = {}
         self._last_window = start
         self._buckets: dict[float, tuple[list[float], list[float], list[int]]] = {}
+        self._grown: dict[tuple[str, str], _Route] = {}
 
     @property
     def routes(self) -> int:
         """Routes the mesh serves."""
         return len(self._routes)
 
+    @property
+    def unrouted_total(self) -> int:
+        """Requests the mesh could not route, over every route, up to the last window."""
+        return sum(r.unrouted for r in self._routes.values())
+
+    def unrouted(self, namespace: str, route: str) -> int | None:
+        """Requests the route could not route up to the last window; None for an unknown route."""
+        r = self._routes.get((namespace, route))
+        return None if r is None else r.unrouted
+
     def canary_weights(self, namespace: str, route: str) -> dict[str, int] | None:
         """Cluster -> applied canary percent (clusters above 0 only), or None for an unknown route."""
         r = self._routes.get((namespace, route))
         if r is None:
             return None
-        return {c: round(100 * r.canary[i]) for i, c in enumerate(self.clusters) if r.canary[i] > 0}
+        return {c: w[1] for c, w in zip(self.clusters, r.weights, strict=True) if w is not None and w[1] > 0}
 
     def apply(self, w: TrafficWeights, now: float) -> TrafficApplied | None:
         """Apply a route's desired weights; the report to publish, or None when ``w`` is older
@@ -176,40 +216,61 @@ class MeshModel:
             self._accumulate(r, now)
         r.generation = w.generation
         r.workload = w.workload_name
-        share = w.canary_percent / 100.0
         named = set(w.clusters)
-        targets = [c for c in self.clusters if c in named] if named else list(self.clusters)
-        r.canary = [0.0] * len(self.clusters)
-        for c in targets:
-            r.canary[self._index[c]] = share
-        if r.first_canary is None and share > 0 and targets:
+        # every cluster at once, in one step: no instant sees a cluster half-way between splits
+        split = (w.weights.get("stable", 0), w.canary_percent)
+        r.reported = (
+            [i for i, c in enumerate(self.clusters) if c in named] if named else list(range(len(self.clusters)))
+        )
+        r.weights = [(100, 0)] * len(self.clusters)
+        for i in r.reported:
+            r.weights[i] = split
+        r.unknown = sorted(named - set(self._index))
+        if r.first_canary is None and w.canary_percent > 0 and r.reported:
             r.first_canary = now
-        stable = 100 - w.canary_percent
+        return self._report(r, now)
+
+    def force_weights(self, namespace: str, route: str, cluster: str, weights: Weights, now: float) -> None:
+        """Put one cluster of a known route on ``weights`` as they are, unchecked: the states a data
+        plane that updates clusters or tracks one at a time passes through, which no TrafficWeights
+        can express.  The accounting counts what they leave unrouted (the tests use it)."""
+        r = self._routes[(namespace, route)]
+        self._accumulate(r, now)
+        r.weights[self._index[cluster]] = weights
+
+    def _report(self, r: _Route, now: float) -> TrafficApplied:
+        weights = {self.clusters[i]: r.weights[i] for i in r.reported}
         return TrafficApplied(
-            namespace=w.namespace,
-            route=w.route,
+            namespace=r.namespace,
+            route=r.route,
             timestamp=now,
-            generation=w.generation,
-            weights={c: {"stable": stable, "canary": w.canary_percent} for c in targets},
-            unknown_clusters=sorted(named - set(self._index)),
+            generation=r.generation,
+            weights={c: {"stable": w[0], "canary": w[1]} for c, w in weights.items() if w is not None},
+            unknown_clusters=list(r.unknown),
             applied_by=APPLIED_BY,
+            unrouted_requests=r.unrouted,
         )
 
     def _new_route(self, w: TrafficWeights, now: float) -> _Route:
         n = len(self.clusters)
         no_stats = self.opts.no_stats
+        since = max(now, self._last_window)
         return _Route(
             namespace=w.namespace,
             route=w.route,
             workload=w.workload_name,
             generation=w.generation,
-            canary=[0.0] * n,
+            weights=[(100, 0)] * n,
+            reported=[],
+            unknown=[],
             # str seeds hash with SHA-512: the same in every process (unlike hash())
             rng=random.Random(f"{self.opts.seed}/{w.namespace}/{w.route}"),
             stats=w.route not in no_stats and f"{w.namespace}/{w.route}" not in no_stats,
-            since=max(now, self._last_window),
+            since=since,
+            opened=since,
+            stable_s=[0.0] * n,
             canary_s=[0.0] * n,
-            total_s=[0.0] * n,
+            unrouted_s=[0.0] * n,
             faulted_s=[0.0] * n,
         )
 
@@ -220,17 +281,18 @@ class MeshModel:
             return
         fault_from = r.first_canary + self.opts.fault_after if r.first_canary is not None else math.inf
         faulted = max(0.0, until - max(r.since, fault_from))
-        for i, c in enumerate(r.canary):
-            r.total_s[i] += dt
-            if c > 0:
-                r.canary_s[i] += c * dt
-                r.faulted_s[i] += c * faulted
+        for i, w in enumerate(r.weights):
+            stable, canary, lost = shares(w)
+            r.stable_s[i] += stable * dt
+            r.canary_s[i] += canary * dt
+            r.unrouted_s[i] += lost * dt
+            r.faulted_s[i] += canary * faulted
         r.since = until
 
     def window(self, now: float) -> list[WorkloadStats]:
         """Close the window ending at ``now``: one WorkloadStats per route (with stats), cluster
         and track that had traffic share in it (a track at 0 % the whole window is left out; one
-        that had a share but drew no request reports 0)."""
+        that had a share but drew no request reports 0).  Counts each route's unrouted requests."""
         length = now - self._last_window
         self._last_window = now
         out: list[WorkloadStats] = []
@@ -238,12 +300,37 @@ class MeshModel:
             return out
         for r in self._routes.values():
             self._accumulate(r, now)
+            self._count_unrouted(r, now)
             if r.stats:
                 self._draw_route(r, now, length, out)
-            r.canary_s = [0.0] * len(self.clusters)
-            r.total_s = [0.0] * len(self.clusters)
-            r.faulted_s = [0.0] * len(self.clusters)
+            n = len(self.clusters)
+            r.stable_s, r.canary_s, r.unrouted_s, r.faulted_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+            r.opened = now
         return out
+
+    def _count_unrouted(self, r: _Route, now: float) -> None:
+        """Add the window's unrouted requests: the share-seconds no track covered, from the weights
+        in effect and from any part of the window the accounting lost, at ``rps`` (rounded up, so
+        that any instant without a route counts)."""
+        served = now - r.opened
+        slack = ACCOUNTING_SLACK * max(served, 1.0)
+        lost = 0.0
+        for i in range(len(self.clusters)):
+            missing = served - (r.stable_s[i] + r.canary_s[i] + r.unrouted_s[i])
+            lost_s = r.unrouted_s[i] + (missing if missing > slack else 0.0)
+            if lost_s > slack:
+                lost += lost_s
+        if lost > 0:
+            count = math.ceil(self.opts.rps * lost)
+            if count:
+                r.unrouted += count
+                self._grown[(r.namespace, r.route)] = r
+
+    def take_unrouted_reports(self, now: float) -> list[TrafficApplied]:
+        """A TrafficApplied (the weights in effect, the new count) for every route whose unrouted
+        count grew in the windows closed since the last call."""
+        grown, self._grown = self._grown, {}
+        return [self._report(r, now) for r in grown.values()]
 
     def _tracks(self, r: _Route) -> tuple[_Track, _Track]:
         o = self.opts
@@ -257,7 +344,7 @@ class MeshModel:
         stable, canary = self._tracks(r)
         for i, cluster in enumerate(self.clusters):
             canary_s = r.canary_s[i]
-            stable_s = r.total_s[i] - canary_s
+            stable_s = r.stable_s[i]
             if stable_s > 1e-9:
                 out.append(self._draw(r, cluster, "stable", stable, stable_s, 0.0, now, length))
             if canary_s > 1e-9:

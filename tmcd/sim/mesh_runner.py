@@ -4,7 +4,8 @@ At start it reads the current weights of every route from TMC_TRAFFIC (the last 
 subject) after subscribing to changes, so nothing published in between is missed (an older
 generation that arrives late is dropped by the model).  After each applied TrafficWeights it
 publishes a TrafficApplied; every ``window`` seconds it publishes the window's WorkloadStats
-(to TMC_WORKLOAD) for every route, cluster and track that had traffic share in the window.
+(to TMC_WORKLOAD) for every route, cluster and track that had traffic share in the window,
+after a TrafficApplied again for every route whose count of unrouted requests grew in it.
 """
 
 from __future__ import annotations
@@ -42,11 +43,16 @@ class MeshStats:
     dropped: int = 0
     """TrafficWeights older than the generation applied."""
     routes: int = 0
+    unrouted: int = 0
+    """Requests no route's weights covered, over every route (0 unless traffic was dropped)."""
     elapsed: float = 0.0
 
     def summary(self) -> str:
-        """One line: ``windows=<n> stats=<n> applied=<n> routes=<n>``."""
-        return f"windows={self.windows} stats={self.stats} applied={self.applied} routes={self.routes}"
+        """One line: ``windows=<n> stats=<n> applied=<n> routes=<n> unrouted=<n>``."""
+        return (
+            f"windows={self.windows} stats={self.stats} applied={self.applied} routes={self.routes}"
+            f" unrouted={self.unrouted}"
+        )
 
 
 async def run_mesh(
@@ -105,6 +111,7 @@ async def run_mesh(
             log.warning("could not flush published stats: %s", exc or type(exc).__name__)
     finally:
         result.routes = model.routes
+        result.unrouted = model.unrouted_total
         result.elapsed = max(0.0, min(clock(), end if end is not None else clock()) - start)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
@@ -146,6 +153,8 @@ async def _windows(
         while due + opts.window <= now and (end is None or due + opts.window <= end):
             due += opts.window
         out = model.window(due)
+        # the counts first: whoever has a window's stats has seen its unrouted reports
+        await _unrouted_reports(bus, model, clock(), result)
         for i, s in enumerate(out, 1):
             await bus.publish(subjects.workload_stats(s.cluster, s.namespace, s.workload, s.track), s)
             if i % YIELD_EVERY == 0:
@@ -154,5 +163,24 @@ async def _windows(
         result.stats += len(out)
         if due >= next_progress:
             next_progress = due + PROGRESS_EVERY
+            result.routes = model.routes
             log.info("mesh: %.0fs %s", due - start, result.summary())
         due += opts.window
+
+
+async def _unrouted_reports(bus: Bus, model: MeshModel, now: float, result: MeshStats) -> None:
+    """Report the routes whose unrouted count grew in the window just closed (one warning per window)."""
+    reports = model.take_unrouted_reports(now)
+    if not reports:
+        return
+    before, result.unrouted = result.unrouted, model.unrouted_total
+    first = reports[0]
+    log.warning(
+        "mesh: %d requests could not be routed in the last window, on %d routes (first: %s/%s)",
+        result.unrouted - before,
+        len(reports),
+        first.namespace,
+        first.route,
+    )
+    for report in reports:
+        await bus.publish(subjects.traffic_applied(report.namespace, report.route), report)
