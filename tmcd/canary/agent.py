@@ -60,6 +60,8 @@ log = logging.getLogger("tmcd.canary")
 
 CAS_ATTEMPTS = 8
 """Status writes of one rollout tried before waiting for its next change."""
+RETRY = 1.0
+"""Seconds of real time before a rollout whose reconcile failed (NATS error, conflicts) is tried again."""
 IDLE_WAKE = 30.0
 """A rollout with nothing scheduled is looked at again after this long anyway."""
 
@@ -221,6 +223,10 @@ class CanaryAgent:
         self._dirty.add(key)
         self._wake.set()
 
+    def _retry(self, key: str) -> None:
+        """Look at the rollout again in a second of real time (after an error; not on the model's clock)."""
+        asyncio.get_running_loop().call_later(RETRY, self._poke, key)
+
     def _at(self, when: float | None, key: str) -> None:
         heapq.heappush(self._timers, (when if when is not None else self._clock() + IDLE_WAKE, key))
         self._wake.set()
@@ -241,7 +247,7 @@ class CanaryAgent:
                     await self._reconcile(ctx, key)
                 except BusError as exc:
                     log.warning("canary %s: %s; trying again shortly", key, exc)
-                    self._at(ctx.clock() + 1.0, key)
+                    self._retry(key)
                 if i % 16 == 15:
                     await asyncio.sleep(0)  # many rollouts: let the loop breathe
             if self._dirty:
@@ -276,7 +282,7 @@ class CanaryAgent:
 
     async def _reconcile(self, ctx: AgentContext, key: str) -> None:
         async with self._lock(key):
-            for _ in range(CAS_ATTEMPTS):
+            for _ in range(CAS_ATTEMPTS * 4):  # a few steps at once, and conflicting writes
                 entry = self.rollouts.get(key)
                 if entry is None:
                     return
@@ -299,7 +305,7 @@ class CanaryAgent:
                         self.feeds.forget(key)
                     return
             log.warning("canary %s: status not written after %d conflicting writes", key, CAS_ATTEMPTS)
-            self._at(ctx.clock() + 1.0, key)
+            self._retry(key)
 
     async def _apply(self, ctx: AgentContext, entry: KvEntry[CanaryRollout]) -> bool:
         """Apply the recorded action, publish its event, mark it Applied; False on a write conflict."""
