@@ -222,6 +222,8 @@ def _is_pure(mod: Module) -> bool:
             "tmcd.sim.draws",
             "tmcd.sim.mesh",
             "tmcd.runtime.probes",
+            "tmcd.rollback.revisions",
+            "tmcd.rollback.control",
         }
         # the canary: statistics, pooled data, judges, verdicts, the state machine and its helpers;
         # the agent, the data plane, the router, the prometheus provider and the series do I/O

@@ -219,15 +219,16 @@ class KvStore(Generic[T]):
         seq: int = msg.seq
         return seq
 
-    async def snapshot(self) -> tuple[list[KvEntry[T]], int]:
+    async def snapshot(self, keys: str = ">") -> tuple[list[KvEntry[T]], int]:
         """Every live entry and the bucket revision they are consistent with (one stream pass).
 
-        Values that do not decode are reported (see the module docstring) and left out.
+        ``keys`` narrows it to the keys a NATS subject filter matches (``shop.*``: one namespace's
+        objects).  Values that do not decode are reported (see the module docstring) and left out.
         """
         revision = await self.revision()
         entries: list[KvEntry[T]] = []
         with _nats_errors(f"KV {self._bucket} snapshot"):
-            watcher = await self._kv.watch(">", ignore_deletes=True)
+            watcher = await self._kv.watch(keys, ignore_deletes=True)
             try:
                 while True:
                     e = await watcher.updates(timeout=10)

@@ -199,8 +199,17 @@ def describe(ctx: click.Context, kind: str, names: tuple[str, ...]) -> None:
         created = str(meta.get("creationTimestamp") or "")
         if k.kind == "CanaryRollout":
             from tmcd.kubectl.describe_canary import describe_canary, recent_events
+            from tmcd.kubectl.errors import CliError
+            from tmcd.kubectl.revisions import list_revisions
 
-            out.append(describe_canary(obj, recent_events(c, str(meta.get("namespace") or ns), name, created), now))
+            rollout_ns = str(meta.get("namespace") or ns)
+            revisions, problem = None, ""
+            try:
+                revisions = list_revisions(c, rollout_ns, name)
+            except CliError as exc:
+                problem = exc.message
+            found = recent_events(c, rollout_ns, name, created)
+            out.append(describe_canary(obj, found, now, revisions, problem))
             continue
         from tmcd.kubectl import events
 

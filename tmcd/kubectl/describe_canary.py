@@ -256,15 +256,32 @@ def recent_events(client: Client, namespace: str, name: str, created: str) -> Re
     return read_events(client, canary_sources(namespace, name), created)
 
 
-def describe_canary(obj: dict[str, Any], events: RecentEvents, now: float) -> str:
-    """A CanaryRollout: spec summary, status, every step (the current one marked), analysis
-    runs with each metric's evidence, conditions and recent events."""
+def _history_command(obj: dict[str, Any]) -> str:
+    meta = _dict(obj.get("metadata"))
+    ns = f" -n {meta['namespace']}" if meta.get("namespace") else ""
+    return f"kubectl tmc history {meta.get('name') or 'NAME'}{ns}"
+
+
+def describe_canary(
+    obj: dict[str, Any],
+    events: RecentEvents,
+    now: float,
+    revisions: list[dict[str, Any]] | None = None,
+    revisions_problem: str = "",
+) -> str:
+    """A CanaryRollout: spec summary, status, its last rollback and newest revisions (given newest
+    first), every step (the current one marked), analysis runs with each metric's evidence,
+    conditions and recent events."""
+    from tmcd.kubectl.describe_rollback import revisions_section, rollback_section
+
     spec, st = _dict(obj.get("spec")), _dict(obj.get("status"))
     steps = _list(spec.get("steps"))
     lines = [
         *_header(obj, now),
         *_spec(spec),
         *_status(obj, steps, now),
+        *rollback_section(st, now),
+        *revisions_section(revisions, now, revisions_problem, _history_command(obj)),
         *_steps(steps, _current(st, steps)),
         _background(spec),
         *_runs(_list(st.get("analysisRuns")), now),

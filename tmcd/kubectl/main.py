@@ -26,8 +26,10 @@ LAZY_COMMANDS: dict[str, str] = {
     "sync": "tmcd.kubectl.sync:sync",
     "placement": "tmcd.kubectl.placement:placement",
     "canary": "tmcd.kubectl.canary:canary",
+    "history": "tmcd.kubectl.history:history",
+    "rollback": "tmcd.kubectl.rollback:rollback",
 }
-"""Command name -> ``module:attribute``; later commands (rollback, history, dashboard) add entries."""
+"""Command name -> ``module:attribute``; later commands (dashboard) add entries."""
 
 
 def _client_version() -> str:
