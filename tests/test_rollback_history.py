@@ -137,7 +137,7 @@ async def test_a_real_rollout_succeeds_then_its_next_version_is_aborted(stack: S
     three = await revision(kv(stack), "shop", "checkout", 3)
     assert (
         three is not None
-        and three.status.outcome == "rolled back: Aborted: aborted by request"
+        and three.status.outcome == "rolled back to revision 2: Aborted: aborted by request"
         and three.spec.stable_version == "v2"
     )
     assert await revision(kv(stack), "shop", "checkout", 4) is None

@@ -114,7 +114,7 @@ def test_a_failed_canary_is_failed_with_its_trigger_and_the_stable_one_stays() -
     assert d.phase == "RolledBack"
     assert h.table() == [(2, "Failed", "AnalysisFailed", "v2"), (1, "Active", "Initial", "v1")]
     two = h.by_number()[2]
-    assert two.status.outcome.startswith("rolled back: AnalysisFailed: analysis err Failed: "), two.status.outcome
+    assert two.status.outcome.startswith("rolled back to revision 1: AnalysisFailed: "), two.status.outcome
     assert two.status.end_time == rfc3339(d.now) and two.spec.weights == {"stable": 80, "canary": 20}
     # retry: the same version again under the next number
     st, code, _ = control(d.r, "retry", d.now)
@@ -134,7 +134,7 @@ def test_an_abort_seen_only_once_rolled_back_still_says_why() -> None:
     assert d.phase == "RolledBack"
     h.sync(d.r, d.now)  # first sight: both records written at once
     assert h.table() == [(2, "Failed", "Aborted", "v2"), (1, "Active", "Initial", "v1")]
-    assert h.by_number()[2].status.outcome == "rolled back: Aborted"
+    assert h.by_number()[2].status.outcome.startswith("rolled back to revision 1: Aborted")
 
 
 def test_the_rollback_engines_record_names_trigger_reason_and_target() -> None:
