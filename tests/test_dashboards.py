@@ -25,16 +25,9 @@ DASHBOARDS = sorted(GRAFANA_DIR.glob("*.json"))
 EXPECTED_DASHBOARDS = {"tmc-fleet-overview.json", "tmc-syncer-detail.json", "tmc-placement.json", "tmc-canary.json"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-# Metrics the dashboards and alert rules may use before tmcd exports them: they arrive with the health and
-# canary issues (cluster health agent, canary analysis and the workload stats it re-exports). name -> kind.
+# Metrics the dashboards and alert rules may use before tmcd exports them (none at the moment). name -> kind.
 # Move each into tmcd/metrics/catalog.py SPECS when its feature lands, and drop it here.
-PLANNED_METRICS: dict[str, str] = {
-    # health
-    # canary
-    "tmc_workload_requests_total": "counter",  # {cluster,namespace,workload,track}
-    "tmc_workload_errors_total": "counter",  # {cluster,namespace,workload,track}
-    "tmc_workload_request_duration_seconds": "histogram",  # {cluster,namespace,workload,track,le}
-}
+PLANNED_METRICS: dict[str, str] = {}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 

@@ -218,6 +218,7 @@ def _is_pure(mod: Module) -> bool:
             "tmcd.health.window",
             "tmcd.metrics.catalog",
             "tmcd.metrics.labels",
+            "tmcd.metrics.workload",
             "tmcd.sim.fleet",
             "tmcd.sim.draws",
             "tmcd.sim.mesh",

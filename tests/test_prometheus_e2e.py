@@ -27,8 +27,11 @@ from tests import tools
 from tests.helpers import daemon_config, free_port, running_daemon, sample, scrape
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
+from tmcd.contracts import subjects
+from tmcd.contracts.messages import TrafficWeights, WorkloadStats
 from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.selfmetrics import SelfMetrics
+from tmcd.sim.mesh import MeshModel, MeshOptions
 from tmcd.sim.model import SimOptions, cluster_names
 from tmcd.sim.runner import SimStats, run_sim
 
@@ -109,13 +112,22 @@ async def running_prometheus(binary: str, workdir: Path, target: str) -> AsyncIt
                 await proc.wait()
 
 
-async def simulate(url: str) -> SimStats:
-    """Four seconds of a three-cluster fleet at 100 sync events/s, heartbeats every 0.5 s."""
+async def simulate(url: str) -> tuple[SimStats, list[WorkloadStats]]:
+    """Four seconds of a three-cluster fleet at 100 sync events/s, heartbeats every 0.5 s, and
+    three windows of the mock mesh's route shop/web (20 % canary on sim-001)."""
     bus = Bus(NatsConfig(), SelfMetrics(), url=url)
     await bus.connect(retry=False)
     try:
+        mesh = MeshModel(MeshOptions(clusters=CLUSTERS, rps=50, seed=1), start=0.0)
+        weights = {"stable": 80, "canary": 20}
+        mesh.apply(
+            TrafficWeights(namespace="shop", route="web", timestamp=0.0, weights=weights, clusters=["sim-001"]), 0.0
+        )
+        windows = [w for end in (10.0, 20.0, 30.0) for w in mesh.window(end)]
+        for w in windows:
+            await bus.js_publish(subjects.workload_stats(w.cluster, w.namespace, w.workload, w.track), w)
         opts = SimOptions(clusters=CLUSTERS, rate=100, seed=1, heartbeat_interval=0.5)
-        return await run_sim(bus, opts, asyncio.Event(), duration=4.0)
+        return await run_sim(bus, opts, asyncio.Event(), duration=4.0), windows
     finally:
         await bus.close()
 
@@ -177,7 +189,7 @@ async def test_prometheus_scrapes_daemon_and_loads_alert_rules(nats_server: Embe
         running_prometheus(binary, tmp_path / "prometheus", f"127.0.0.1:{d.http.port}") as prom,
         aiohttp.ClientSession() as session,
     ):
-        stats = await simulate(nats_server.url)
+        stats, windows = await simulate(nats_server.url)
         assert stats.sync > 0 and stats.heartbeats >= CLUSTERS, stats
         api = Api(session, prom)
         daemon_url = d.http.base_url
@@ -226,6 +238,22 @@ async def test_prometheus_scrapes_daemon_and_loads_alert_rules(nats_server: Embe
             meta = await api.get("/api/v1/metadata", metric="tmc_build")
             return None if [m["type"] for m in meta.get("tmc_build", [])] == ["info"] else meta
 
+        requests = {t: sum(w.requests for w in windows if w.track == t) for t in ("stable", "canary")}
+
+        async def workload_requests() -> object:
+            # the canary dashboard's selectors, without rate(): the windows were published at once
+            got = await api.query('sum by (track) (tmc_workload_requests_total{namespace="shop", workload="web"})')
+            seen = {r["metric"]["track"]: float(r["value"][1]) for r in got}
+            return None if seen == requests else seen
+
+        async def workload_median() -> object:
+            # the mesh's median latency is 50 ms: in the exported bucket (0.0316228, 0.0562341]
+            q = await api.scalar(
+                "histogram_quantile(0.5, sum by (le) "
+                '(tmc_workload_request_duration_seconds_bucket{workload="web", track="stable"}))'
+            )
+            return None if q is not None and 0.0316228 < q <= 0.0562341 else q
+
         async def rules_loaded() -> object:
             groups = (await api.get("/api/v1/rules"))["groups"]
             seen = [(g["name"], g["file"], [(r["name"], r["health"]) for r in g["rules"]]) for g in groups]
@@ -247,6 +275,8 @@ async def test_prometheus_scrapes_daemon_and_loads_alert_rules(nats_server: Embe
                 "tmc_connection_up == 1 for every cluster": connection_up,
                 "tmc_build_info{version=tmcd.__version__}": build_info,
                 "scraped as OpenMetrics": openmetrics_scraped,
+                f"sum by (track) (tmc_workload_requests_total) == {requests}": workload_requests,
+                "histogram_quantile(0.5, tmc_workload_request_duration_seconds_bucket) ~ 50 ms": workload_median,
                 f"rule group tmc: {len(ALERT_NAMES)} alerting rules evaluated without error": rules_loaded,
             }
         )

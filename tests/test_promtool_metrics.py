@@ -3,7 +3,8 @@
 The daemon runs in-process on its own nats-server (a fresh JetStream, so its durable
 consumers see only this test's messages); the simulator publishes heartbeats, sync batches
 (with failures) and connection state for three clusters, and the test adds a placement
-decision and one malformed message, so that every metric family has samples.
+decision, one mock-mesh window of WorkloadStats and one malformed message, so that every
+metric family has samples.
 
 promtool (Debian package ``prometheus``; ``.ci/run`` installs it) only parses the Prometheus
 text format (prometheus/prometheus#8932), so the OpenMetrics exposition is checked with
@@ -27,10 +28,11 @@ from tests.helpers import daemon_config, running_daemon, sample, wait_for
 from tmcd.bus import Bus
 from tmcd.config import NatsConfig
 from tmcd.contracts import subjects
-from tmcd.contracts.messages import PlacementDecision
+from tmcd.contracts.messages import PlacementDecision, TrafficWeights, WorkloadStats
 from tmcd.metrics import catalog
 from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.selfmetrics import SelfMetrics
+from tmcd.sim.mesh import MeshModel, MeshOptions
 from tmcd.sim.model import SimOptions
 from tmcd.sim.runner import SimStats, run_sim
 
@@ -56,8 +58,9 @@ def total(text: str, name: str) -> float:
     return out
 
 
-async def feed(url: str) -> SimStats:
-    """One second of a simulated fleet, a placement decision and a malformed heartbeat."""
+async def feed(url: str) -> tuple[SimStats, list[WorkloadStats]]:
+    """One second of a simulated fleet, a placement decision, a window of the mock mesh (with a
+    canary on one cluster) and a malformed heartbeat; the sim's figures and the mesh's reports."""
     bus = Bus(NatsConfig(), SelfMetrics(), url=url)
     await bus.connect(retry=False)
     try:
@@ -72,9 +75,17 @@ async def feed(url: str) -> SimStats:
         stats = await run_sim(bus, opts, asyncio.Event(), duration=1.0)
         decision = PlacementDecision(placement="web", timestamp=time.time(), selected=["sim-001"])
         await bus.js_publish(subjects.placement_decision("web"), decision)
+        mesh = MeshModel(MeshOptions(clusters=3, rps=50, seed=1), start=0.0)
+        weights = {"stable": 80, "canary": 20}
+        mesh.apply(
+            TrafficWeights(namespace="shop", route="web", timestamp=0.0, weights=weights, clusters=["sim-001"]), 0.0
+        )
+        windows = mesh.window(10.0)
+        for w in windows:  # tmc_workload_*
+            await bus.js_publish(subjects.workload_stats(w.cluster, w.namespace, w.workload, w.track), w)
         await bus.publish_raw(subjects.syncer_heartbeat("sim-002"), b"{not json")  # tmc_events_invalid_total
         await bus.flush()
-        return stats
+        return stats, windows
     finally:
         await bus.close()
 
@@ -125,7 +136,8 @@ async def test_metrics_pass_promtool_and_cover_the_catalog(nats_server: Embedded
         ) as d,
         aiohttp.ClientSession() as session,
     ):
-        stats = await feed(nats_server.url)
+        stats, windows = await feed(nats_server.url)
+        assert len(windows) == 4, windows
         assert stats.sync > 0 and stats.sync_failed > 0 and stats.heartbeats >= 6, stats
         base = d.http.base_url
         syncer_messages = stats.sync + stats.heartbeats + stats.conn
@@ -135,6 +147,7 @@ async def test_metrics_pass_promtool_and_cover_the_catalog(nats_server: Embedded
             done = (
                 sample(text, "tmc_events_processed_total", stream="TMC_SYNCER") == syncer_messages
                 and sample(text, "tmc_events_processed_total", stream="TMC_PLACEMENT") == 1
+                and sample(text, "tmc_events_processed_total", stream="TMC_WORKLOAD") == len(windows)
                 and total(text, "tmc_events_invalid_total") == 1
             )
             return text if done else None
@@ -164,3 +177,8 @@ async def test_metrics_pass_promtool_and_cover_the_catalog(nats_server: Embedded
         assert f"\n# TYPE {name} {catalog.spec(name).kind}\n" in text, f"{name} is not even declared"
     assert sum(v for (n, _), v in text_samples.items() if n == "tmc_syncer_resources_synced_total") == stats.sync
     assert sum(v for (n, _), v in text_samples.items() if n == "tmc_syncer_errors_total") == stats.sync_failed
+    requests = sum(w.requests for w in windows)
+    assert sum(v for (n, _), v in text_samples.items() if n == "tmc_workload_requests_total") == requests
+    assert (
+        sum(v for (n, _), v in text_samples.items() if n == "tmc_workload_request_duration_seconds_count") == requests
+    )

@@ -99,8 +99,12 @@ class MetricsConfig(_Section):
     """The metrics agent."""
 
     max_resources_per_cluster: Annotated[int, Meta(ge=1)] = 20
+    max_workloads_per_cluster: Annotated[int, Meta(ge=1)] = 100
+    """Workloads (namespace/name) per cluster whose WorkloadStats become ``tmc_workload_*`` series;
+    windows of further workloads are counted in ``tmc_workload_stats_dropped_total``."""
     forget_after: PositiveSeconds = 86400.0
-    """A cluster not heard from for this long has its series removed."""
+    """A cluster not heard from for this long has its series removed (a workload with no
+    WorkloadStats for this long, its workload series)."""
     sweep_interval: PositiveSeconds = 60.0
 
 

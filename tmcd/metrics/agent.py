@@ -1,4 +1,4 @@
-"""The metrics agent: turns the syncer and placement streams into Prometheus metrics.
+"""The metrics agent: turns the syncer, placement and workload streams into Prometheus metrics.
 
 Sync events are handled inline in the consumer callback (no task per message, no
 ``.labels()`` per event); see :mod:`tmcd.metrics.model`.
@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from tmcd.bus import Delivery
+from tmcd.bus.ratelog import Throttle, more
 from tmcd.contracts.messages import (
     ConnectionEvent,
     HealthChange,
@@ -19,6 +20,7 @@ from tmcd.contracts.messages import (
     SyncerHeartbeat,
     SyncEvent,
     SyncEventBatch,
+    WorkloadStats,
 )
 from tmcd.contracts.subjects import (
     HEALTH_CHANGE,
@@ -28,6 +30,7 @@ from tmcd.contracts.subjects import (
     health_changes,
 )
 from tmcd.metrics.model import FleetMetrics
+from tmcd.metrics.workload import WorkloadMetrics
 from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.consumers import consume_streams
 from tmcd.telemetry import batch_span, placement_span
@@ -42,6 +45,7 @@ class MetricsAgent:
 
     def __init__(self) -> None:
         self.fleet: FleetMetrics | None = None
+        self.workloads: WorkloadMetrics | None = None
 
     def _fleet(self, ctx: AgentContext) -> FleetMetrics:
         # created once: the agent object outlives restarts, and metrics register once per registry
@@ -55,10 +59,19 @@ class MetricsAgent:
             ctx.metrics.set_speedups(self.fleet.aggregation)  # tmc_build_info says what runs
         return self.fleet
 
+    def _workloads(self, ctx: AgentContext) -> WorkloadMetrics:
+        if self.workloads is None:
+            self.workloads = WorkloadMetrics(
+                ctx.metrics.registry, max_workloads_per_cluster=ctx.config.metrics.max_workloads_per_cluster
+            )
+        return self.workloads
+
     async def run(self, ctx: AgentContext) -> None:
         """Consume until stopped; forget silent clusters periodically."""
         fm = self._fleet(ctx)
+        wm = self._workloads(ctx)
         clock = ctx.clock
+        drops = Throttle(clock)
         tracer = ctx.tracer
 
         def on_syncer(d: Delivery[Any]) -> None:
@@ -79,15 +92,30 @@ class MetricsAgent:
                     fm.on_placement(d.msg)
 
         def on_workload(d: Delivery[Any]) -> None:
-            """Workload stats feed canary analysis (the canary agent); counted here only."""
+            # impossible stats raise InvalidWorkloadStats: the bus counts, logs and dead-letters them
+            msg = d.msg
+            if isinstance(msg, WorkloadStats) and not wm.on_stats(msg, clock()):
+                held = drops.hit(msg.cluster)
+                if held is not None:
+                    log.warning(
+                        "workload stats of %s/%s on cluster %s not exported: the cluster already has %d "
+                        "workloads (metrics.max_workloads_per_cluster)%s",
+                        msg.namespace,
+                        msg.workload,
+                        msg.cluster,
+                        wm.max_workloads,
+                        more(held, f"windows dropped on cluster {msg.cluster}"),
+                    )
 
         async def on_health(d: Delivery[Any]) -> None:
             # the health agent forgot a silent cluster: drop its series here too
-            if isinstance(d.msg, HealthChange) and d.msg.reason == "Forgotten" and fm.forget(d.msg.name):
-                log.info("forgot cluster %s (the health agent forgot it)", d.msg.name)
+            if isinstance(d.msg, HealthChange) and d.msg.reason == "Forgotten":
+                forgot = fm.forget(d.msg.name)
+                if wm.forget(d.msg.name) or forgot:
+                    log.info("forgot cluster %s (the health agent forgot it)", d.msg.name)
 
         health_sub = await ctx.bus.subscribe(health_changes("cluster"), on_health, channel=HEALTH_CHANGE)
-        sweeper = asyncio.create_task(self._sweep(ctx, fm), name="metrics-sweep")
+        sweeper = asyncio.create_task(self._sweep(ctx, fm, wm), name="metrics-sweep")
         try:
             await consume_streams(
                 ctx,
@@ -101,7 +129,7 @@ class MetricsAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
 
-    async def _sweep(self, ctx: AgentContext, fm: FleetMetrics) -> None:
+    async def _sweep(self, ctx: AgentContext, fm: FleetMetrics, wm: WorkloadMetrics) -> None:
         cfg = ctx.config.metrics
         while not ctx.stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -111,4 +139,8 @@ class MetricsAgent:
             for name in fm.stale(ctx.clock(), cfg.forget_after):
                 if fm.forget_if_stale(name, ctx.clock(), cfg.forget_after):
                     log.info("forgot cluster %s: nothing heard for %.0fs", name, cfg.forget_after)
+                await asyncio.sleep(0)
+            for name in wm.stale(ctx.clock(), cfg.forget_after):
+                if n := wm.forget_stale(name, ctx.clock(), cfg.forget_after):
+                    log.info("forgot %d workloads of cluster %s: no stats for %.0fs", n, name, cfg.forget_after)
                 await asyncio.sleep(0)

@@ -22,6 +22,18 @@ EVENT_LAG_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+# Every 8th bound of the mock service mesh's 129 (1 ms to 10 s, 32 per decade, as it rounds
+# them: 6 significant digits), so 4 per decade: the mesh's counts at these bounds are exact.
+# All 129 per workload and track would be ~130 series each; the canary analysis reads the
+# full histograms from NATS, these are for dashboards (a quantile within about +-30 %).
+WORKLOAD_DURATION_BUCKETS = (
+    0.001, 0.00177828, 0.00316228, 0.00562341,
+    0.01, 0.0177828, 0.0316228, 0.0562341,
+    0.1, 0.177828, 0.316228, 0.562341,
+    1.0, 1.77828, 3.16228, 5.62341,
+    10.0,
+)  # fmt: skip
+WORKLOAD_LABELS = ("cluster", "namespace", "workload", "track")
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,47 @@ SPECS: tuple[MetricSpec, ...] = (
         ("cluster",),
         example="time() - tmc_connection_last_change_timestamp_seconds",
         group="connection",
+    ),
+    # -- workload --
+    MetricSpec(
+        "tmc_workload_requests_total",
+        "counter",
+        "Requests a workload's track (stable, canary) served on a cluster, summed over the service mesh's "
+        "WorkloadStats windows (at most metrics.max_workloads_per_cluster workloads per cluster).",
+        WORKLOAD_LABELS,
+        example='sum by (track) (rate(tmc_workload_requests_total{namespace="shop", workload="checkout"}[5m]))',
+        group="workload",
+    ),
+    MetricSpec(
+        "tmc_workload_errors_total",
+        "counter",
+        "Requests of a workload's track on a cluster that failed (5xx), summed over the mesh's WorkloadStats windows.",
+        WORKLOAD_LABELS,
+        example='sum by (track) (rate(tmc_workload_errors_total{workload="checkout"}[5m])) / sum by (track) '
+        '(rate(tmc_workload_requests_total{workload="checkout"}[5m]))',
+        group="workload",
+    ),
+    MetricSpec(
+        "tmc_workload_request_duration_seconds",
+        "histogram",
+        "Request latency of a workload's track on a cluster, from the mesh's WorkloadStats histograms: each bucket "
+        "holds the window's cumulative count at the largest of the mesh's bounds <= its own (within 1 ppm; exact "
+        "for the mesh's bounds, of which these are every 8th), _count the requests (windows without a histogram "
+        "are left out), _sum the latencies.",
+        WORKLOAD_LABELS,
+        WORKLOAD_DURATION_BUCKETS,
+        "histogram_quantile(0.99, sum by (le, track) "
+        '(rate(tmc_workload_request_duration_seconds_bucket{workload="checkout"}[5m])))',
+        "workload",
+    ),
+    MetricSpec(
+        "tmc_workload_stats_dropped_total",
+        "counter",
+        "WorkloadStats windows not exported because their cluster already had metrics.max_workloads_per_cluster "
+        "workloads (windows of the workloads already exported are never dropped).",
+        ("cluster",),
+        example="increase(tmc_workload_stats_dropped_total[1h]) > 0",
+        group="workload",
     ),
     # -- tmcd itself --
     MetricSpec(

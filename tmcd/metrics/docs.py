@@ -11,6 +11,12 @@ GROUPS = (
     ("placement", "Placement", "From placement decisions (stream TMC_PLACEMENT)."),
     ("cluster", "Cluster", "From syncer heartbeats: what each cluster has and uses."),
     ("connection", "Connection", "From the syncers' connection events (and the first heartbeat)."),
+    (
+        "workload",
+        "Workload",
+        "From the service mesh's request statistics per workload, track and window (stream TMC_WORKLOAD, "
+        "`tmcd sim mesh`): what the canary dashboard's stable vs canary panels show.",
+    ),
     ("health", "Health", "From the health agent's evaluation of every cluster (see docs/health.md)."),
     ("canary", "Canary", "From the canary agent: each rollout's phase, step, weights, analysis (docs/canary.md)."),
     ("tmcd", "tmcd itself", "The daemon's own health and throughput."),
@@ -35,6 +41,14 @@ are `reason="Other"`; region, zone and provider that are not plain tokens are
 `unknown`; and a cluster not heard from for `metrics.forget_after` seconds (one day) has
 all its series removed. With 1,000 clusters x 20 resource kinds a scrape has about
 136,000 lines and renders in about 0.3 s (`python bench/scrape.py`).
+
+Workload series (`tmc_workload_*`, from the service mesh's WorkloadStats) exist for at most
+`metrics.max_workloads_per_cluster` (100) workloads per cluster, 22 series per workload and
+track (the latency histogram has 17 buckets, 4 per decade from 1 ms to 10 s, rather than
+the mesh's 129); windows of further workloads are counted in
+`tmc_workload_stats_dropped_total`. A workload with no stats for `metrics.forget_after`
+seconds loses its series (and its place under the cap); a cluster the health agent forgets
+loses all of them.
 """
 
 
