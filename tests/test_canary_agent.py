@@ -321,5 +321,11 @@ async def test_a_restart_with_an_action_recorded_but_not_applied_applies_it_once
     await stack.canaries.put("shop.ship", msgspec.structs.replace(r, status=st))
     calls = len(stack.router.calls)
     await stack.start_agent()
-    r = await wait_for(lambda: _at_weight(stack, "ship", 50), what="weight 50 after the restart")
-    assert stack.router.calls[calls:][0][0] == 50 and r.status.current_step_index == 5
+    await wait_for(lambda: _at_weight(stack, "ship", 50), what="weight 50 after the restart")
+
+    async def next_step() -> CanaryRollout | None:
+        r = await stack.get("ship")
+        return r if r.status.current_step_index == 5 else None
+
+    await wait_for(next_step, what="the step after the re-applied one")
+    assert [c[0] for c in stack.router.calls[calls:]] == [50]  # applied once more, nothing else

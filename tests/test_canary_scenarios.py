@@ -7,6 +7,7 @@ One stack serves the module; every scenario has its own route, so they run side 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -133,6 +134,15 @@ class Stack:
                 except TimeoutError:
                     return out
                 out.append(decode_as(RollbackEvent, msg.data))
+        finally:
+            await nc.close()
+
+    async def unrouted(self, route: str) -> int:
+        """Requests the mesh could not route on ``route`` (its last TrafficApplied report)."""
+        nc = await nats_connect(self.url)
+        try:
+            msg = await nc.jetstream().get_last_msg("TMC_TRAFFIC", f"tmc.traffic.applied.shop.{route}")
+            return int(json.loads(msg.data).get("unrouted_requests", 0))
         finally:
             await nc.close()
 
@@ -268,6 +278,16 @@ async def test_an_erroring_canary_is_rolled_back_within_two_measurements(stack: 
     assert [c["canaryWeight"] for c in rb["clusters"]] == [0, 0]  # acknowledged by the mesh
     stages = [e.stage for e in await stack.rollback_events("bad")]
     assert stages == ["started", "traffic", "placement", "cleanup", "completed"]
+    assert await stack.unrouted("bad") == 0  # no request dropped while the traffic moved
+
+    async def history() -> dict[int, tuple[str, str]] | None:
+        code, out = await stack.kubectl("history", "bad", "-n", "shop", "-o", "json")
+        assert code == 0, out
+        got = {i["spec"]["revision"]: (i["status"]["phase"], i["spec"]["trigger"]) for i in json.loads(out)["items"]}
+        return got if got.get(2, ("",))[0] == "Failed" else None
+
+    revisions = await wait_for(history, timeout=30, step=0.2, what="the revision history")
+    assert revisions[1][0] == "Active" and revisions[2] == ("Failed", "AnalysisFailed")
 
 
 async def test_a_latency_regression_is_caught_by_the_comparison_not_the_threshold(stack: Stack) -> None:

@@ -13,10 +13,11 @@ import pytest
 from tests.helpers import wait_for
 from tests.test_canary_agent import Stack, _at_weight, open_stack
 from tmcd.canary.model import Applied
+from tmcd.canary.traffic import AppliedWeights
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import ControlReply, HealthChange, RollbackControl
-from tmcd.resources.canary import RolloutRevision, RolloutRevisionSpec
-from tmcd.resources.meta import ObjectMeta
+from tmcd.resources.canary import RolloutRevision
+from tmcd.rollback import history
 from tmcd.rollback.model import RollbackEnv, advance, begin, stage_applied
 from tmcd.runtime.embedded import EmbeddedNats
 
@@ -79,10 +80,20 @@ async def test_concurrent_commands_resolve_to_one_outcome(stack: Stack) -> None:
     await stack.start_agent()
     await stack.rollout("race")
     await wait_for(lambda: _at_weight(stack, "race", 20), what="weight 20")
+    stack.router.up = False  # the reversal is not acknowledged: the rollback stays in progress meanwhile
     a, b = await asyncio.gather(stack.control("race", "abort"), rollback_request(stack, "race"))
     assert sorted([a.code, b.code]) == [200, 409], (a, b)
     loser = a if a.code == 409 else b
     assert "rollback" in loser.message or "RollingBack" in loser.message
+    third = await stack.control("race", "promote")
+    assert third.code == 409 and "RollingBack" in third.message
+
+    async def reversal_sent() -> int:
+        rb = (await stack.get("race")).status.rollback
+        return rb.generation if rb is not None and rb.phase == "Reversing" and rb.stage_state == "Applied" else 0
+
+    gen = await wait_for(reversal_sent, what="the reversal sent")
+    stack.router.reports[("shop", "race")] = AppliedWeights(gen, {})  # the mesh comes back and acknowledges
     r = await stack.phase_is("race", "RolledBack")
     assert r.status.rollback is not None and r.status.rollback.trigger in ("Aborted", "Manual")
     again = await rollback_request(stack, "race")
@@ -108,12 +119,12 @@ async def test_a_finished_rollout_goes_back_to_an_older_revision(stack: Stack) -
     await stack.rollout("old", steps=[])
     r = await stack.phase_is("old", "Succeeded")
     assert r.status.stable_revision == 2 and r.status.stable_version == "v2"
-    rev = RolloutRevision(
-        metadata=ObjectMeta(name="old-1", namespace="shop"),
-        spec=RolloutRevisionSpec(rollout="old", revision=1, rollout_spec=r.spec, version="v1"),
-    )
     revisions = await stack.bus.kv("revisions", RolloutRevision)
-    await revisions.put("shop.old-1", rev)
+
+    async def written() -> bool:  # the engine's revision keeper records both versions
+        return [x.spec.revision for x in await history.revisions(revisions, "shop", "old")] == [2, 1]
+
+    await wait_for(written, what="revisions 1 and 2")
     missing = await rollback_request(stack, "old", 7)
     assert missing.code == 404
     reply = await rollback_request(stack, "old", 1)
@@ -122,6 +133,12 @@ async def test_a_finished_rollout_goes_back_to_an_older_revision(stack: Stack) -
     assert r.status.phase == "Succeeded" and r.status.stable_revision == 1
     noop = await rollback_request(stack, "old", 1)
     assert noop.ok and "already stable" in noop.message
+
+    async def recorded() -> bool:
+        phases = {x.spec.revision: x.status.phase for x in await history.revisions(revisions, "shop", "old")}
+        return phases == {1: "RolledBackTo", 2: "Superseded"}
+
+    await wait_for(recorded, what="revision 1 RolledBackTo and 2 Superseded")
 
 
 async def _stable(s: Stack, name: str, version: str) -> object:

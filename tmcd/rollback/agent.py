@@ -27,7 +27,9 @@ from tmcd.contracts.messages import ControlReply, HealthChange, RollbackControl,
 from tmcd.resources import writes
 from tmcd.resources.canary import CanaryRollout, CanaryRolloutStatus, RolloutRevision
 from tmcd.resources.placement import Placement
+from tmcd.rollback import history
 from tmcd.rollback.control import refuse_or_begin
+from tmcd.rollback.history import RevisionKeeper
 from tmcd.rollback.metrics import RollbackMetrics
 from tmcd.rollback.model import Event, RollbackEnv, advance, begin, stage_applied
 from tmcd.runtime.agent import AgentContext
@@ -98,6 +100,7 @@ class RollbackAgent:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow(ctx, revision))
+                tg.create_task(RevisionKeeper().run(ctx))  # the revision records follow the rollouts' status
                 tg.create_task(self.plane.follow(ctx.stop, self._on_applied))
                 tg.create_task(self._work(ctx))
         finally:
@@ -261,8 +264,16 @@ class RollbackAgent:
         key = f"{req.namespace}.{req.name}"
         revision: RolloutRevision | None = None
         if req.to_revision:
-            got = await self.revisions.get(f"{req.namespace}.{req.name}-{req.to_revision}")
-            revision = got.value if got is not None else None
+            revision = await history.revision(self.revisions, req.namespace, req.name, req.to_revision)
+        else:  # the previous stable revision, for a finished rollout
+            entry = self.rollouts.get(key)
+            stable = entry.value.status.stable_revision if entry is not None else 0
+            older = [
+                rev
+                for rev in await history.revisions(self.revisions, req.namespace, req.name)
+                if rev.spec.revision < stable and rev.status.phase != "Failed"
+            ]
+            revision = older[0] if older else None  # newest first
         now = self._clock()
         return await self._start(key, lambda e: refuse_or_begin(e.value, req, revision, now))
 
