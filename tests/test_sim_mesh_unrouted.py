@@ -141,3 +141,16 @@ async def test_the_runner_reports_a_route_again_when_its_count_grows(nats_server
     finally:
         await nc.close()
         await bus.close()
+
+
+def test_a_change_applied_after_a_windows_scheduled_end_loses_nothing() -> None:
+    # the runner closes each window at its scheduled end, possibly after it has applied a change
+    # that arrived later (a late wake-up under load): that time is accounted once, not lost
+    m = model()
+    m.apply(weights(canary=0), T0)
+    m.apply(weights(canary=20, clusters=("sim-001",), generation=2), T0 + 10.4)  # after the end at T0+10
+    m.window(T0 + 10.0)
+    m.apply(weights(canary=50, clusters=("sim-001",), generation=3), T0 + 21.0)
+    m.window(T0 + 20.0)
+    m.window(T0 + 30.0)
+    assert m.unrouted("shop", "web") == 0 and m.unrouted_total == 0

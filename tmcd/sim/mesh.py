@@ -305,7 +305,9 @@ class MeshModel:
                 self._draw_route(r, now, length, out)
             n = len(self.clusters)
             r.stable_s, r.canary_s, r.unrouted_s, r.faulted_s = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-            r.opened = now
+            # a change applied after this window's scheduled end (a late wake-up) was accounted up to
+            # its own time already: the next window starts there, so that time is not "lost" twice
+            r.opened = max(now, r.since)
         return out
 
     def _count_unrouted(self, r: _Route, now: float) -> None:
