@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import nats_connect
+from tests.helpers import daemon_config, nats_connect, running_daemon
 from tmcd.contracts.codec import decode, encode
 from tmcd.contracts.messages import CanaryControl, ControlReply
 from tmcd.contracts.subjects import CTL_CANARY
@@ -179,10 +179,27 @@ async def test_usage_errors(controller: Controller, nats_url: str) -> None:
     assert controller.requests == []
 
 
-async def test_over_http_says_nats_is_needed() -> None:
+async def test_over_http_through_tmcd(controller: Controller, nats_url: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TMC_NATS_URL", "KUBECONFIG")}
+    ns = controller.namespace
+    cfg = daemon_config(nats_url, tmp_path, agents=["metrics"])  # the stand-in is the only controller
+    async with running_daemon(cfg) as d:
+        base = d.http.base_url
+        code, out, err = await run("canary", "promote", "checkout", "-n", ns, "--full", "--server", base, env=env)
+        assert (code, err) == (0, ""), err
+        assert out.startswith("canaryrollout.tmc.kcp.io/checkout ")
+        subject, request, _ = controller.requests[-1]
+        assert subject == f"tmc.ctl.canary.{ns}.checkout.promote" and request.full
+        controller.answer = lambda r: ControlReply(
+            ok=False, code=409, message="cannot abort a rollout that is Succeeded"
+        )
+        code, out, err = await run("canary", "abort", "checkout", "-n", ns, "--server", base, env=env)
+        assert (code, out) == (
+            1,
+            "",
+        ) and err == "Error from server (Conflict): cannot abort a rollout that is Succeeded\n"
     code, _, err = await run("canary", "promote", "checkout", "--server", "http://127.0.0.1:1", env=env)
-    assert (code, err) == (1, "error: canary control needs NATS: set --nats-url\n")
+    assert code == 1 and "127.0.0.1:1" in err
 
 
 def test_help_and_completion() -> None:

@@ -44,6 +44,8 @@ class ServerError(CliError):
     def __init__(self, code: int, status: dict[str, Any] | None, fallback: str = "") -> None:
         status = status or {}
         self.code = code
+        self.reply = status if "ok" in status and "kind" not in status else None
+        """The body when it is a ControlReply (a refused control request), not a Status."""
         self.reason = str(status.get("reason") or _REASONS.get(code, "Unknown"))
         message = str(status.get("message") or fallback or f"request failed with code {code}")
         super().__init__(message)

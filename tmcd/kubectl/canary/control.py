@@ -94,7 +94,7 @@ def request(t: Target, action: str, *, full: bool, reason: str, timeout: float) 
     """Send the control request and return the controller's reply (refusals included)."""
     ep = t.client.endpoint
     if ep.transport != "nats":
-        raise CliError("canary control needs NATS: set --nats-url")
+        return _over_http(t, action, full=full, reason=reason, timeout=timeout)
     subject = f"tmc.ctl.canary.{t.namespace}.{t.name}.{action}"
     body: dict[str, Any] = {
         "namespace": t.namespace,
@@ -130,6 +130,26 @@ def request(t: Target, action: str, *, full: bool, reason: str, timeout: float) 
         reply = None
     if not isinstance(reply, dict):
         raise CliError(f"the canary controller's reply on {subject} is not a ControlReply")
+    return reply
+
+
+def _over_http(t: Target, action: str, *, full: bool, reason: str, timeout: float) -> dict[str, Any]:
+    """``POST .../canaryrollouts/NAME/ACTION``: tmcd forwards it to the controller and answers its reply."""
+    import urllib.parse
+
+    path = f"/api/v1/namespaces/{t.namespace}/canaryrollouts/{urllib.parse.quote(t.name)}/{action}"
+    body: dict[str, Any] = {"full": full, **({"reason": reason} if reason else {})}
+    try:
+        reply = t.client._http("POST", path, json.dumps(body).encode(), "application/json", timeout)
+    except ServerError as exc:
+        if exc.reply is not None:  # a refusal: the controller's ControlReply with its HTTP code
+            return exc.reply
+        if exc.code == 503:
+            url = t.client.endpoint.url
+            raise CliError(f"no canary controller answered through {url}: is tmcd's canary agent running?") from None
+        raise
+    if not isinstance(reply, dict):
+        raise CliError("the canary controller's reply is not a ControlReply")
     return reply
 
 
