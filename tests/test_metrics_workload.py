@@ -266,9 +266,9 @@ async def test_cap_malformed_stats_and_forgotten_clusters(nats_server: EmbeddedN
             assert series(text, "tmc_workload_requests_total", ("cap-1", "shop", "b", "stable")) == 10
             assert not [line for line in workload_lines(text) if 'workload="c"' in line]
             assert sample(text, "tmc_workload_stats_dropped_total", cluster="cap-1") == 2
-            bad = sample(text, "tmc_events_invalid_total", kind="workload_stats", reason="handler_error")
+            bad = sample(text, "tmc_events_invalid_total", kind="workload_stats", reason="invalid_fields")
             assert bad == 2
-            assert sorted(dead) == [("tmc.dead.tmc.workload.cap-1.shop.a.stable", "handler_error")] * 2
+            assert sorted(dead) == [("tmc.dead.tmc.workload.cap-1.shop.a.stable", "invalid_fields")] * 2
 
             # the health agent forgets cap-1: every workload series of it goes, cap-2's stay
             forgotten = HealthChange(

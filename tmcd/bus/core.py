@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from tmcd.bus import tracing
 from tmcd.bus.consumer import PullConsumer
 from tmcd.bus.deadletter import MAX_DEAD_LETTERS, DeadLetterQueue, InvalidMessages
-from tmcd.bus.errors import BusError, NotConnectedError
+from tmcd.bus.errors import BusError, NotConnectedError, reason_of
 from tmcd.bus.kv import KvStore
 from tmcd.bus.metrics import BusMetrics
 from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, classify, connect_failure, describe
@@ -265,6 +265,9 @@ class Bus:
 
     def _handler_failed(self, msg: Msg, exc: Exception, kind: str) -> None:
         """A handler raised: count, log its traceback (rate-limited) and dead-letter the message."""
+        if isinstance(exc, InvalidMessage):  # content that decodes but cannot be true: its own reason
+            exc.kind = kind if exc.kind == "unknown" else exc.kind
+            return self._dead_letter_soon(msg.subject, msg.data, exc)
         self.invalid.handler_failed(msg.subject, exc, kind)
         self._dead.add(msg.subject, msg.data, InvalidMessage("handler_error", repr(exc), kind))
 
@@ -401,7 +404,7 @@ class Bus:
         try:
             ack = await self.js.publish(subject, encode(msg), timeout=timeout, headers=tracing.inject(headers))
         except (nats_errors.Error, js_errors.Error, TimeoutError) as exc:
-            raise BusError(f"JetStream publish to {subject} failed: {_reason(exc)}") from exc
+            raise BusError(f"JetStream publish to {subject} failed: {reason_of(exc)}") from exc
         seq: int = ack.seq
         return seq
 
@@ -490,10 +493,3 @@ class Bus:
             return 0
         last: int = info.state.last_seq
         return last
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, nats_errors.NoServersError):
-        return "no servers available (connection refused?)"
-    return text

@@ -13,3 +13,12 @@ class NotConnectedError(BusError):
 
 class CorruptValueError(BusError):
     """A stored KV value does not decode as its type (it was counted and dead-lettered)."""
+
+
+def reason_of(exc: BaseException) -> str:
+    """A NATS error in a few words, for a BusError's message."""
+    from nats import errors as nats_errors  # only tmcd/bus imports nats
+
+    if isinstance(exc, nats_errors.NoServersError):
+        return "no servers available (connection refused?)"
+    return str(exc) or type(exc).__name__
