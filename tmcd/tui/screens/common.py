@@ -28,9 +28,9 @@ EMPTY_FLEET = (
 
 
 def connection_text(state: DashboardState) -> Text:
-    """``connected nats://...`` or ``disconnected - retrying (why)``."""
+    """``connected``, or ``disconnected — retrying nats://... (why)``."""
     if state.connection == "connected":
-        return Text.assemble(("● connected ", "green"), state.url)
+        return Text("● connected", "green")
     if state.connection == "connecting":
         return Text.assemble(("○ connecting ", "yellow"), state.url)
     why = f" ({state.problem})" if state.problem else ""
@@ -55,9 +55,10 @@ def status_line(state: DashboardState, now: float, view: str) -> Text:
 
 
 def health_cell(health: str, reason: str) -> Text:
-    """Health with its colour (the word is always there: NO_COLOR loses nothing)."""
+    """Health with its colour (the word is always there: NO_COLOR loses nothing); the reason when
+    something is wrong (a healthy cluster's reason says nothing and costs the width of a column)."""
     text = Text(health, HEALTH_STYLE.get(health, ""))
-    if reason:
+    if reason and health != "Healthy":
         text.append(f" {reason}", "dim")
     return text
 
