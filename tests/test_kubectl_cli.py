@@ -265,7 +265,19 @@ def test_subprocess_get_and_version(tmcd: Tmcd) -> None:
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
 
 
-HEAVY_MODULES = ("click", "msgspec", "nats", "yaml", "typing", "socket", "urllib.parse", "encodings.idna", "tmcd.bus")
+HEAVY_MODULES = (
+    "click",
+    "msgspec",
+    "nats",
+    "yaml",
+    "typing",
+    "socket",
+    "urllib.parse",
+    "encodings.idna",
+    "tmcd.bus",
+    "textual",
+    "tmcd.tui",
+)
 
 
 def test_fast_path_imports_only_what_it_uses(tmcd: Tmcd) -> None:

@@ -40,9 +40,9 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"bus", "config", "contracts", "resources", "telemetry", "api", "metrics", "kube"}
     | {"health", "placement", "canary", "rollback"},
     "sim": {"bus", "config", "contracts", "resources", "runtime"},
-    "tui": {"config", "contracts", "resources"},
+    "tui": {"bus", "config", "contracts", "resources"},
     "cli": {"*"},
-    "kubectl": set(),  # and `from tmcd import __version__`
+    "kubectl": {"tui"},  # and `from tmcd import __version__`; tui only from the lazily loaded dashboard command
 }
 """tmcd package -> the tmcd packages its modules may import."""
 
@@ -225,6 +225,10 @@ def _is_pure(mod: Module) -> bool:
             "tmcd.runtime.probes",
             "tmcd.rollback.revisions",
             "tmcd.rollback.control",
+            "tmcd.tui.models",
+            "tmcd.tui.eventlog",
+            "tmcd.tui.canaries",
+            "tmcd.tui.state",
         }
         # the canary: statistics, pooled data, judges, verdicts, the state machine and its helpers;
         # the agent, the data plane, the router, the prometheus provider and the series do I/O
@@ -269,6 +273,10 @@ def test_one_package_imports_each_io_library(third_party: str) -> None:
     assert wrong == [], f"only tmcd/{owner}/ may import {third_party}: {wrong}"
 
 
+KUBECTL_DASHBOARD = "tmcd.kubectl.dashboard"
+"""The one kubectl module that may import tmcd.tui (lazily, when ``kubectl tmc dashboard`` runs)."""
+
+
 def test_kubectl_imports_nothing_of_tmcd_but_the_version() -> None:
     wrong = []
     for mod in modules().values():
@@ -277,6 +285,8 @@ def test_kubectl_imports_nothing_of_tmcd_but_the_version() -> None:
         for imp in mod.imports:
             if imp in ("tmcd", "tmcd.__version__") or imp.startswith("tmcd.kubectl"):
                 continue
+            if mod.name == KUBECTL_DASHBOARD and (imp == "tmcd.tui" or imp.startswith("tmcd.tui.")):
+                continue  # the dashboard command, loaded only when it runs, starts the TUI
             if imp.startswith("tmcd."):
                 wrong.append(f"{mod.name} imports {imp}")
     assert wrong == [], wrong

@@ -115,6 +115,22 @@ def config_show(**opts: str | None) -> None:
     click.echo(render_config(config_from_options(**opts)), nl=False)
 
 
+@cli.command()
+@click.option("--config", "config_file", metavar="FILE", help="TOML config file (default: $TMCD_CONFIG).")
+@click.option("--nats-url", metavar="URL", help="NATS URL [default: $TMCD_NATS_URL, else DATA_DIR/nats.url].")
+@click.option("--data-dir", metavar="DIR", help="Where 'tmcd run' writes nats.url (default .tmcd).")
+@click.option("--read-only", is_flag=True, help="Never send a command (pause, promote, ...): browse only.")
+def tui(config_file: str | None, nats_url: str | None, data_dir: str | None, read_only: bool) -> None:
+    """The terminal dashboard: 1-5 switch views, / filters, s/S sort, ? help, q quits."""
+    from tmcd.config import load_config
+    from tmcd.tui.connect import nats_url as find_url
+
+    cfg = load_config(config_file, overrides={"nats.url": nats_url, "data_dir": data_dir})
+    from tmcd.tui.app import run_dashboard
+
+    sys.exit(run_dashboard(find_url(cfg.nats.url, cfg.data_dir), cfg.nats, read_only=read_only))
+
+
 def _register_sim() -> None:
     from tmcd.sim.cli import sim
 

@@ -28,8 +28,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "canary": "tmcd.kubectl.canary:canary",
     "history": "tmcd.kubectl.history:history",
     "rollback": "tmcd.kubectl.rollback:rollback",
+    "dashboard": "tmcd.kubectl.dashboard:dashboard",
 }
-"""Command name -> ``module:attribute``; later commands (dashboard) add entries."""
+"""Command name -> ``module:attribute``."""
 
 
 def _client_version() -> str:

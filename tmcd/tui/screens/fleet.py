@@ -1,0 +1,139 @@
+"""View 1, the fleet: one row per cluster, sortable and filterable, with the health header."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from tmcd.tui.models import RowFilter, filter_rows, human_age, next_column, parse_filter, sort_rows
+from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, FilterBox, health_cell, percent, ratio, status_line
+from tmcd.tui.state import DashboardState
+
+COLUMNS = (
+    ("NAME", "name"),
+    ("REGION", "region"),
+    ("HEALTH", "health"),
+    ("HEARTBEAT", "heartbeat"),
+    ("ERRORS", "errors"),
+    ("QUEUE", "queue"),
+    ("CPU", "cpu"),
+    ("MEM", "memory"),
+    ("RES", "resources"),
+    ("PAUSED", "paused"),
+)
+"""Header -> sort column (tmcd.tui.models.SORT_KEYS)."""
+
+
+class FleetScreen(Screen[None]):
+    """The fleet table; the app calls :meth:`show` at most four times a second."""
+
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", key_display="S"),
+        Binding("j", "cursor('down')", "Down", show=False),
+        Binding("k", "cursor('up')", "Up", show=False),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    DEFAULT_CSS = VIEW_CSS
+
+    def __init__(self, state: DashboardState) -> None:
+        super().__init__(name="fleet")
+        self.state = state
+        self.sort_column = "name"
+        self.descending = False
+        self.filter: RowFilter = parse_filter("")
+        self.shown: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield FilterBox(placeholder="filter: regex, !regex, -l key=value", id="filter")
+        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield Static(EMPTY_FLEET, id="empty")
+        yield Footer()
+
+    def on_screen_resume(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns(*(h for h, _ in COLUMNS))
+
+    def heading(self) -> str:
+        arrow = "↓" if self.descending else "↑"
+        extra = f"  filter: {self.filter.text}" if self.filter.text else ""
+        if self.filter.error:
+            extra += f" ({self.filter.error})"
+        return f"fleet  sort: {self.sort_column}{arrow}{extra}"
+
+    def show(self, now: float) -> None:
+        """Redraw from the state at ``now``."""
+        self.query_one("#status", Static).update(status_line(self.state, now, self.heading()))
+        all_rows = self.state.fleet.rows(now)
+        rows = sort_rows(filter_rows(all_rows, self.filter), self.sort_column, self.descending)
+        empty = not all_rows
+        self.query_one("#empty", Static).display = empty
+        table = self.query_one(DataTable)
+        table.display = not empty
+        selected = self.shown[table.cursor_row] if 0 <= table.cursor_row < len(self.shown) else None
+        table.clear()
+        for r in rows:
+            table.add_row(
+                r.name,
+                r.region or "-",
+                health_cell(r.health, r.reason),
+                human_age(r.heartbeat_age),
+                ratio(r.error_ratio),
+                str(r.queue_depth),
+                percent(r.cpu),
+                percent(r.memory),
+                str(r.resources),
+                Text("yes", "yellow") if r.paused else "no",
+                key=r.name,
+            )
+        self.shown = [r.name for r in rows]
+        if selected in self.shown:
+            table.move_cursor(row=self.shown.index(selected), animate=False)
+
+    def redraw(self) -> None:
+        self.app.request_redraw()  # type: ignore[attr-defined]
+
+    def action_filter(self) -> None:
+        box = self.query_one(FilterBox)
+        box.open()
+        box.value = self.filter.text
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.filter = parse_filter(event.value)
+        self.redraw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one(FilterBox).close()
+        self.query_one(DataTable).focus()
+
+    async def action_back(self) -> None:
+        """Esc: close the filter box (clearing the filter), else go back to the previous view."""
+        box = self.query_one(FilterBox)
+        if box.has_class("-shown") or self.filter.text:
+            box.close()
+            box.value = ""
+            self.filter = parse_filter("")
+            self.query_one(DataTable).focus()
+            self.redraw()
+        else:
+            await self.app.run_action("previous_view")
+
+    def action_sort(self) -> None:
+        self.sort_column = next_column(self.sort_column)
+        self.redraw()
+
+    def action_reverse(self) -> None:
+        self.descending = not self.descending
+        self.redraw()
+
+    def action_cursor(self, direction: str) -> None:
+        table = self.query_one(DataTable)
+        table.action_cursor_down() if direction == "down" else table.action_cursor_up()
