@@ -19,9 +19,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Input
 
+from tmcd.bus import BusError
 from tmcd.config import NatsConfig
+from tmcd.contracts.messages import ControlReply
+from tmcd.tui.actions import Action
 from tmcd.tui.feed import Feed
 from tmcd.tui.screens.coming import ComingScreen
+from tmcd.tui.screens.confirm import ConfirmDialog
 from tmcd.tui.screens.events import EventsScreen
 from tmcd.tui.screens.fleet import FleetScreen
 from tmcd.tui.screens.help import HelpScreen
@@ -32,6 +36,8 @@ VIEWS = ("fleet", "cluster", "sync", "canaries", "events")
 TICK = 0.25
 """Seconds between redraw checks: at most four redraws a second."""
 IDLE_REDRAW = 1.0
+ACTION_TIMEOUT = 5.0
+"""Seconds an action waits for the controller's reply."""
 """Redraw at least this often while nothing changes (ages and sparklines move on)."""
 _GLOBAL_ACTIONS = {"view", "help", "quit", "previous_view"}
 
@@ -68,6 +74,8 @@ class DashboardApp(App[None]):
         self._dirty = True
         self._stop = asyncio.Event()
         self._feed_task: asyncio.Task[None] | None = None
+        self.acks: list[ControlReply] = []
+        """Every acknowledgement received for an action (the views show the latest)."""
 
     def on_mount(self) -> None:
         self.install_screen(FleetScreen(self.state), "fleet")
@@ -85,6 +93,32 @@ class DashboardApp(App[None]):
         if self._feed_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._feed_task, 5)
+
+    def act(self, action: Action) -> None:
+        """Confirm, then send ``action`` and show the controller's reply; with --read-only, send nothing."""
+        if self.read_only:
+            self.notify(f"read-only: {action.question.rstrip('?')} not sent", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._send(action), exclusive=False)
+
+        self.push_screen(ConfirmDialog(action.question), answered)
+
+    async def _send(self, action: Action) -> None:
+        bus = self.feed.bus if self.feed is not None else None
+        if bus is None or not bus.connected:
+            self.notify(f"{action.target}: not sent, NATS is not connected", severity="error")
+            return
+        try:
+            reply = await bus.request(action.subject, action.message, ControlReply, timeout=ACTION_TIMEOUT)
+        except BusError as exc:
+            self.notify(f"{action.target}: no answer ({exc})", severity="error")
+            return
+        self.acks.append(reply)
+        text = reply.message or reply.state or ("done" if reply.ok else "refused")
+        self.notify(f"{action.target}: {text}", severity="information" if reply.ok else "error")
 
     def request_redraw(self) -> None:
         """Something on screen changed (a filter, the sort): redraw at the next tick."""
