@@ -124,25 +124,9 @@ def main() -> None:
         try:
             asyncio.run(wait_ready(f"http://127.0.0.1:{port}"))
             url = (data / "nats.url").read_text().strip()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "tmcd.cli.main",
-                        "sim",
-                        "--data-dir",
-                        str(data),
-                        "--clusters",
-                        str(args.clusters),
-                        "--rate",
-                        str(args.rate),
-                    ],
-                    stdout=log,
-                    stderr=log,
-                    env=env,
-                )  # fmt: skip
-            )
+            sim = [sys.executable, "-m", "tmcd.cli.main", "sim", "--data-dir", str(data)]
+            sim += ["--clusters", str(args.clusters), "--rate", str(args.rate)]
+            procs.append(subprocess.Popen(sim, stdout=log, stderr=log, env=env))
             asyncio.run(drive(url, args))
         finally:
             for p in reversed(procs):
