@@ -154,9 +154,7 @@ class SyncError:
 class SyncStats:
     """Sync events per resource kind and per cluster over the last ``window`` seconds."""
 
-    def __init__(
-        self, *, window: int = WINDOW, max_kinds: int = MAX_KINDS, max_clusters: int = MAX_CLUSTERS
-    ) -> None:
+    def __init__(self, *, window: int = WINDOW, max_kinds: int = MAX_KINDS, max_clusters: int = MAX_CLUSTERS) -> None:
         self.window = window
         self.max_kinds = max_kinds
         self.max_clusters = max_clusters
