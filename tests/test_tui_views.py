@@ -88,6 +88,8 @@ def test_latency_percentiles_are_within_one_bucket() -> None:
     for got, want in ((fig.p50, 0.050), (fig.p90, 0.090), (fig.p99, 0.099)):
         assert got is not None and want <= got <= want * GROWTH + 1e-12
     assert stats.kinds(NOW)[0].p99 == fig.p99
+    counts = stats.cluster("sim-1", NOW, latency=False)  # the cheap form, for a list of every cluster
+    assert (counts.events, counts.p50, counts.p99) == (100, None, None)
     assert percentiles({}, (0.5,)) == [None]
     # the bucket of a value has the value at or under its bound and above the previous bound
     for v in (1e-5, 1e-4, 0.0123, 1.0, 42.0):

@@ -88,7 +88,7 @@ class SyncScreen(Screen[None]):
         if not kinds.columns:
             kinds.add_columns("RESOURCE", "RATE/s", "ERRORS", "ERR%", "P50", "P99")
         if not clusters.columns:
-            clusters.add_columns(" ", "CLUSTER", "HEALTH", "PAUSED", "RATE/s", "ERRORS", "ERR%", "P99")
+            clusters.add_columns(" ", "CLUSTER", "HEALTH", "PAUSED", "RATE/s", "ERRORS", "ERR%")
 
     def on_screen_resume(self) -> None:
         self.query_one("#clusters", DataTable).focus()
@@ -115,7 +115,8 @@ class SyncScreen(Screen[None]):
         clusters.clear()
         self.marked &= {r.name for r in rows}  # a cluster that left the fleet is no longer marked
         for r in rows:
-            fig = self.state.sync.cluster(r.name, now)
+            # no percentiles per cluster here: they cost 4x the counts at 1,000 clusters (the cluster view has them)
+            fig = self.state.sync.cluster(r.name, now, latency=False)
             clusters.add_row(
                 Text("✓", "bold") if r.name in self.marked else " ",
                 r.name,
@@ -124,7 +125,6 @@ class SyncScreen(Screen[None]):
                 f"{fig.rate:.1f}",
                 str(fig.errors),
                 ratio(fig.error_ratio),
-                latency(fig.p99),
                 key=r.name,
             )
         self.shown = [r.name for r in rows]
