@@ -228,6 +228,7 @@ def _is_pure(mod: Module) -> bool:
             "tmcd.tui.models",
             "tmcd.tui.eventlog",
             "tmcd.tui.canaries",
+            "tmcd.tui.kinds",
             "tmcd.tui.state",
         }
         # the canary: statistics, pooled data, judges, verdicts, the state machine and its helpers;

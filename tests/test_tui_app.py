@@ -101,8 +101,8 @@ async def test_number_keys_switch_views_esc_goes_back_help_and_quit() -> None:
         await pilot.pause()
         for key, view in (("2", "cluster"), ("3", "sync"), ("4", "canaries")):
             await pilot.press(key)
-            assert isinstance(app.screen, ComingScreen) and app.screen.view == view
-            assert "coming" in text(app, "#coming")
+            assert app.view == view and app.screen.name == view
+        assert isinstance(app.screen, ComingScreen) and "coming" in text(app, "#coming")
         await pilot.press("5")
         assert isinstance(app.screen, EventsScreen)
         await wait_for(lambda: app.screen.query_one(DataTable).row_count == 2, what="events")

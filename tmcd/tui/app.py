@@ -24,11 +24,13 @@ from tmcd.config import NatsConfig
 from tmcd.contracts.messages import ControlReply
 from tmcd.tui.actions import Action
 from tmcd.tui.feed import Feed
+from tmcd.tui.screens.cluster import ClusterScreen
 from tmcd.tui.screens.coming import ComingScreen
 from tmcd.tui.screens.confirm import ConfirmDialog
 from tmcd.tui.screens.events import EventsScreen
 from tmcd.tui.screens.fleet import FleetScreen
 from tmcd.tui.screens.help import HelpScreen
+from tmcd.tui.screens.sync import SyncScreen
 from tmcd.tui.state import DashboardState
 
 VIEWS = ("fleet", "cluster", "sync", "canaries", "events")
@@ -80,7 +82,9 @@ class DashboardApp(App[None]):
     def on_mount(self) -> None:
         self.install_screen(FleetScreen(self.state), "fleet")
         self.install_screen(EventsScreen(self.state), "events")
-        for v in ("cluster", "sync", "canaries"):
+        self.install_screen(ClusterScreen(self.state), "cluster")
+        self.install_screen(SyncScreen(self.state), "sync")
+        for v in ("canaries",):
             self.install_screen(ComingScreen(v), v)
         self.push_screen("fleet")
         if self.feed is not None:
@@ -117,6 +121,7 @@ class DashboardApp(App[None]):
             self.notify(f"{action.target}: no answer ({exc})", severity="error")
             return
         self.acks.append(reply)
+        self.request_redraw()  # the views list the acknowledgements
         text = reply.message or reply.state or ("done" if reply.ok else "refused")
         self.notify(f"{action.target}: {text}", severity="information" if reply.ok else "error")
 

@@ -231,6 +231,11 @@ class FleetModel:
         c = self._clusters.get(name)
         return None if c is None else self._row(name, c, now)
 
+    def sources(self, name: str) -> tuple[SyncTarget | None, SyncerHeartbeat | None]:
+        """A cluster's SyncTarget and newest heartbeat (the cluster view's conditions and capacity)."""
+        c = self._clusters.get(name)
+        return (None, None) if c is None else (c.target, c.heartbeat)
+
     def _row(self, name: str, c: _Cluster, now: float) -> FleetRow:
         st, hb = c.target, c.heartbeat
         status = st.status if st is not None else None

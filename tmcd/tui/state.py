@@ -21,6 +21,7 @@ from tmcd.resources.placement import Placement
 from tmcd.resources.synctarget import SyncTarget
 from tmcd.tui.canaries import CanaryRow, canary_rows
 from tmcd.tui.eventlog import EventLog
+from tmcd.tui.kinds import SyncStats
 from tmcd.tui.models import FleetModel
 
 Connection = Literal["connecting", "connected", "disconnected"]
@@ -34,6 +35,8 @@ class DashboardState:
 
     fleet: FleetModel = field(default_factory=FleetModel)
     events: EventLog = field(default_factory=EventLog)
+    sync: SyncStats = field(default_factory=SyncStats)
+    """Sync rates, errors and latencies per resource kind and per cluster (the cluster and sync views)."""
     canaries: dict[str, CanaryRollout] = field(default_factory=dict)
     """``namespace/name`` -> rollout."""
     placements: dict[str, Placement] = field(default_factory=dict)
@@ -49,7 +52,7 @@ class DashboardState:
     @property
     def version(self) -> int:
         """Changes whenever anything shown changed (compare with the last one drawn)."""
-        return self._version + self.fleet.version + self.events.version
+        return self._version + self.fleet.version + self.events.version + self.sync.version
 
     def touch(self) -> None:
         """Something outside the fleet and the events changed."""
@@ -71,10 +74,12 @@ class DashboardState:
         """One message from the syncer, health, canary, rollback or placement subjects."""
         if isinstance(msg, SyncEventBatch):
             self.fleet.sync_batch(msg)
+            self.sync.sync_batch(msg)
         elif isinstance(msg, SyncerHeartbeat):
             self.fleet.heartbeat(msg)
         elif isinstance(msg, SyncEvent):
             self.fleet.sync_event(msg)
+            self.sync.sync_event(msg)
         else:
             self.events.add_message(msg)
 
@@ -82,6 +87,7 @@ class DashboardState:
         """A SyncTarget changed (None: deleted)."""
         if target is None:
             self.fleet.remove_target(key)
+            self.sync.forget(key)
         else:
             self.fleet.set_target(target)
 

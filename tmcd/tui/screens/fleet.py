@@ -9,6 +9,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from tmcd.tui.models import RowFilter, filter_rows, human_age, next_column, parse_filter, sort_rows
+from tmcd.tui.screens.cluster import ClusterScreen
 from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, FilterBox, health_cell, percent, ratio, status_line
 from tmcd.tui.state import DashboardState
 
@@ -100,6 +101,18 @@ class FleetScreen(Screen[None]):
 
     def redraw(self) -> None:
         self.app.request_redraw()  # type: ignore[attr-defined]
+
+    def highlighted(self) -> str | None:
+        """The cluster of the highlighted row (None when the table is empty)."""
+        row = self.query_one(DataTable).cursor_row
+        return self.shown[row] if 0 <= row < len(self.shown) else None
+
+    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row: the cluster view of that cluster."""
+        screen = self.app.get_screen("cluster")
+        if isinstance(screen, ClusterScreen) and event.row_key.value is not None:
+            screen.cluster = event.row_key.value
+            await self.app.run_action("view('cluster')")
 
     def action_filter(self) -> None:
         box = self.query_one(FilterBox)
