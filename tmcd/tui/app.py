@@ -38,6 +38,7 @@ VIEWS = ("fleet", "cluster", "sync", "canaries", "events")
 TICK = 0.25
 """Seconds between redraw checks: at most four redraws a second."""
 IDLE_REDRAW = 1.0
+MAX_ACKS = 100
 ACTION_TIMEOUT = 5.0
 """Seconds an action waits for the controller's reply."""
 """Redraw at least this often while nothing changes (ages and sparklines move on)."""
@@ -77,7 +78,7 @@ class DashboardApp(App[None]):
         self._stop = asyncio.Event()
         self._feed_task: asyncio.Task[None] | None = None
         self.acks: list[ControlReply] = []
-        """Every acknowledgement received for an action (the views show the latest)."""
+        """The latest acknowledgements received for actions (the views show the newest)."""
 
     def on_mount(self) -> None:
         self.install_screen(FleetScreen(self.state), "fleet")
@@ -121,6 +122,7 @@ class DashboardApp(App[None]):
             self.notify(f"{action.target}: no answer ({exc})", severity="error")
             return
         self.acks.append(reply)
+        del self.acks[:-MAX_ACKS]  # bounded
         self.request_redraw()  # the views list the acknowledgements
         text = reply.message or reply.state or ("done" if reply.ok else "refused")
         self.notify(f"{action.target}: {text}", severity="information" if reply.ok else "error")
