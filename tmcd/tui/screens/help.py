@@ -13,6 +13,10 @@ Move       ↑ ↓ / j k   PgUp PgDn   Home End
 Filter     /  regex; !regex inverts; -l key=value for labels
            (events: kind:health,canary text)   Enter keeps, Esc clears
 Sort       s next column   S reverse
+Open       Enter: a fleet row's cluster, a rollout's steps and analysis
+Sync       space marks clusters; p pause  r resume  f force a re-sync (marked, else highlighted)
+Canaries   P promote  F promote in full  A abort  R retry
+           every action asks to confirm and shows the controller's answer
 Other      ? this help   Esc back   q quit
 """
 
@@ -31,7 +35,7 @@ class HelpScreen(ModalScreen[None]):
         self.read_only = read_only
 
     def compose(self) -> ComposeResult:
-        mode = "\nRead-only: actions are off (none exist yet)." if self.read_only else ""
+        mode = "\nRead-only: action keys only say so; nothing is sent." if self.read_only else ""
         yield Static("Keys\n\n" + KEYS + mode, id="help")
 
     def action_dismiss_help(self) -> None:
