@@ -24,6 +24,7 @@ from tmcd.config import NatsConfig
 from tmcd.contracts.messages import ControlReply
 from tmcd.tui.actions import Action
 from tmcd.tui.feed import Feed
+from tmcd.tui.screens.canaries import CanariesScreen
 from tmcd.tui.screens.coming import ComingScreen
 from tmcd.tui.screens.confirm import ConfirmDialog
 from tmcd.tui.screens.events import EventsScreen
@@ -80,7 +81,8 @@ class DashboardApp(App[None]):
     def on_mount(self) -> None:
         self.install_screen(FleetScreen(self.state), "fleet")
         self.install_screen(EventsScreen(self.state), "events")
-        for v in ("cluster", "sync", "canaries"):
+        self.install_screen(CanariesScreen(self.state), "canaries")
+        for v in ("cluster", "sync"):
             self.install_screen(ComingScreen(v), v)
         self.push_screen("fleet")
         if self.feed is not None:
