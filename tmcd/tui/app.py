@@ -24,8 +24,8 @@ from tmcd.config import NatsConfig
 from tmcd.contracts.messages import ControlReply
 from tmcd.tui.actions import Action
 from tmcd.tui.feed import Feed
+from tmcd.tui.screens.canaries import CanariesScreen
 from tmcd.tui.screens.cluster import ClusterScreen
-from tmcd.tui.screens.coming import ComingScreen
 from tmcd.tui.screens.confirm import ConfirmDialog
 from tmcd.tui.screens.events import EventsScreen
 from tmcd.tui.screens.fleet import FleetScreen
@@ -85,8 +85,7 @@ class DashboardApp(App[None]):
         self.install_screen(EventsScreen(self.state), "events")
         self.install_screen(ClusterScreen(self.state), "cluster")
         self.install_screen(SyncScreen(self.state), "sync")
-        for v in ("canaries",):
-            self.install_screen(ComingScreen(v), v)
+        self.install_screen(CanariesScreen(self.state), "canaries")
         self.push_screen("fleet")
         if self.feed is not None:
             self._feed_task = asyncio.create_task(self.feed.run(self._stop))

@@ -19,7 +19,7 @@ from tmcd.contracts.messages import (
 from tmcd.resources.canary import CanaryRollout
 from tmcd.resources.placement import Placement
 from tmcd.resources.synctarget import SyncTarget
-from tmcd.tui.canaries import CanaryRow, canary_rows
+from tmcd.tui.canaries import CanaryRow, WeightHistory, canary_rows
 from tmcd.tui.eventlog import EventLog
 from tmcd.tui.kinds import SyncStats
 from tmcd.tui.models import FleetModel
@@ -39,6 +39,8 @@ class DashboardState:
     """Sync rates, errors and latencies per resource kind and per cluster (the cluster and sync views)."""
     canaries: dict[str, CanaryRollout] = field(default_factory=dict)
     """``namespace/name`` -> rollout."""
+    weights: WeightHistory = field(default_factory=WeightHistory)
+    """Each rollout's canary weight over time, from the status updates seen."""
     placements: dict[str, Placement] = field(default_factory=dict)
     connection: Connection = "connecting"
     url: str = ""
@@ -94,9 +96,12 @@ class DashboardState:
     def set_canary(self, key: str, rollout: CanaryRollout | None) -> None:
         """A CanaryRollout changed (None: deleted)."""
         if rollout is None:
-            self.canaries.pop(key, None)
+            gone = self.canaries.pop(key, None)
+            if gone is not None:
+                self.weights.forget(f"{gone.metadata.namespace}/{gone.metadata.name}")
         elif key in self.canaries or len(self.canaries) < MAX_OBJECTS:
             self.canaries[key] = rollout
+            self.weights.record(rollout)
         self.touch()
 
     def set_placement(self, key: str, placement: Placement | None) -> None:
