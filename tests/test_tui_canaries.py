@@ -10,11 +10,13 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from tests.helpers import nats_connect, wait_for
+from tests.test_tui_feed import publisher
 from tmcd.contracts.codec import decode, encode
 from tmcd.contracts.messages import CanaryControl, ControlReply
 from tmcd.contracts.subjects import CTL_CANARY
 from tmcd.resources.canary import CanaryRollout, RollbackStatus
 from tmcd.resources.meta import rfc3339
+from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.tui.app import DashboardApp
 from tmcd.tui.canaries import (
     MIN_SPAN,
@@ -328,6 +330,10 @@ async def test_detail_of_a_rolled_back_rollout_shows_the_rollback() -> None:
         assert "✔ Reversing  8m20s ago" in body and "✔ Completed" in body
         assert "clusters: sim-004 Restored 0%" in body
         assert "no analysis run yet" in body and "no weight seen yet" not in body
+        app.state.set_canary("pay.checkout", None)  # deleted while open: said so, no error
+        await wait_for(lambda: "pay/checkout: deleted" in text(app, "#detail-body"), what="deleted")
+        await pilot.press("escape")
+        await wait_for(lambda: len(refs(app)) == 3, what="the list without it")
 
 
 @pytest.mark.parametrize(
@@ -352,8 +358,9 @@ async def test_action_keys_ask_for_confirmation(keys: tuple[str, ...], question:
         assert app.acks == []
 
 
-async def test_promote_confirmed_is_sent_and_acknowledged(nats_url: str) -> None:
-    nc = await nats_connect(nats_url)
+async def test_promote_confirmed_is_sent_and_acknowledged(nats_server: EmbeddedNats) -> None:
+    # a per-test server: the rollouts shown are the canaries bucket's, so no other test's may be there
+    nc = await nats_connect(nats_server.url)
     seen: list[CanaryControl] = []
 
     async def controller(msg: Any) -> None:
@@ -362,29 +369,29 @@ async def test_promote_confirmed_is_sent_and_acknowledged(nats_url: str) -> None
         seen.append(req)
         await msg.respond(encode(ControlReply(ok=True, target=f"{req.namespace}/{req.name}", message="promoted")))
 
-    sub = await nc.subscribe("tmc.ctl.canary.tuican.*.*", cb=controller)
+    sub = await nc.subscribe("tmc.ctl.canary.>", cb=controller)
     await nc.flush()
-    state = DashboardState()
-    state.set_canary("tuican.web", rollout("tuican", "web", 60, phase="Paused", currentStepIndex=2))
-    app = DashboardApp(feed=Feed(state, nats_url), clock=lambda: NOW)
+    app = DashboardApp(feed=Feed(DashboardState(), nats_server.url), clock=lambda: NOW)
     try:
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(lambda: app.feed is not None and app.feed.bus is not None and app.feed.bus.connected)
+        async with publisher(nats_server.url) as pub, app.run_test(size=SIZE) as pilot:
+            kv = await pub.kv("canaries", CanaryRollout)
+            await kv.put("tuican.web", rollout("tuican", "web", 60, phase="Paused", currentStepIndex=2))
             await pilot.press("4")
-            await wait_for(lambda: refs(app) == ["tuican/web"], what="the row")
+            await wait_for(lambda: refs(app) == ["tuican/web"], what="the rollout from KV")
             await pilot.press("enter", "P")
             await wait_for(lambda: isinstance(app.screen, ConfirmDialog), what="the confirmation")
             await pilot.press("y")
             await wait_for(lambda: len(app.acks) == 1, what="the acknowledgement")
             assert [(r.namespace, r.name, r.action, r.full) for r in seen] == [("tuican", "web", "promote", False)]
             assert app.acks[0].message == "promoted"
+            assert any("tuican/web: promoted" in n.message for n in app._notifications)
     finally:
         await sub.unsubscribe()
         await nc.close()
 
 
-async def test_read_only_action_keys_send_nothing(nats_url: str) -> None:
-    nc = await nats_connect(nats_url)
+async def test_read_only_action_keys_send_nothing(nats_server: EmbeddedNats) -> None:
+    nc = await nats_connect(nats_server.url)
     seen: list[str] = []
 
     async def anything(msg: Any) -> None:
@@ -392,21 +399,20 @@ async def test_read_only_action_keys_send_nothing(nats_url: str) -> None:
 
     sub = await nc.subscribe("tmc.ctl.>", cb=anything)
     await nc.flush()
-    state = DashboardState()
-    state.set_canary("tuican.ro", rollout("tuican", "ro", 60, phase="Paused", currentStepIndex=2))
-    app = DashboardApp(feed=Feed(state, nats_url), read_only=True, clock=lambda: NOW)
+    app = DashboardApp(feed=Feed(DashboardState(), nats_server.url), read_only=True, clock=lambda: NOW)
     try:
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_for(lambda: app.feed is not None and app.feed.bus is not None and app.feed.bus.connected)
+        async with publisher(nats_server.url) as pub, app.run_test(size=SIZE) as pilot:
+            kv = await pub.kv("canaries", CanaryRollout)
+            await kv.put("tuican.ro", rollout("tuican", "ro", 60, phase="Paused", currentStepIndex=2))
             await pilot.press("4")
-            await wait_for(lambda: refs(app) == ["tuican/ro"], what="the row")
+            await wait_for(lambda: refs(app) == ["tuican/ro"], what="the rollout from KV")
             for keys in (("P",), ("F",), ("A",), ("R",), ("enter", "P"), ("A",), ("R",)):
                 await pilot.press(*keys)
                 await pilot.pause()
                 assert isinstance(app.screen, CanariesScreen)  # no dialog: refused at once
             assert app.feed is not None and app.feed.bus is not None
-            await app.feed.bus.flush()
-            await nc.flush()
+            await app.feed.bus.flush()  # anything the app had sent has reached the server...
+            await nc.flush()  # ...and been delivered to this subscriber
             assert seen == [] and app.acks == []
             assert any("read-only" in n.message for n in app._notifications)
     finally:

@@ -92,6 +92,9 @@ class CanariesScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         (self.query_one(CanaryDetail) if self.detail else self.query_one(DataTable)).focus()
 
+    def on_mount(self) -> None:
+        self.redraw()  # a redraw that came before the widgets existed was skipped
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Filter and sort belong to the list: off (and out of the footer) while the detail is open."""
         return not (self.detail is not None and action in _LIST_ONLY)
@@ -118,6 +121,8 @@ class CanariesScreen(Screen[None]):
 
     def show(self, now: float) -> None:
         """Redraw from the state at ``now``."""
+        if not self.is_mounted:  # just switched to: the app's timer can come before the widgets exist
+            return
         all_rows = self.state.canary_rows(now)
         if self.detail is not None:
             self.query_one("#status", Static).update(self.heading(all_rows, 1, now))
@@ -131,7 +136,7 @@ class CanariesScreen(Screen[None]):
         self.query_one("#empty", Static).display = empty
         table = self.query_one(DataTable)
         table.display = not empty
-        if not table.columns:  # here, not in on_mount: the first redraw may come before it
+        if not table.columns:
             table.add_columns(*(h for h, _ in COLUMNS))
         selected = self.selected()
         table.clear()
