@@ -139,6 +139,9 @@ class DashboardApp(App[None]):
         """Redraw the current view from the state (the tick calls this; at most four times a second)."""
         if not self.screen_stack:
             return  # starting or quitting
+        if not self.screen.is_mounted:
+            self._dirty = True  # just switched to: draw it at the next tick, once its widgets exist
+            return
         show = getattr(self.screen, "show", None)
         now = self.clock()
         self._dirty = False
