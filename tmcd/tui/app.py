@@ -16,6 +16,7 @@ from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Input
 
@@ -148,7 +149,11 @@ class DashboardApp(App[None]):
         self._drawn_version = self.state.version
         self._drawn_at = now
         if show is not None:
-            show(now)
+            try:
+                show(now)
+            except NoMatches:  # its widgets are not composed yet: draw it at the next tick
+                self._dirty = True
+                return
             self.redraws += 1
         self.sub_title = f"{self.view}{'  [read-only]' if self.read_only else ''}"
 

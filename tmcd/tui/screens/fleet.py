@@ -61,7 +61,9 @@ class FleetScreen(Screen[None]):
         self.query_one(DataTable).focus()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns(*(h for h, _ in COLUMNS))
+        self.columns = self.query_one(DataTable).add_columns(*(h for h, _ in COLUMNS))
+        self.cells: dict[str, tuple[object, ...]] = {}
+        """What each shown row's cells hold now (a redraw changes only the cells that differ)."""
 
     def heading(self) -> str:
         arrow = "↓" if self.descending else "↑"
@@ -80,9 +82,8 @@ class FleetScreen(Screen[None]):
         table = self.query_one(DataTable)
         table.display = not empty
         selected = self.shown[table.cursor_row] if 0 <= table.cursor_row < len(self.shown) else None
-        table.clear()
-        for r in rows:
-            table.add_row(
+        cells: dict[str, tuple[object, ...]] = {
+            r.name: (
                 r.name,
                 r.region or "-",
                 health_cell(r.health, r.reason),
@@ -93,9 +94,22 @@ class FleetScreen(Screen[None]):
                 percent(r.memory),
                 str(r.resources),
                 Text("yes", "yellow") if r.paused else "no",
-                key=r.name,
             )
-        self.shown = [r.name for r in rows]
+            for r in rows
+        }
+        names = [r.name for r in rows]
+        if names == self.shown and table.row_count == len(names):  # same rows in the same order: in place
+            for name, values in cells.items():
+                before = self.cells.get(name, ())
+                for i, value in enumerate(values):
+                    if i >= len(before) or before[i] != value:
+                        table.update_cell(name, self.columns[i], value)
+        else:
+            table.clear()
+            for name, values in cells.items():
+                table.add_row(*values, key=name)
+        self.cells = cells
+        self.shown = names
         if selected in self.shown:
             table.move_cursor(row=self.shown.index(selected), animate=False)
 
