@@ -70,7 +70,9 @@ class Stack:
             "tmcd", "run", "--data-dir", str(self.data), "--http-listen", f"127.0.0.1:{self.port}", *extra
         )
         await wait_ready(self.base, self.tmcd, 60)
-        self.url = (self.data / "nats.url").read_text().strip()
+        url = (self.data / "nats.url").read_text().strip()
+        assert url == self.url or not self.url, f"the embedded NATS moved from {self.url} to {url}: sim and mesh lost"
+        self.url = url
 
     async def start_sim(self) -> None:
         self.sim = await self._spawn(

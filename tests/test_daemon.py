@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +20,7 @@ from tests.helpers import fetch as get
 from tmcd.config import load_config
 from tmcd.runtime import gctune
 from tmcd.runtime.daemon import Daemon
-from tmcd.runtime.embedded import PORT_FILE, EmbeddedNatsError, find_binary, read_port, start_embedded
+from tmcd.runtime.embedded import PID_FILE, PORT_FILE, EmbeddedNatsError, find_binary, read_port, start_embedded
 
 
 async def test_probes_and_metrics(nats_url: str, tmp_path: Path, durable_prefix: str) -> None:
@@ -143,6 +146,42 @@ def test_a_taken_port_falls_back_to_a_free_one_and_says_so(
             assert (tmp_path / PORT_FILE).read_text().strip() == str(port)  # the new one is kept from now on
         finally:
             server.stop()
+
+
+def test_a_server_left_by_a_dead_tmcd_is_killed_and_its_port_reused(
+    nats_server_bin: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the first tmcd "died": its server still runs (as after kill -9, while it shuts down)
+    left = start_embedded(nats_server_bin, tmp_path)
+    assert (tmp_path / PID_FILE).read_text().strip() == str(left.pid)
+    fake_now = [0.0]
+
+    def fake_sleep(seconds: float) -> None:
+        fake_now[0] += seconds
+        time.sleep(0.001)  # the kill is delivered meanwhile; the wait itself is on the fake clock
+
+    server = start_embedded(nats_server_bin, tmp_path, wait=1.0, sleep=fake_sleep, monotonic=lambda: fake_now[0])
+    try:
+        assert server.url == left.url  # clients keep the address
+        assert server.pid != left.pid and (tmp_path / PID_FILE).read_text().strip() == str(server.pid)
+        assert (
+            f"nats-server (pid {left.pid}) left by the previous tmcd still runs after 1.0s; killing it" in caplog.text
+        )
+        assert left._proc is not None and left._proc.wait(5) == -signal.SIGKILL
+    finally:
+        server.stop()
+        left.stop()
+
+
+def test_a_pid_file_naming_another_process_is_ignored(nats_server_bin: str, tmp_path: Path) -> None:
+    (tmp_path / PID_FILE).write_text(f"{os.getpid()}\n")  # this test runner: not a nats-server on the store
+    server = start_embedded(nats_server_bin, tmp_path, wait=0.0)
+    try:
+        assert (tmp_path / PID_FILE).read_text().strip() == str(server.pid)
+    finally:
+        server.stop()
+    (tmp_path / PID_FILE).write_text("garbage")
+    start_embedded(nats_server_bin, tmp_path, wait=0.0).stop()
 
 
 def test_a_garbled_port_file_is_ignored(tmp_path: Path) -> None:

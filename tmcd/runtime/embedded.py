@@ -41,6 +41,12 @@ PORT_FILE = "nats.port"
 """In the data dir: the embedded server's port, tried first at the next start."""
 PORT_WAIT = 5.0
 """Seconds to wait for the saved port to be released (by the previous server, still exiting)."""
+PID_FILE = "nats.pid"
+"""In the data dir: the embedded server's process id.  A tmcd that died (``kill -9``) leaves its
+server shutting down on SIGTERM; the next start waits for it, then kills it, so that it gets the
+port back (clients keep the address) and no two servers share the store."""
+KILL_WAIT = 5.0
+"""Seconds to wait for a killed leftover server to be gone."""
 
 
 class EmbeddedNatsError(RuntimeError):
@@ -221,6 +227,40 @@ def _wait_free(
     return True
 
 
+def _leftover(pid_file: Path, store: Path) -> int | None:
+    """The pid saved in ``pid_file`` while that process is still a nats-server on ``store``
+    (left behind by a tmcd that died); None when it has exited or the pid was reused."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    if str(store).encode() not in argv or stat.rpartition(")")[2].split()[:1] == ["Z"]:
+        return None
+    return pid
+
+
+def _reap_leftover(
+    pid_file: Path, store: Path, wait: float, sleep: Callable[[float], None], monotonic: Callable[[], float]
+) -> None:
+    """Wait up to ``wait`` seconds for a leftover server to finish its shutdown, then kill it."""
+    pid = _leftover(pid_file, store)
+    if pid is None:
+        return
+    deadline = monotonic() + wait
+    while _leftover(pid_file, store) is not None:
+        if monotonic() >= deadline:
+            log.warning("nats-server (pid %d) left by the previous tmcd still runs after %.1fs; killing it", pid, wait)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = monotonic() + KILL_WAIT
+            while _leftover(pid_file, store) is not None and monotonic() < deadline:
+                sleep(0.05)
+            return
+        sleep(0.05)
+
+
 def start_embedded(
     binary: str,
     data_dir: Path,
@@ -232,10 +272,13 @@ def start_embedded(
 ) -> EmbeddedNats:
     """Start nats-server with JetStream under ``data_dir/jetstream`` on the port saved in
     ``data_dir/nats.port`` (waiting up to ``wait`` seconds for it to be released), else on a
-    free port; saves the port it got.  Blocking: run it in a thread."""
+    free port; saves the port it got.  A server the previous tmcd left running on the same
+    store (it died without stopping it) gets ``wait`` seconds to exit, then is killed.
+    Blocking: run it in a thread."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port_file = data_dir / PORT_FILE
-    store = data_dir / "jetstream"
+    store = (data_dir / "jetstream").resolve()
+    _reap_leftover(data_dir / PID_FILE, store, wait, sleep, monotonic)
     saved = read_port(port_file)
     server: EmbeddedNats | None = None
     if saved is not None:
@@ -256,6 +299,7 @@ def start_embedded(
     if server is None:
         server = EmbeddedNats(binary, store, host=host)
         server.start()
+    (data_dir / PID_FILE).write_text(f"{server.pid}\n")
     port = server.url.rpartition(":")[2]
     if port != str(saved):
         port_file.write_text(port + "\n")
