@@ -34,8 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check tmcd tests bench config/krew
 	$(BIN)/mypy tmcd
 
+# two workers (pytest-xdist): a module on one worker; the modules with slow tests one after another (tests/conftest.py)
+PYTEST_JOBS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest --cov=tmcd --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_JOBS) --cov=tmcd --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
 # dist/kubectl-tmc_v<version>_<os>_<arch>.tar.gz (PyInstaller onedir build) and dist/krew/tmc.yaml;
 # `make krew KREW_ARGS=--write-config` also refreshes config/krew/tmc.yaml

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +98,27 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     if leaked:
         names = [f"{t.get_name()} ({t.get_coro()!r:.80})" for t in leaked]
         pytest.fail(f"test left {len(leaked)} asyncio task(s) running: {names}")
+
+
+@functools.cache
+def _has_slow_tests(path: Path) -> bool:
+    return "mark.slow" in path.read_text(errors="replace")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs on pytest-xdist workers: a module's tests run on one worker, in order,
+    sharing its module fixtures; the modules with slow tests share one worker, so they run one
+    after another beside light tests only, as they were timed.  (A scheduler rather than
+    ``xdist_group`` marks, which pytest-xdist 3.8 loses under pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesSlowTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "slow" if _has_slow_tests(config.rootpath / module) else module
+
+    return ModulesSlowTogether(config, log)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -158,8 +158,8 @@ async def test_connection_state_follows_server_restart(
         port = int(nats_server.url.rsplit(":", 1)[1])
         await asyncio.to_thread(nats_server.stop)
 
-        async def down() -> bool:
-            return not bus.connected
+        async def down() -> bool:  # nats-py says disconnected before it calls the callback
+            return not bus.connected and states[-1] is False
 
         await wait_for(down, what="disconnect seen")
         assert metrics.nats_connected._value.get() == 0
