@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from tests.helpers import wait_for
 from tmcd.contracts.messages import HealthChange, SyncerHeartbeat, SyncEvent, SyncEventBatch
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.synctarget import SyncTarget, SyncTargetStatus
 from tmcd.tui.app import DashboardApp
+from tmcd.tui.rowtable import RowTable
 from tmcd.tui.screens.canaries import CanariesScreen
 from tmcd.tui.screens.events import EventsScreen
 from tmcd.tui.screens.fleet import FleetScreen
@@ -41,7 +42,7 @@ def fleet_state(n: int = 4) -> DashboardState:
 
 
 def names(app: DashboardApp) -> list[str]:
-    table = app.screen.query_one(DataTable)
+    table = app.screen.query_one(RowTable)
     return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
 
@@ -56,7 +57,7 @@ async def test_an_empty_fleet_says_how_to_start_the_simulator() -> None:
         assert isinstance(app.screen, FleetScreen)
         empty = app.screen.query_one("#empty", Static)
         assert empty.display and "tmcd sim --clusters 20" in text(app, "#empty")
-        assert not app.screen.query_one(DataTable).display
+        assert not app.screen.query_one(RowTable).display
         assert "connecting" in text(app, "#status")
 
 
@@ -106,8 +107,8 @@ async def test_number_keys_switch_views_esc_goes_back_help_and_quit() -> None:
         assert isinstance(app.screen, CanariesScreen)
         await pilot.press("5")
         assert isinstance(app.screen, EventsScreen)
-        await wait_for(lambda: app.screen.query_one(DataTable).row_count == 2, what="events")
-        assert [str(c) for c in app.screen.query_one(DataTable).get_row_at(0)][1:3] == ["health", "cluster/sim-002"]
+        await wait_for(lambda: app.screen.query_one(RowTable).row_count == 2, what="events")
+        assert [str(c) for c in app.screen.query_one(RowTable).get_row_at(0)][1:3] == ["health", "cluster/sim-002"]
         await pilot.press("escape")
         assert isinstance(app.screen, CanariesScreen)
         await pilot.press("1")
@@ -127,9 +128,9 @@ async def test_events_filter_by_kind_and_text() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         await pilot.press("5", "slash", *"kind:health sim-003", "enter")
-        await wait_for(lambda: app.screen.query_one(DataTable).row_count == 1, what="filtered events")
+        await wait_for(lambda: app.screen.query_one(RowTable).row_count == 1, what="filtered events")
         await pilot.press("slash", "ctrl+u", *"kind:canary", "enter")
-        await wait_for(lambda: app.screen.query_one(DataTable).row_count == 0, what="no canary events")
+        await wait_for(lambda: app.screen.query_one(RowTable).row_count == 0, what="no canary events")
 
 
 async def test_redraws_are_coalesced_into_the_tick() -> None:
@@ -148,7 +149,7 @@ async def test_redraws_are_coalesced_into_the_tick() -> None:
             )
         await pilot.pause()
         assert app.redraws - before <= 1  # 2,000 updates, no redraw of their own
-        await wait_for(lambda: "50.0%" in str(app.screen.query_one(DataTable).get_row_at(0)[4]), what="redrawn")
+        await wait_for(lambda: "50.0%" in str(app.screen.query_one(RowTable).get_row_at(0)[4]), what="redrawn")
 
 
 @pytest.mark.parametrize("no_color", [False, True])
@@ -158,7 +159,7 @@ async def test_fits_80x24_with_and_without_colour(no_color: bool, monkeypatch: p
     app = DashboardApp(fleet_state(40), clock=lambda: NOW, read_only=True)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one(RowTable)
         assert table.row_count == 40
         assert app.screen.size.width == 80 and app.screen.size.height == 24
         assert table.region.bottom <= 24 and table.region.height >= 10  # the table has most of the screen

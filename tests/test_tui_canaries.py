@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from tests.helpers import nats_connect, wait_for
 from tests.test_tui_feed import publisher
@@ -31,6 +31,7 @@ from tmcd.tui.canaries import (
 )
 from tmcd.tui.feed import Feed
 from tmcd.tui.models import parse_filter
+from tmcd.tui.rowtable import RowTable
 from tmcd.tui.screens.canaries import CanariesScreen
 from tmcd.tui.screens.canary_detail import CanaryDetail
 from tmcd.tui.screens.confirm import ConfirmDialog
@@ -153,7 +154,7 @@ def canary_state() -> DashboardState:
 
 
 def refs(app: DashboardApp) -> list[str]:
-    table = app.screen.query_one(DataTable)
+    table = app.screen.query_one(RowTable)
     return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
 
@@ -245,7 +246,7 @@ async def test_no_rollouts_shows_how_to_start_one() -> None:
         assert isinstance(app.screen, CanariesScreen)
         assert app.screen.query_one("#empty", Static).display
         assert "`kubectl tmc apply -f` one, or run `make demo`" in text(app, "#empty")
-        assert not app.screen.query_one(DataTable).display
+        assert not app.screen.query_one(RowTable).display
         await pilot.press("P")  # nothing to act on: a warning, no dialog
         await pilot.pause()
         assert isinstance(app.screen, CanariesScreen)
@@ -257,7 +258,7 @@ async def test_list_shows_rows_sorts_and_filters() -> None:
         await pilot.press("4")
         await wait_for(lambda: len(refs(app)) == 4, what="rows")
         assert refs(app) == ["ops/batch", "pay/checkout", "shop/api", "shop/web"]
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one(RowTable)
         row = [str(c) for c in table.get_row_at(3)]
         assert row[:7] == ["shop/web", "Paused", "3/5", "10%", "10%", "sim-001,sim-002 +1", "5m"]
         assert [str(c) for c in table.get_row_at(2)][1:5] == ["Progressing", "2/5", "20%", "10%"]
@@ -307,12 +308,12 @@ async def test_enter_opens_the_detail_and_esc_goes_back() -> None:
         assert "measured 3 (ok 1, failed 0, inconclusive 2, error 0)  last 10s ago" in body
         assert "pValue: 0.1874" in body and "interval [0.3958, 197.2]" in body
         assert "tolerance: maxIncrease 0.2, maxDifference 0" in body
-        assert not screen.query_one(DataTable).display
+        assert not screen.query_one(RowTable).display
         # filter and sort belong to the list
         await pilot.press("s", "slash")
         assert screen.sort_column == "name" and screen.detail == "shop/web"
         await pilot.press("escape")
-        await wait_for(lambda: screen.query_one(DataTable).display, what="the list again")
+        await wait_for(lambda: screen.query_one(RowTable).display, what="the list again")
         assert screen.detail is None and not screen.query_one(CanaryDetail).display
         assert screen.selected() == "shop/web"  # the cursor stayed on it
 
@@ -431,7 +432,7 @@ async def test_fits_80x24_with_and_without_colour(no_color: bool, monkeypatch: p
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         await wait_for(lambda: len(refs(app)) == 34, what="rows")
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one(RowTable)
         assert table.region.bottom <= 24 and table.region.height >= 10
         svg = app.export_screenshot()
         assert "bulk/r00" in svg and "PHASE" in svg and "WEIGHT" in svg

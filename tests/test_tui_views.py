@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from tests.helpers import nats_connect, wait_for
 from tmcd.contracts.codec import decode, encode
@@ -27,6 +27,7 @@ from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.tui.app import DashboardApp
 from tmcd.tui.feed import Feed
 from tmcd.tui.kinds import GROWTH, OTHER, SyncStats, bucket_bound, latency_bucket, percentiles
+from tmcd.tui.rowtable import RowTable
 from tmcd.tui.screens.cluster import ClusterScreen
 from tmcd.tui.screens.cluster import latency as fmt_latency
 from tmcd.tui.screens.confirm import ConfirmDialog
@@ -202,7 +203,7 @@ def text(app: DashboardApp, selector: str) -> str:
 
 
 def cells(app: DashboardApp, selector: str = "#table") -> list[list[str]]:
-    table = app.screen.query_one(selector, DataTable)
+    table = app.screen.query_one(selector, RowTable)
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
@@ -409,13 +410,13 @@ async def test_views_fit_80x24_with_and_without_colour(
         await pilot.press("down", "enter" if view == "cluster" else "3")
         await wait_for(lambda: app.view == view, what=view)
         await wait_for(
-            lambda: app.screen.query_one("#table" if view == "cluster" else "#clusters", DataTable).row_count > 0
+            lambda: app.screen.query_one("#table" if view == "cluster" else "#clusters", RowTable).row_count > 0
         )
         screen = app.screen
-        for widget in screen.query("DataTable, Static"):
+        for widget in screen.query("RowTable, Static"):
             if widget.display and widget.id != "empty":
                 assert widget.region.right <= 80 and widget.region.bottom <= 24, widget.id
-        table = screen.query_one("#table" if view == "cluster" else "#clusters", DataTable)
+        table = screen.query_one("#table" if view == "cluster" else "#clusters", RowTable)
         assert table.region.height >= 8  # the list keeps a useful share of the screen
         svg = app.export_screenshot()
         if view == "cluster":

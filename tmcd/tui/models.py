@@ -169,6 +169,7 @@ class FleetModel:
         self.fleet = SecondBuckets(HISTORY_SECONDS)
         """Fleet-wide sync events and errors per second (the header's sparklines)."""
         self.version = 0
+        self._rows: tuple[int, float, list[FleetRow]] = (-1, 0.0, [])
 
     def _cluster(self, name: str) -> _Cluster | None:
         c = self._clusters.get(name)
@@ -223,8 +224,13 @@ class FleetModel:
         self.version += 1
 
     def rows(self, now: float) -> list[FleetRow]:
-        """Every cluster's row at ``now``, by name."""
-        return [self._row(name, c, now) for name, c in sorted(self._clusters.items())]
+        """Every cluster's row at ``now``, by name (computed once per version and instant: the
+        header and the view of one redraw share it)."""
+        version, at, rows = self._rows
+        if version != self.version or at != now:
+            rows = [self._row(name, c, now) for name, c in sorted(self._clusters.items())]
+            self._rows = (self.version, now, rows)
+        return list(rows)
 
     def row(self, name: str, now: float) -> FleetRow | None:
         """One cluster's row (None if unknown)."""

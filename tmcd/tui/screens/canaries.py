@@ -9,12 +9,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from tmcd.resources.canary import CanaryRollout
 from tmcd.tui.actions import canary_action
 from tmcd.tui.canaries import CanaryRow, filter_canaries, next_canary_column, sort_canaries
 from tmcd.tui.models import RowFilter, human_age, parse_filter
+from tmcd.tui.rowtable import RowTable
 from tmcd.tui.screens.canary_detail import PHASE_STYLE, CanaryDetail, phase_text
 from tmcd.tui.screens.common import VIEW_CSS, FilterBox, connection_text
 from tmcd.tui.state import DashboardState
@@ -84,13 +85,13 @@ class CanariesScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="status")
         yield FilterBox(placeholder="filter: regex, !regex, -l key=value", id="filter")
-        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield RowTable(*(h for h, _ in COLUMNS), id="table")
         yield Static(EMPTY_CANARIES, id="empty")
         yield CanaryDetail(id="detail")
         yield Footer()
 
     def on_screen_resume(self) -> None:
-        (self.query_one(CanaryDetail) if self.detail else self.query_one(DataTable)).focus()
+        (self.query_one(CanaryDetail) if self.detail else self.query_one(RowTable)).focus()
 
     def on_mount(self) -> None:
         self.redraw()  # a redraw that came before the widgets existed was skipped
@@ -134,28 +135,16 @@ class CanariesScreen(Screen[None]):
         self.query_one("#status", Static).update(self.heading(all_rows, len(rows), now))
         empty = not all_rows
         self.query_one("#empty", Static).display = empty
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.display = not empty
-        if not table.columns:
-            table.add_columns(*(h for h, _ in COLUMNS))
-        selected = self.selected()
-        table.clear()
+        cells = []
         for r in rows:
             weight, applied = weight_cells(r)
-            table.add_row(
-                r.ref,
-                Text(r.phase, PHASE_STYLE.get(r.phase, "")),
-                r.step,
-                weight,
-                applied,
-                clusters_cell(r.clusters),
-                human_age(r.age),
-                r.message,
-                key=r.ref,
-            )
+            phase = Text(r.phase, PHASE_STYLE.get(r.phase, ""))
+            where = clusters_cell(r.clusters)
+            cells.append((r.ref, phase, r.step, weight, applied, where, human_age(r.age), r.message))
         self.shown = [r.ref for r in rows]
-        if selected in self.shown:
-            table.move_cursor(row=self.shown.index(selected), animate=False)
+        table.set_rows(self.shown, cells)
 
     def rollout(self, ref: str) -> CanaryRollout | None:
         """The rollout ``namespace/name`` (the state is keyed by KV key, so look it up by its metadata)."""
@@ -168,24 +157,21 @@ class CanariesScreen(Screen[None]):
         """The rollout the keys act on: the open detail's, else the one under the cursor."""
         if self.detail is not None:
             return self.detail
-        row = self.query_one(DataTable).cursor_row
-        return self.shown[row] if 0 <= row < len(self.shown) else None
+        return self.query_one(RowTable).cursor_key
 
     def redraw(self) -> None:
         self.app.request_redraw()  # type: ignore[attr-defined]
 
     # --- the detail ---------------------------------------------------------------------------------------------
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    def on_row_table_row_selected(self, event: RowTable.RowSelected) -> None:
         """Enter (or a click) on a row opens its detail."""
-        ref = event.row_key.value
-        if ref is not None:
-            self.open_detail(ref)
+        self.open_detail(event.key)
 
     def open_detail(self, ref: str) -> None:
         """Show ``namespace/name``'s detail in place of the list."""
         self.detail = ref
-        for widget in (self.query_one(DataTable), self.query_one("#empty", Static)):
+        for widget in (self.query_one(RowTable), self.query_one("#empty", Static)):
             widget.display = False
         self.query_one(FilterBox).close()
         detail = self.query_one(CanaryDetail)
@@ -199,8 +185,8 @@ class CanariesScreen(Screen[None]):
         """Back to the list, the cursor on the rollout that was open."""
         self.detail = None
         self.query_one(CanaryDetail).remove_class("-shown")
-        self.query_one(DataTable).display = True
-        self.query_one(DataTable).focus()
+        self.query_one(RowTable).display = True
+        self.query_one(RowTable).focus()
         self.refresh_bindings()
         self.redraw()
 
@@ -226,7 +212,7 @@ class CanariesScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.query_one(FilterBox).close()
-        self.query_one(DataTable).focus()
+        self.query_one(RowTable).focus()
 
     async def action_back(self) -> None:
         """Esc: close the detail; else close the filter box (clearing the filter); else the previous view."""
@@ -237,7 +223,7 @@ class CanariesScreen(Screen[None]):
             box.close()
             box.value = ""
             self.filter = parse_filter("")
-            self.query_one(DataTable).focus()
+            self.query_one(RowTable).focus()
             self.redraw()
         else:
             await self.app.run_action("previous_view")
@@ -255,5 +241,5 @@ class CanariesScreen(Screen[None]):
             detail = self.query_one(CanaryDetail)
             detail.scroll_down() if direction == "down" else detail.scroll_up()
             return
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.action_cursor_down() if direction == "down" else table.action_cursor_up()

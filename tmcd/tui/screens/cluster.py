@@ -15,12 +15,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from tmcd.contracts.messages import SyncerHeartbeat
 from tmcd.resources.selectors import parse_quantity
 from tmcd.resources.synctarget import SyncTarget
 from tmcd.tui.models import human_age
+from tmcd.tui.rowtable import RowTable
 from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, health_cell, ratio, status_line
 from tmcd.tui.state import DashboardState
 
@@ -148,21 +149,12 @@ class ClusterScreen(Screen[None]):
         with Horizontal(id="top"):
             yield Static(id="capacity")
             yield Static(id="kinds")
-        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield RowTable("AGE", "KIND", "REASON", "MESSAGE", id="table")
         yield Static(id="empty")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self._columns()
-
-    def _columns(self) -> None:
-        # here and at the first redraw: the app's tick may redraw a screen it just switched to before its mount
-        table = self.query_one(DataTable)
-        if not table.columns:
-            table.add_columns("AGE", "KIND", "REASON", "MESSAGE")
-
     def on_screen_resume(self) -> None:
-        self.query_one(DataTable).focus()
+        self.query_one(RowTable).focus()
 
     def _selected(self) -> str | None:
         if self.cluster is not None and self.state.fleet.row(self.cluster, 0.0) is not None:
@@ -238,22 +230,17 @@ class ClusterScreen(Screen[None]):
         return lines[:SHOWN_EVENTS]
 
     def _events(self, name: str, now: float) -> None:
-        self._columns()
-        table = self.query_one(DataTable)
-        row = table.cursor_row
-        table.clear()
         lines: Sequence[_Line] = self._lines(name)
-        for x in lines:
-            table.add_row(
-                human_age(now - x.timestamp), Text(x.kind, "bold red" if x.warning else ""), x.reason, x.message
-            )
-        if lines:
-            table.move_cursor(row=min(row, len(lines) - 1), animate=False)
+        cells = [
+            (human_age(now - x.timestamp), Text(x.kind, "bold red" if x.warning else ""), x.reason, x.message)
+            for x in lines
+        ]
+        self.query_one(RowTable).set_rows([str(i) for i in range(len(cells))], cells)
 
     async def action_back(self) -> None:
         """Esc: the previous view (the fleet, when opened from it)."""
         await self.app.run_action("previous_view")
 
     def action_cursor(self, direction: str) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.action_cursor_down() if direction == "down" else table.action_cursor_up()

@@ -6,10 +6,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from tmcd.tui.eventlog import parse_event_filter
 from tmcd.tui.models import human_age
+from tmcd.tui.rowtable import RowTable
 from tmcd.tui.screens.common import VIEW_CSS, FilterBox, status_line
 from tmcd.tui.state import DashboardState
 
@@ -37,15 +38,12 @@ class EventsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="status")
         yield FilterBox(placeholder="filter: kind:health,canary,rollback,placement,connection and text", id="filter")
-        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield RowTable("AGE", "KIND", "OBJECT", "REASON", "MESSAGE", id="table")
         yield Static("No events yet.", id="empty")
         yield Footer()
 
     def on_screen_resume(self) -> None:
-        self.query_one(DataTable).focus()
-
-    def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("AGE", "KIND", "OBJECT", "REASON", "MESSAGE")
+        self.query_one(RowTable).focus()
 
     def show(self, now: float) -> None:
         """Redraw from the state at ``now``."""
@@ -55,20 +53,13 @@ class EventsScreen(Screen[None]):
         rows = self.state.events.rows(kinds, text)[:SHOWN]
         empty = len(self.state.events) == 0
         self.query_one("#empty", Static).display = empty
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.display = not empty
-        row = table.cursor_row
-        table.clear()
-        for r in rows:
-            table.add_row(
-                human_age(now - r.timestamp),
-                Text(r.kind, "bold red" if r.warning else ""),
-                r.object,
-                r.reason,
-                r.message,
-            )
-        if rows:
-            table.move_cursor(row=min(row, len(rows) - 1), animate=False)
+        cells = [
+            (human_age(now - r.timestamp), Text(r.kind, "bold red" if r.warning else ""), r.object, r.reason, r.message)
+            for r in rows
+        ]
+        table.set_rows([str(i) for i in range(len(cells))], cells)  # keyed by position: the cursor keeps its row
 
     def redraw(self) -> None:
         self.app.request_redraw()  # type: ignore[attr-defined]
@@ -84,7 +75,7 @@ class EventsScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.query_one(FilterBox).close()
-        self.query_one(DataTable).focus()
+        self.query_one(RowTable).focus()
 
     async def action_back(self) -> None:
         box = self.query_one(FilterBox)
@@ -92,11 +83,11 @@ class EventsScreen(Screen[None]):
             box.close()
             box.value = ""
             self.filter_text = ""
-            self.query_one(DataTable).focus()
+            self.query_one(RowTable).focus()
             self.redraw()
         else:
             await self.app.run_action("previous_view")
 
     def action_cursor(self, direction: str) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.action_cursor_down() if direction == "down" else table.action_cursor_up()

@@ -6,9 +6,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
-from tmcd.tui.models import RowFilter, filter_rows, human_age, next_column, parse_filter, sort_rows
+from tmcd.tui.models import FleetRow, RowFilter, filter_rows, human_age, next_column, parse_filter, sort_rows
+from tmcd.tui.rowtable import Cell, RowTable
 from tmcd.tui.screens.cluster import ClusterScreen
 from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, FilterBox, health_cell, percent, ratio, status_line
 from tmcd.tui.state import DashboardState
@@ -53,17 +54,12 @@ class FleetScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="status")
         yield FilterBox(placeholder="filter: regex, !regex, -l key=value", id="filter")
-        yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+        yield RowTable(*(h for h, _ in COLUMNS), id="table")
         yield Static(EMPTY_FLEET, id="empty")
         yield Footer()
 
     def on_screen_resume(self) -> None:
-        self.query_one(DataTable).focus()
-
-    def on_mount(self) -> None:
-        self.columns = self.query_one(DataTable).add_columns(*(h for h, _ in COLUMNS))
-        self.cells: dict[str, tuple[object, ...]] = {}
-        """What each shown row's cells hold now (a redraw changes only the cells that differ)."""
+        self.query_one(RowTable).focus()
 
     def heading(self) -> str:
         arrow = "↓" if self.descending else "↑"
@@ -79,53 +75,23 @@ class FleetScreen(Screen[None]):
         rows = sort_rows(filter_rows(all_rows, self.filter), self.sort_column, self.descending)
         empty = not all_rows
         self.query_one("#empty", Static).display = empty
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.display = not empty
-        selected = self.shown[table.cursor_row] if 0 <= table.cursor_row < len(self.shown) else None
-        cells: dict[str, tuple[object, ...]] = {
-            r.name: (
-                r.name,
-                r.region or "-",
-                health_cell(r.health, r.reason),
-                human_age(r.heartbeat_age),
-                ratio(r.error_ratio),
-                str(r.queue_depth),
-                percent(r.cpu),
-                percent(r.memory),
-                str(r.resources),
-                Text("yes", "yellow") if r.paused else "no",
-            )
-            for r in rows
-        }
-        names = [r.name for r in rows]
-        if names == self.shown and table.row_count == len(names):  # same rows in the same order: in place
-            for name, values in cells.items():
-                before = self.cells.get(name, ())
-                for i, value in enumerate(values):
-                    if i >= len(before) or before[i] != value:
-                        table.update_cell(name, self.columns[i], value)
-        else:
-            table.clear()
-            for name, values in cells.items():
-                table.add_row(*values, key=name)
-        self.cells = cells
-        self.shown = names
-        if selected in self.shown:
-            table.move_cursor(row=self.shown.index(selected), animate=False)
+        self.shown = [r.name for r in rows]
+        table.set_rows(self.shown, [_cells(r) for r in rows])
 
     def redraw(self) -> None:
         self.app.request_redraw()  # type: ignore[attr-defined]
 
     def highlighted(self) -> str | None:
         """The cluster of the highlighted row (None when the table is empty)."""
-        row = self.query_one(DataTable).cursor_row
-        return self.shown[row] if 0 <= row < len(self.shown) else None
+        return self.query_one(RowTable).cursor_key
 
-    async def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+    async def on_row_table_row_selected(self, event: RowTable.RowSelected) -> None:
         """Enter on a row: the cluster view of that cluster."""
         screen = self.app.get_screen("cluster")
-        if isinstance(screen, ClusterScreen) and event.row_key.value is not None:
-            screen.cluster = event.row_key.value
+        if isinstance(screen, ClusterScreen):
+            screen.cluster = event.key
             await self.app.run_action("view('cluster')")
 
     def action_filter(self) -> None:
@@ -139,7 +105,7 @@ class FleetScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.query_one(FilterBox).close()
-        self.query_one(DataTable).focus()
+        self.query_one(RowTable).focus()
 
     async def action_back(self) -> None:
         """Esc: close the filter box (clearing the filter), else go back to the previous view."""
@@ -148,7 +114,7 @@ class FleetScreen(Screen[None]):
             box.close()
             box.value = ""
             self.filter = parse_filter("")
-            self.query_one(DataTable).focus()
+            self.query_one(RowTable).focus()
             self.redraw()
         else:
             await self.app.run_action("previous_view")
@@ -162,5 +128,20 @@ class FleetScreen(Screen[None]):
         self.redraw()
 
     def action_cursor(self, direction: str) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         table.action_cursor_down() if direction == "down" else table.action_cursor_up()
+
+
+def _cells(r: FleetRow) -> tuple[Cell, ...]:
+    return (
+        r.name,
+        r.region or "-",
+        health_cell(r.health, r.reason),
+        human_age(r.heartbeat_age),
+        ratio(r.error_ratio),
+        str(r.queue_depth),
+        percent(r.cpu),
+        percent(r.memory),
+        str(r.resources),
+        Text("yes", "yellow") if r.paused else "no",
+    )

@@ -15,10 +15,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from tmcd.contracts.messages import ControlReply
 from tmcd.tui.actions import sync_action
+from tmcd.tui.rowtable import Cell, RowTable
 from tmcd.tui.screens.cluster import latency
 from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, health_cell, ratio, status_line
 from tmcd.tui.state import DashboardState
@@ -73,69 +74,54 @@ class SyncScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="status")
-        yield DataTable(id="kinds", cursor_type="row", zebra_stripes=True)
-        yield DataTable(id="clusters", cursor_type="row", zebra_stripes=True)
+        yield RowTable("RESOURCE", "RATE/s", "ERRORS", "ERR%", "P50", "P99", id="kinds")
+        yield RowTable(" ", "CLUSTER", "HEALTH", "PAUSED", "RATE/s", "ERRORS", "ERR%", id="clusters")
         yield Static(EMPTY_FLEET, id="empty")
         yield Static(id="acks")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self._columns()
-
-    def _columns(self) -> None:
-        # here and at the first redraw: the app's tick may redraw a screen it just switched to before its mount
-        kinds, clusters = self.query_one("#kinds", DataTable), self.query_one("#clusters", DataTable)
-        if not kinds.columns:
-            kinds.add_columns("RESOURCE", "RATE/s", "ERRORS", "ERR%", "P50", "P99")
-        if not clusters.columns:
-            clusters.add_columns(" ", "CLUSTER", "HEALTH", "PAUSED", "RATE/s", "ERRORS", "ERR%")
-
     def on_screen_resume(self) -> None:
-        self.query_one("#clusters", DataTable).focus()
+        self.query_one("#clusters", RowTable).focus()
 
     def show(self, now: float) -> None:
         """Redraw from the state at ``now``."""
         marks = f"  marked: {len(self.marked)}" if self.marked else ""
         self.query_one("#status", Static).update(status_line(self.state, now, f"sync  last 60s{marks}"))
-        self._columns()
-        kinds = self.query_one("#kinds", DataTable)
-        row = kinds.cursor_row
-        kinds.clear()
-        for k in self.state.sync.kinds(now):
-            kinds.add_row(
-                k.name, f"{k.rate:.1f}", str(k.errors), ratio(k.error_ratio), latency(k.p50), latency(k.p99), key=k.name
-            )
-        if kinds.row_count:
-            kinds.move_cursor(row=min(row, kinds.row_count - 1), animate=False)
+        figures = self.state.sync.kinds(now)
+        self.query_one("#kinds", RowTable).set_rows(
+            [k.name for k in figures],
+            [
+                (k.name, f"{k.rate:.1f}", str(k.errors), ratio(k.error_ratio), latency(k.p50), latency(k.p99))
+                for k in figures
+            ],
+        )
         rows = self.state.fleet.rows(now)
         self.query_one("#empty", Static).display = not rows
-        clusters = self.query_one("#clusters", DataTable)
+        clusters = self.query_one("#clusters", RowTable)
         clusters.display = bool(rows)
-        selected = self.highlighted()
-        clusters.clear()
         self.marked &= {r.name for r in rows}  # a cluster that left the fleet is no longer marked
+        cells: list[tuple[Cell, ...]] = []
         for r in rows:
             # no percentiles per cluster here: they cost 4x the counts at 1,000 clusters (the cluster view has them)
             fig = self.state.sync.cluster(r.name, now, latency=False)
-            clusters.add_row(
-                Text("✓", "bold") if r.name in self.marked else " ",
-                r.name,
-                health_cell(r.health, ""),
-                Text("yes", "yellow") if r.paused else "no",
-                f"{fig.rate:.1f}",
-                str(fig.errors),
-                ratio(fig.error_ratio),
-                key=r.name,
+            cells.append(
+                (
+                    Text("✓", "bold") if r.name in self.marked else " ",
+                    r.name,
+                    health_cell(r.health, ""),
+                    Text("yes", "yellow") if r.paused else "no",
+                    f"{fig.rate:.1f}",
+                    str(fig.errors),
+                    ratio(fig.error_ratio),
+                )
             )
         self.shown = [r.name for r in rows]
-        if selected in self.shown:
-            clusters.move_cursor(row=self.shown.index(selected), animate=False)
+        clusters.set_rows(self.shown, cells)
         self.query_one("#acks", Static).update(ack_text(getattr(self.app, "acks", [])))
 
     def highlighted(self) -> str | None:
         """The cluster of the highlighted row of the cluster table."""
-        row = self.query_one("#clusters", DataTable).cursor_row
-        return self.shown[row] if 0 <= row < len(self.shown) else None
+        return self.query_one("#clusters", RowTable).cursor_key
 
     def targets(self) -> list[str]:
         """What an action applies to: the marked clusters, else the highlighted one."""
@@ -160,7 +146,7 @@ class SyncScreen(Screen[None]):
         name = self.highlighted()
         if name is not None:
             self.marked ^= {name}
-            self.query_one("#clusters", DataTable).action_cursor_down()
+            self.query_one("#clusters", RowTable).action_cursor_down()
             self.app.request_redraw()  # type: ignore[attr-defined]
 
     async def action_back(self) -> None:
@@ -172,5 +158,5 @@ class SyncScreen(Screen[None]):
             await self.app.run_action("previous_view")
 
     def action_cursor(self, direction: str) -> None:
-        table = self.focused if isinstance(self.focused, DataTable) else self.query_one("#clusters", DataTable)
+        table = self.focused if isinstance(self.focused, RowTable) else self.query_one("#clusters", RowTable)
         table.action_cursor_down() if direction == "down" else table.action_cursor_up()
