@@ -23,6 +23,7 @@ from textual.widgets import Input
 from tmcd.bus import BusError
 from tmcd.config import NatsConfig
 from tmcd.contracts.messages import ControlReply
+from tmcd.runtime import gctune
 from tmcd.tui.actions import Action
 from tmcd.tui.feed import Feed
 from tmcd.tui.screens.canaries import CanariesScreen
@@ -63,8 +64,11 @@ class DashboardApp(App[None]):
         *,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
+        tune_gc: bool = False,
     ) -> None:
         super().__init__()
+        self.tune_gc = tune_gc
+        """Tune the garbage collector for this process (:func:`run_dashboard`; not for tests)."""
         self.state = feed.state if feed is not None else (state or DashboardState())
         self.feed = feed
         self.read_only = read_only
@@ -92,6 +96,11 @@ class DashboardApp(App[None]):
             self._feed_task = asyncio.create_task(self.feed.run(self._stop))
         self.set_interval(TICK, self._tick)
         self.call_after_refresh(self.refresh_view)
+        if self.tune_gc:
+            # Textual's widgets and modules are long-lived: out of the collector's reach, full
+            # collections stop pausing redraws (40-60 ms each at 1,000 clusters)
+            gctune.tune()
+            self.call_after_refresh(gctune.freeze_long_lived)
 
     async def on_unmount(self) -> None:
         self._stop.set()
@@ -198,5 +207,5 @@ def run_dashboard(url: str, nats: NatsConfig | None = None, *, read_only: bool =
     tmcd_log.handlers[:] = [logging.NullHandler()]
     tmcd_log.propagate = False
     state = DashboardState()
-    DashboardApp(feed=Feed(state, url, nats), read_only=read_only).run()
+    DashboardApp(feed=Feed(state, url, nats), read_only=read_only, tune_gc=True).run()
     return 0

@@ -13,7 +13,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from tmcd.contracts.messages import SyncerHeartbeat, SyncEvent, SyncEventBatch
@@ -157,6 +157,8 @@ class _Cluster:
     target: SyncTarget | None = None
     heartbeat: SyncerHeartbeat | None = None
     sync: SecondBuckets = field(default_factory=lambda: SecondBuckets(int(ERROR_WINDOW)))
+    static: tuple[SyncTarget | None, SyncerHeartbeat | None, FleetRow] | None = None
+    """The row's parts that only change with the target or the heartbeat, and which they came from."""
 
 
 class FleetModel:
@@ -244,35 +246,18 @@ class FleetModel:
 
     def _row(self, name: str, c: _Cluster, now: float) -> FleetRow:
         st, hb = c.target, c.heartbeat
+        if c.static is None or c.static[0] is not st or c.static[1] is not hb:
+            c.static = (st, hb, _static_row(name, st, hb))
+        row = c.static[2]
         status = st.status if st is not None else None
-        labels = dict(st.metadata.labels) if st is not None else {}
-        if hb is not None:
-            labels = {**hb.labels, **labels}
-        last = hb.timestamp if hb is not None else None
-        stored = parse_time(status.last_syncer_heartbeat_time) if status is not None else None
-        if stored is not None and (last is None or stored > last):
-            last = stored
         events, errors = c.sync.totals(now, self.error_window)
-        ratio: float | None = errors / events if events else (status.error_ratio if status is not None else None)
-        cpu, mem = _utilisation(hb, status)
-        if status is not None:
-            health, reason = status.health, status.health_reason
+        if events:
+            ratio: float | None = errors / events
         else:
-            health, reason = "Unknown", "NotRegistered"
-        return FleetRow(
-            name=name,
-            region=labels.get("region", ""),
-            health=health,
-            reason=reason,
-            heartbeat_age=None if last is None else max(0.0, now - last),
-            error_ratio=ratio,
-            queue_depth=hb.queue_depth if hb is not None else (status.queue_depth if status is not None else 0),
-            cpu=cpu,
-            memory=mem,
-            resources=len(hb.synced_resources if hb is not None else (status.synced_resources if status else [])),
-            paused=(hb.paused if hb is not None else False) or (status.sync_paused if status is not None else False),
-            labels=labels,
-        )
+            ratio = status.error_ratio if status is not None else None
+        last = row.heartbeat_age  # the static row holds the heartbeat's time here
+        age = None if last is None else max(0.0, now - last)
+        return replace(row, heartbeat_age=age, error_ratio=ratio)
 
     def rate_series(self, now: float, points: int, step: int = 5) -> tuple[list[float], list[float]]:
         """(events/s, error ratio) of the fleet for ``points`` steps of ``step`` seconds, oldest first."""
@@ -280,6 +265,38 @@ class FleetModel:
         rates = [n / step for n, _ in series]
         ratios = [e / n if n else 0.0 for n, e in series]
         return rates, ratios
+
+
+def _static_row(name: str, st: SyncTarget | None, hb: SyncerHeartbeat | None) -> FleetRow:
+    """A cluster's row from its SyncTarget and newest heartbeat; ``heartbeat_age`` holds the time
+    of the newest heartbeat (heartbeat or stored), which :meth:`FleetModel._row` turns into an age."""
+    status = st.status if st is not None else None
+    labels = dict(st.metadata.labels) if st is not None else {}
+    if hb is not None:
+        labels = {**hb.labels, **labels}
+    last = hb.timestamp if hb is not None else None
+    stored = parse_time(status.last_syncer_heartbeat_time) if status is not None else None
+    if stored is not None and (last is None or stored > last):
+        last = stored
+    cpu, mem = _utilisation(hb, status)
+    if status is not None:
+        health, reason = status.health, status.health_reason
+    else:
+        health, reason = "Unknown", "NotRegistered"
+    return FleetRow(
+        name=name,
+        region=labels.get("region", ""),
+        health=health,
+        reason=reason,
+        heartbeat_age=last,
+        error_ratio=None,
+        queue_depth=hb.queue_depth if hb is not None else (status.queue_depth if status is not None else 0),
+        cpu=cpu,
+        memory=mem,
+        resources=len(hb.synced_resources if hb is not None else (status.synced_resources if status else [])),
+        paused=(hb.paused if hb is not None else False) or (status.sync_paused if status is not None else False),
+        labels=labels,
+    )
 
 
 def _ratio(used: float, total: float) -> float | None:

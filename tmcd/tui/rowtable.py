@@ -2,15 +2,16 @@
 
 Textual's DataTable renders and measures every row it holds each time a cell changes (about
 100 ms at 1,000 rows on a 2-core machine); k9s-style views replace all their rows several
-times a second.  :class:`RowTable` keeps the rows as plain tuples, sizes its columns from them
-(cheap: text lengths), and renders the header and the visible rows, one line each, when
-Textual asks for them (the Line API).
+times a second.  :class:`RowTable` takes the rows as a sequence, which may format them only
+when asked (:class:`LazyRows`), sizes its columns from the rows on screen, and renders the
+header and those rows, one line each, when Textual asks for them (the Line API).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -29,8 +30,40 @@ GAP = 2
 _REVERSE = Style(reverse=True)
 
 
+T = TypeVar("T")
+
+
 def _width(cell: Cell) -> int:
-    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
+    if isinstance(cell, Text):
+        return cell.cell_len
+    return len(cell) if cell.isascii() else cell_len(cell)
+
+
+class Rows(Protocol):
+    """What :meth:`RowTable.set_rows` takes: a list of cell tuples, or :class:`LazyRows`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> tuple[Cell, ...]: ...
+
+
+class LazyRows(Generic[T]):
+    """``items`` shown as rows by ``fmt``, each formatted the first time it is asked for: a
+    redraw of 1,000 clusters formats the 40 on screen."""
+
+    def __init__(self, items: Sequence[T], fmt: Callable[[T], tuple[Cell, ...]]) -> None:
+        self._items = items
+        self._fmt = fmt
+        self._done: dict[int, tuple[Cell, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int, /) -> tuple[Cell, ...]:
+        row = self._done.get(index)
+        if row is None:
+            row = self._done[index] = self._fmt(self._items[index])
+        return row
 
 
 class RowTable(Widget, can_focus=True):
@@ -81,7 +114,7 @@ class RowTable(Widget, can_focus=True):
         super().__init__(id=id)
         self._labels: tuple[str, ...] = columns
         self._keys: list[str] = []
-        self._rows: list[tuple[Cell, ...]] = []
+        self._rows: Rows = []
         self._widths: list[int] = [cell_len(c) for c in columns]
         self.cursor_row = 0
         """Index of the highlighted row (0 when the table is empty)."""
@@ -100,12 +133,12 @@ class RowTable(Widget, can_focus=True):
         self._measure()
         self.refresh()
 
-    def set_rows(self, keys: Sequence[str], rows: Sequence[tuple[Cell, ...]]) -> None:
-        """Replace every row; the cursor stays on the same key when it is still there."""
+    def set_rows(self, keys: Sequence[str], rows: Rows) -> None:
+        """Replace every row (``rows[i]`` is keyed ``keys[i]``); the cursor stays on the same key
+        when it is still there."""
         selected = self.cursor_key
         self._keys = list(keys)
-        self._rows = list(rows)
-        self._measure()
+        self._rows = rows
         if selected is not None and self._keys[self.cursor_row : self.cursor_row + 1] != [selected]:
             with contextlib.suppress(ValueError):  # gone: the cursor stays at its index
                 self.cursor_row = self._keys.index(selected)
@@ -113,9 +146,10 @@ class RowTable(Widget, can_focus=True):
         self.refresh()
 
     def _measure(self) -> None:
+        """Column widths: the header's, or the widest cell on screen."""
         widths = [cell_len(c) for c in self._labels]
-        for row in self._rows:
-            for i, cell in enumerate(row[: len(widths)]):
+        for index in range(self._top, min(len(self._rows), self._top + self._page)):
+            for i, cell in enumerate(self._rows[index][: len(widths)]):
                 w = _width(cell)
                 if w > widths[i]:
                     widths[i] = w
@@ -160,6 +194,7 @@ class RowTable(Widget, can_focus=True):
         elif self.cursor_row >= self._top + page:
             self._top = self.cursor_row - page + 1
         self._top = max(0, min(self._top, max(0, len(self._rows) - page)))
+        self._measure()
 
     def action_cursor_up(self) -> None:
         """One row up."""
@@ -200,7 +235,7 @@ class RowTable(Widget, can_focus=True):
             self.move_cursor(row=index)
 
     def on_resize(self, event: Resize) -> None:
-        """Keep the cursor on screen at the new height."""
+        """Keep the cursor on screen at the new height (and size the columns for what is shown)."""
         self._clamp()
 
     # -- drawing -----------------------------------------------------------

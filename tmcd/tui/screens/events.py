@@ -10,7 +10,7 @@ from textual.widgets import Footer, Input, Static
 
 from tmcd.tui.eventlog import parse_event_filter
 from tmcd.tui.models import human_age
-from tmcd.tui.rowtable import RowTable
+from tmcd.tui.rowtable import LazyRows, RowTable
 from tmcd.tui.screens.common import VIEW_CSS, FilterBox, status_line
 from tmcd.tui.state import DashboardState
 
@@ -55,11 +55,17 @@ class EventsScreen(Screen[None]):
         self.query_one("#empty", Static).display = empty
         table = self.query_one(RowTable)
         table.display = not empty
-        cells = [
-            (human_age(now - r.timestamp), Text(r.kind, "bold red" if r.warning else ""), r.object, r.reason, r.message)
-            for r in rows
-        ]
-        table.set_rows([str(i) for i in range(len(cells))], cells)  # keyed by position: the cursor keeps its row
+        cells = LazyRows(
+            rows,
+            lambda r: (
+                human_age(now - r.timestamp),
+                Text(r.kind, "bold red" if r.warning else ""),
+                r.object,
+                r.reason,
+                r.message,
+            ),
+        )
+        table.set_rows([str(i) for i in range(len(rows))], cells)  # keyed by position: the cursor keeps its row
 
     def redraw(self) -> None:
         self.app.request_redraw()  # type: ignore[attr-defined]

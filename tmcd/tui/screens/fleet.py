@@ -9,7 +9,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from tmcd.tui.models import FleetRow, RowFilter, filter_rows, human_age, next_column, parse_filter, sort_rows
-from tmcd.tui.rowtable import Cell, RowTable
+from tmcd.tui.rowtable import Cell, LazyRows, RowTable
 from tmcd.tui.screens.cluster import ClusterScreen
 from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, FilterBox, health_cell, percent, ratio, status_line
 from tmcd.tui.state import DashboardState
@@ -78,7 +78,7 @@ class FleetScreen(Screen[None]):
         table = self.query_one(RowTable)
         table.display = not empty
         self.shown = [r.name for r in rows]
-        table.set_rows(self.shown, [_cells(r) for r in rows])
+        table.set_rows(self.shown, LazyRows(rows, _cells))
 
     def redraw(self) -> None:
         self.app.request_redraw()  # type: ignore[attr-defined]

@@ -19,7 +19,8 @@ from textual.widgets import Footer, Static
 
 from tmcd.contracts.messages import ControlReply
 from tmcd.tui.actions import sync_action
-from tmcd.tui.rowtable import Cell, RowTable
+from tmcd.tui.models import FleetRow
+from tmcd.tui.rowtable import Cell, LazyRows, RowTable
 from tmcd.tui.screens.cluster import latency
 from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, health_cell, ratio, status_line
 from tmcd.tui.state import DashboardState
@@ -100,23 +101,23 @@ class SyncScreen(Screen[None]):
         clusters = self.query_one("#clusters", RowTable)
         clusters.display = bool(rows)
         self.marked &= {r.name for r in rows}  # a cluster that left the fleet is no longer marked
-        cells: list[tuple[Cell, ...]] = []
-        for r in rows:
+        marked = self.marked
+
+        def cells(r: FleetRow) -> tuple[Cell, ...]:
             # no percentiles per cluster here: they cost 4x the counts at 1,000 clusters (the cluster view has them)
             fig = self.state.sync.cluster(r.name, now, latency=False)
-            cells.append(
-                (
-                    Text("✓", "bold") if r.name in self.marked else " ",
-                    r.name,
-                    health_cell(r.health, ""),
-                    Text("yes", "yellow") if r.paused else "no",
-                    f"{fig.rate:.1f}",
-                    str(fig.errors),
-                    ratio(fig.error_ratio),
-                )
+            return (
+                Text("✓", "bold") if r.name in marked else " ",
+                r.name,
+                health_cell(r.health, ""),
+                Text("yes", "yellow") if r.paused else "no",
+                f"{fig.rate:.1f}",
+                str(fig.errors),
+                ratio(fig.error_ratio),
             )
+
         self.shown = [r.name for r in rows]
-        clusters.set_rows(self.shown, cells)
+        clusters.set_rows(self.shown, LazyRows(rows, cells))
         self.query_one("#acks", Static).update(ack_text(getattr(self.app, "acks", [])))
 
     def highlighted(self) -> str | None:
