@@ -13,7 +13,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from tmcd.contracts.messages import SyncerHeartbeat, SyncEvent, SyncEventBatch
@@ -257,7 +257,20 @@ class FleetModel:
             ratio = status.error_ratio if status is not None else None
         last = row.heartbeat_age  # the static row holds the heartbeat's time here
         age = None if last is None else max(0.0, now - last)
-        return replace(row, heartbeat_age=age, error_ratio=ratio)
+        return FleetRow(  # dataclasses.replace() is four times slower: 1,000 rows per redraw
+            row.name,
+            row.region,
+            row.health,
+            row.reason,
+            age,
+            ratio,
+            row.queue_depth,
+            row.cpu,
+            row.memory,
+            row.resources,
+            row.paused,
+            row.labels,
+        )
 
     def rate_series(self, now: float, points: int, step: int = 5) -> tuple[list[float], list[float]]:
         """(events/s, error ratio) of the fleet for ``points`` steps of ``step`` seconds, oldest first."""
