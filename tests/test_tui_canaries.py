@@ -118,8 +118,10 @@ def web(weight: int = 10, applied: int | None = 10, at: float = NOW - 200) -> Ca
     )
 
 
-def canary_state() -> DashboardState:
-    state = DashboardState()
+def canary_state(state: DashboardState | None = None) -> DashboardState:
+    """Four rollouts (into ``state`` when given): shop/web with a weight history, shop/api, a rolled
+    back pay/checkout and a finished ops/batch."""
+    state = state or DashboardState()
     state.set_connection("connected")
     # shop/web's weight as the controller moved it: 0, then 10 set, then 10 applied
     state.set_canary("shop.web", web(0, None, NOW - 290))

@@ -67,7 +67,8 @@ class LazyRows(Generic[T]):
 
 
 class RowTable(Widget, can_focus=True):
-    """Rows with a cursor; arrows, j/k, PgUp/PgDn, Home/End move it and Enter selects the row."""
+    """Rows with a cursor; arrows, j/k, PgUp/PgDn, Home/End move it and Enter selects the row;
+    left/right (h/l) scroll the columns after the first, which stays (the name)."""
 
     BINDINGS = [
         Binding("up,k", "cursor_up", "Up", show=False),
@@ -77,6 +78,8 @@ class RowTable(Widget, can_focus=True):
         Binding("home,ctrl+home,g", "first", "First", show=False),
         Binding("end,ctrl+end,G", "last", "Last", show=False),
         Binding("enter", "select", "Open", show=False),
+        Binding("left,h", "columns(-1)", "Left", show=False),
+        Binding("right,l", "columns(1)", "Right", show=False),
     ]
     COMPONENT_CLASSES = {"rowtable--header", "rowtable--cursor", "rowtable--even"}
     DEFAULT_CSS = """
@@ -119,6 +122,8 @@ class RowTable(Widget, can_focus=True):
         self.cursor_row = 0
         """Index of the highlighted row (0 when the table is empty)."""
         self._top = 0
+        self.first_column = 1
+        """The column shown after the first one (left/right scroll the columns)."""
 
     # -- content -----------------------------------------------------------
 
@@ -220,6 +225,11 @@ class RowTable(Widget, can_focus=True):
         """The last row."""
         self.move_cursor(row=len(self._rows) - 1)
 
+    def action_columns(self, step: int) -> None:
+        """Scroll the columns after the first by ``step``."""
+        self.first_column = max(1, min(len(self._labels) - 1, self.first_column + step))
+        self.refresh()
+
     def action_select(self) -> None:
         """Post :class:`RowSelected` for the highlighted row."""
         key = self.cursor_key
@@ -242,13 +252,16 @@ class RowTable(Widget, can_focus=True):
 
     def _line(self, cells: Sequence[Cell], style: Style) -> Text:
         line = Text(style=style, no_wrap=True, end="")
-        last = len(self._widths) - 1
-        for i, cell in enumerate(cells[: len(self._widths)]):
+        shown = [0, *range(self.first_column, len(self._widths))]
+        for n, i in enumerate(shown):
+            if i >= len(cells):
+                break
+            cell = cells[i]
             if isinstance(cell, Text):
                 line.append_text(cell)
             else:
                 line.append(cell)
-            if i < last:
+            if n < len(shown) - 1:
                 line.append(" " * (self._widths[i] - _width(cell) + GAP))
         return line
 

@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 KEYS = """\
 Views      1 fleet   2 cluster   3 sync   4 canaries   5 events
-Move       ↑ ↓ / j k   PgUp PgDn   Home End
+Move       ↑ ↓ j k   PgUp PgDn   Home End g G   ← → h l scroll the columns
 Filter     /  regex; !regex inverts; -l key=value for labels
            (events: kind:health,canary text)   Enter keeps, Esc clears
 Sort       s next column   S reverse
