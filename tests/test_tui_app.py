@@ -166,3 +166,18 @@ async def test_fits_80x24_with_and_without_colour(no_color: bool, monkeypatch: p
         assert "[read-only]" in app.sub_title
         svg = app.export_screenshot()
         assert "sim-001" in svg and "HEALTH" in svg
+
+
+async def test_tune_gc_freezes_the_start_up_heap_once() -> None:
+    import gc
+
+    threshold = gc.get_threshold()
+    app = DashboardApp(fleet_state(), clock=lambda: NOW, tune_gc=True)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(lambda: gc.get_freeze_count() > 0, what="the heap frozen")
+            await pilot.pause()
+            assert gc.get_threshold()[0] == 20_000
+    finally:
+        gc.unfreeze()  # the test process's heap back in the collector's reach
+        gc.set_threshold(*threshold)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,6 @@ from textual.widgets import Input
 from tmcd.bus import BusError
 from tmcd.config import NatsConfig
 from tmcd.contracts.messages import ControlReply
-from tmcd.runtime import gctune
 from tmcd.tui.actions import Action
 from tmcd.tui.feed import Feed
 from tmcd.tui.screens.canaries import CanariesScreen
@@ -45,6 +45,14 @@ ACTION_TIMEOUT = 5.0
 """Seconds an action waits for the controller's reply."""
 """Redraw at least this often while nothing changes (ages and sparklines move on)."""
 _GLOBAL_ACTIONS = {"view", "help", "quit", "previous_view"}
+GC_GEN0_THRESHOLD = 20_000
+"""Young-generation threshold with ``tune_gc`` (CPython's default is 700)."""
+
+
+def _freeze_heap() -> None:
+    """Collect once, then move every surviving object out of the collector's reach (once, at start)."""
+    gc.collect()
+    gc.freeze()
 
 
 class DashboardApp(App[None]):
@@ -99,8 +107,9 @@ class DashboardApp(App[None]):
         if self.tune_gc:
             # Textual's widgets and modules are long-lived: out of the collector's reach, full
             # collections stop pausing redraws (40-60 ms each at 1,000 clusters)
-            gctune.tune()
-            self.call_after_refresh(gctune.freeze_long_lived)
+            # (as tmcd.runtime.gctune does for the daemon, which the dashboard's layer does not import)
+            gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+            self.call_after_refresh(_freeze_heap)
 
     async def on_unmount(self) -> None:
         self._stop.set()
