@@ -235,8 +235,10 @@ async def test_a_healthy_rollout_runs_every_step_and_succeeds(stack: Stack) -> N
     await stack.start_agent()
     await stack.rollout("checkout")
     r = await stack.phase_is("checkout", "Progressing")
-    r = await wait_for(lambda: _at_weight(stack, "checkout", 20), what="weight 20")
-    assert len(r.status.canary_clusters) == 2 and r.status.applied_weight == 20
+    await wait_for(lambda: _at_weight(stack, "checkout", 20), what="weight 20")
+    # the router's report is read at the next reconcile: appliedWeight follows the action's Applied
+    r = await wait_for(lambda: _applied(stack, "checkout", 20), what="weight 20 reported applied")
+    assert len(r.status.canary_clusters) == 2
     child = await stack.placements.get("checkout-canary")
     assert child is not None and child.value.metadata.owner_references[0].kind == "CanaryRollout"
     assert [c.cluster for c in child.value.status.selected_clusters] == r.status.canary_clusters
@@ -263,6 +265,11 @@ async def _at_weight(s: Stack, name: str, weight: int) -> CanaryRollout | None:
     r = await s.get(name)
     ok = r.status.current_weight == weight and r.status.action is not None and r.status.action.state == "Applied"
     return r if ok else None
+
+
+async def _applied(s: Stack, name: str, weight: int) -> CanaryRollout | None:
+    r = await s.get(name)
+    return r if r.status.applied_weight == weight else None
 
 
 async def test_errors_roll_back_and_traffic_returns_to_stable(stack: Stack) -> None:
