@@ -14,7 +14,7 @@ from tmcd.kubectl.errors import UsageError
 @global_options
 @click.pass_context
 def dashboard(ctx: click.Context, read_only: bool) -> None:
-    """Open the terminal dashboard: the fleet, events and (to come) clusters, sync and canaries.
+    """Open the terminal dashboard: the fleet, a cluster, sync, canaries and events, live.
 
     It reads NATS itself (--nats-url, TMC_NATS_URL, the kubeconfig context's tmc extension, or
     the nats.url that `tmcd run` writes), live: 1-5 switch views, / filters, s/S sort, ? help,
