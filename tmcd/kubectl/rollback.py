@@ -8,17 +8,21 @@ engine's ``ControlReply`` as ``kubectl rollout undo`` prints its result
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 
-from tmcd.kubectl.canary.control import REPLY_TIMEOUT, Target, complete_rollouts, target, timeout_option
-from tmcd.kubectl.client import NatsConnection
+from tmcd.kubectl.canary.control import (
+    REPLY_TIMEOUT,
+    Target,
+    complete_rollouts,
+    control_request,
+    target,
+    timeout_option,
+)
 from tmcd.kubectl.common import CONTEXT_SETTINGS, global_options
-from tmcd.kubectl.duration import format_duration
-from tmcd.kubectl.errors import CliError, ServerError, Unreachable
+from tmcd.kubectl.errors import CliError, ServerError
 
 _REASONS = {400: "BadRequest", 404: "NotFound", 409: "Conflict"}
 
@@ -38,30 +42,7 @@ def request(t: Target, to_revision: int, reason: str, timeout: float) -> dict[st
     }
     if reason:
         body["reason"] = reason
-    headers = {"Authorization": f"Bearer {ep.token}"} if ep.token else None  # checked as for API writes
-    conn = NatsConnection(ep.url, ep.token, timeout or ep.timeout)
-    try:
-        conn.connect()
-        try:
-            got, data = conn.request(subject, json.dumps(body).encode(), headers=headers)
-        except Unreachable as exc:
-            if "timed out" not in exc.message:
-                raise
-            raise CliError(
-                f"no answer from the rollback engine within {format_duration(timeout or ep.timeout)} "
-                f"on {subject}: is tmcd's rollback agent running? (--timeout waits longer)"
-            ) from None
-    finally:
-        conn.close()
-    if got.get("Status") == "503":
-        raise CliError(f"no rollback engine answers {subject}: is tmcd running with its rollback agent?")
-    try:
-        reply = json.loads(data) if data else None
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        raise CliError(f"the rollback engine's reply on {subject} is not a ControlReply")
-    return reply
+    return control_request(t, subject, body, timeout, who=("rollback engine", "rollback agent"))
 
 
 def outcome(t: Target, to_revision: int, reply: dict[str, Any]) -> str:

@@ -106,7 +106,17 @@ def request(t: Target, action: str, *, full: bool, reason: str, timeout: float) 
     }
     if reason:
         body["reason"] = reason
-    # the controller checks the token as the API does for writes
+    return control_request(t, subject, body, timeout, who=("canary controller", "canary agent"))
+
+
+def control_request(
+    t: Target, subject: str, body: dict[str, Any], timeout: float, *, who: tuple[str, str]
+) -> dict[str, Any]:
+    """Send ``body`` on ``subject`` over NATS and return the ``ControlReply`` as a dict (refusals
+    included); ``who`` names the answering part and its agent for the errors (no answer, no
+    responder, a reply that is not a ControlReply).  The token goes along as for API writes."""
+    ep = t.client.endpoint
+    part, agent = who
     headers = {"Authorization": f"Bearer {ep.token}"} if ep.token else None
     conn = NatsConnection(ep.url, ep.token, timeout or ep.timeout)
     try:
@@ -117,19 +127,19 @@ def request(t: Target, action: str, *, full: bool, reason: str, timeout: float) 
             if "timed out" not in exc.message:
                 raise
             raise CliError(
-                f"no answer from the canary controller within {format_duration(timeout or ep.timeout)} "
-                f"on {subject}: is tmcd's canary agent running? (--timeout waits longer)"
+                f"no answer from the {part} within {format_duration(timeout or ep.timeout)} "
+                f"on {subject}: is tmcd's {agent} running? (--timeout waits longer)"
             ) from None
     finally:
         conn.close()
     if got.get("Status") == "503":
-        raise CliError(f"no canary controller answers {subject}: is tmcd running with its canary agent?")
+        raise CliError(f"no {part} answers {subject}: is tmcd running with its {agent}?")
     try:
         reply = json.loads(data) if data else None
     except ValueError:
         reply = None
     if not isinstance(reply, dict):
-        raise CliError(f"the canary controller's reply on {subject} is not a ControlReply")
+        raise CliError(f"the {part}'s reply on {subject} is not a ControlReply")
     return reply
 
 
