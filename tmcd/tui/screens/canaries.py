@@ -8,16 +8,15 @@ from collections import Counter
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Footer, Static
 
 from tmcd.resources.canary import CanaryRollout
 from tmcd.tui.actions import canary_action
 from tmcd.tui.canaries import CanaryRow, filter_canaries, next_canary_column, sort_canaries
-from tmcd.tui.models import RowFilter, human_age, parse_filter
+from tmcd.tui.models import human_age
 from tmcd.tui.rowtable import RowTable
 from tmcd.tui.screens.canary_detail import PHASE_STYLE, CanaryDetail, phase_text
-from tmcd.tui.screens.common import VIEW_CSS, FilterBox, connection_text
+from tmcd.tui.screens.common import VIEW_CSS, FilterBox, FilteredList, connection_text
 from tmcd.tui.state import DashboardState
 
 COLUMNS = (
@@ -53,13 +52,11 @@ def weight_cells(r: CanaryRow) -> tuple[str, Text]:
     return f"{r.weight}%", Text(f"{r.applied_weight}%", "" if r.applied_weight == r.weight else "yellow")
 
 
-class CanariesScreen(Screen[None]):
+class CanariesScreen(FilteredList):
     """The rollouts table, or one rollout's detail; the app calls :meth:`show` at most four times a second."""
 
     BINDINGS = [
-        Binding("slash", "filter", "Filter"),
-        Binding("s", "sort", "Sort"),
-        Binding("S", "reverse", "Reverse", key_display="S"),
+        *FilteredList.LIST_BINDINGS,
         Binding("P", "canary('promote')", "Promote", key_display="P"),
         Binding("F", "canary('promote', True)", "Full", key_display="F"),
         Binding("A", "canary('abort')", "Abort", key_display="A"),
@@ -72,11 +69,8 @@ class CanariesScreen(Screen[None]):
     DEFAULT_CSS = VIEW_CSS
 
     def __init__(self, state: DashboardState) -> None:
-        super().__init__(name="canaries")
+        super().__init__("canaries", next_canary_column)
         self.state = state
-        self.sort_column = "name"
-        self.descending = False
-        self.filter: RowFilter = parse_filter("")
         self.shown: list[str] = []
         """``namespace/name`` of each row, in table order."""
         self.detail: str | None = None
@@ -159,9 +153,6 @@ class CanariesScreen(Screen[None]):
             return self.detail
         return self.query_one(RowTable).cursor_key
 
-    def redraw(self) -> None:
-        self.app.request_redraw()  # type: ignore[attr-defined]
-
     # --- the detail ---------------------------------------------------------------------------------------------
 
     def on_row_table_row_selected(self, event: RowTable.RowSelected) -> None:
@@ -201,40 +192,12 @@ class CanariesScreen(Screen[None]):
         namespace, _, name = ref.partition("/")
         self.app.act(canary_action(namespace, name, verb, full=full))  # type: ignore[attr-defined]
 
-    def action_filter(self) -> None:
-        box = self.query_one(FilterBox)
-        box.open()
-        box.value = self.filter.text
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.filter = parse_filter(event.value)
-        self.redraw()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(FilterBox).close()
-        self.query_one(RowTable).focus()
-
     async def action_back(self) -> None:
         """Esc: close the detail; else close the filter box (clearing the filter); else the previous view."""
-        box = self.query_one(FilterBox)
         if self.detail is not None:
             self.close_detail()
-        elif box.has_class("-shown") or self.filter.text:
-            box.close()
-            box.value = ""
-            self.filter = parse_filter("")
-            self.query_one(RowTable).focus()
-            self.redraw()
-        else:
+        elif not self.clear_filter():
             await self.app.run_action("previous_view")
-
-    def action_sort(self) -> None:
-        self.sort_column = next_canary_column(self.sort_column)
-        self.redraw()
-
-    def action_reverse(self) -> None:
-        self.descending = not self.descending
-        self.redraw()
 
     def action_cursor(self, direction: str) -> None:
         if self.detail is not None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
+from textual.binding import Binding
+from textual.screen import Screen
 from textual.widgets import Input
 
-from tmcd.tui.models import health_counts, sparkline
+from tmcd.tui.models import RowFilter, health_counts, parse_filter, sparkline
+from tmcd.tui.rowtable import RowTable
 from tmcd.tui.state import DashboardState
 
 HEALTH_STYLE = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "bold red", "Unknown": "dim"}
@@ -94,3 +99,64 @@ class FilterBox(Input):
         """Hide it (the filter it holds stays until cleared)."""
         self.remove_class("-shown")
         self.disabled = True
+
+
+class FilteredList(Screen[None]):
+    """A view listing rows in a :class:`RowTable` (``#table``) with the ``/`` filter box and the
+    ``s``/``S`` sort keys: the fleet and the canaries."""
+
+    LIST_BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", key_display="S"),
+    ]
+    """The filter and sort keys, for the subclass's BINDINGS."""
+
+    def __init__(self, name: str, next_column: Callable[[str], str]) -> None:
+        super().__init__(name=name)
+        self._next_column = next_column
+        self.sort_column = "name"
+        self.descending = False
+        self.filter: RowFilter = parse_filter("")
+
+    def redraw(self) -> None:
+        """Redraw at the app's next tick."""
+        self.app.request_redraw()  # type: ignore[attr-defined]
+
+    def action_filter(self) -> None:
+        """``/``: open the filter box with the current filter."""
+        box = self.query_one(FilterBox)
+        box.open()
+        box.value = self.filter.text
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """The filter applies as it is typed."""
+        self.filter = parse_filter(event.value)
+        self.redraw()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter keeps the filter and gives the keys back to the table."""
+        self.query_one(FilterBox).close()
+        self.query_one(RowTable).focus()
+
+    def clear_filter(self) -> bool:
+        """Esc's first job: close the filter box and clear the filter; False when there was none."""
+        box = self.query_one(FilterBox)
+        if not (box.has_class("-shown") or self.filter.text):
+            return False
+        box.close()
+        box.value = ""
+        self.filter = parse_filter("")
+        self.query_one(RowTable).focus()
+        self.redraw()
+        return True
+
+    def action_sort(self) -> None:
+        """``s``: sort by the next column."""
+        self.sort_column = self._next_column(self.sort_column)
+        self.redraw()
+
+    def action_reverse(self) -> None:
+        """``S``: reverse the order."""
+        self.descending = not self.descending
+        self.redraw()

@@ -5,13 +5,21 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Footer, Static
 
-from tmcd.tui.models import FleetRow, RowFilter, filter_rows, human_age, next_column, parse_filter, sort_rows
+from tmcd.tui.models import FleetRow, filter_rows, human_age, next_column, sort_rows
 from tmcd.tui.rowtable import Cell, LazyRows, RowTable
 from tmcd.tui.screens.cluster import ClusterScreen
-from tmcd.tui.screens.common import EMPTY_FLEET, VIEW_CSS, FilterBox, health_cell, percent, ratio, status_line
+from tmcd.tui.screens.common import (
+    EMPTY_FLEET,
+    VIEW_CSS,
+    FilterBox,
+    FilteredList,
+    health_cell,
+    percent,
+    ratio,
+    status_line,
+)
 from tmcd.tui.state import DashboardState
 
 COLUMNS = (
@@ -29,13 +37,11 @@ COLUMNS = (
 """Header -> sort column (tmcd.tui.models.SORT_KEYS)."""
 
 
-class FleetScreen(Screen[None]):
+class FleetScreen(FilteredList):
     """The fleet table; the app calls :meth:`show` at most four times a second."""
 
     BINDINGS = [
-        Binding("slash", "filter", "Filter"),
-        Binding("s", "sort", "Sort"),
-        Binding("S", "reverse", "Reverse", key_display="S"),
+        *FilteredList.LIST_BINDINGS,
         Binding("j", "cursor('down')", "Down", show=False),
         Binding("k", "cursor('up')", "Up", show=False),
         Binding("escape", "back", "Back", show=False),
@@ -44,11 +50,8 @@ class FleetScreen(Screen[None]):
     DEFAULT_CSS = VIEW_CSS
 
     def __init__(self, state: DashboardState) -> None:
-        super().__init__(name="fleet")
+        super().__init__("fleet", next_column)
         self.state = state
-        self.sort_column = "name"
-        self.descending = False
-        self.filter: RowFilter = parse_filter("")
         self.shown: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -80,9 +83,6 @@ class FleetScreen(Screen[None]):
         self.shown = [r.name for r in rows]
         table.set_rows(self.shown, LazyRows(rows, _cells))
 
-    def redraw(self) -> None:
-        self.app.request_redraw()  # type: ignore[attr-defined]
-
     def highlighted(self) -> str | None:
         """The cluster of the highlighted row (None when the table is empty)."""
         return self.query_one(RowTable).cursor_key
@@ -94,38 +94,10 @@ class FleetScreen(Screen[None]):
             screen.cluster = event.key
             await self.app.run_action("view('cluster')")
 
-    def action_filter(self) -> None:
-        box = self.query_one(FilterBox)
-        box.open()
-        box.value = self.filter.text
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.filter = parse_filter(event.value)
-        self.redraw()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.query_one(FilterBox).close()
-        self.query_one(RowTable).focus()
-
     async def action_back(self) -> None:
         """Esc: close the filter box (clearing the filter), else go back to the previous view."""
-        box = self.query_one(FilterBox)
-        if box.has_class("-shown") or self.filter.text:
-            box.close()
-            box.value = ""
-            self.filter = parse_filter("")
-            self.query_one(RowTable).focus()
-            self.redraw()
-        else:
+        if not self.clear_filter():
             await self.app.run_action("previous_view")
-
-    def action_sort(self) -> None:
-        self.sort_column = next_column(self.sort_column)
-        self.redraw()
-
-    def action_reverse(self) -> None:
-        self.descending = not self.descending
-        self.redraw()
 
     def action_cursor(self, direction: str) -> None:
         table = self.query_one(RowTable)
