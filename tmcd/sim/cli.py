@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import click
@@ -19,7 +20,6 @@ from tmcd.sim.model import SimOptionError, SimOptions, validate_options
 
 if TYPE_CHECKING:
     from tmcd.bus import Bus
-    from tmcd.sim.runner import SimStats
 
 log = logging.getLogger("tmcd.sim")
 
@@ -214,29 +214,78 @@ class StopSignals:
         self._event.set()
 
 
-async def _main(url: str, opts: SimOptions, duration: float | None, signals: StopSignals) -> str:
-    """Connect and simulate until stopped (SIGINT/SIGTERM or duration); returns the summary line."""
-    from tmcd.sim.runner import SimStats, close_bus, run_sim
+class _Stats(Protocol):
+    def summary(self) -> str: ...
 
+
+def run_command(
+    ctx: click.Context,
+    nats_url: str | None,
+    data_dir: str,
+    duration: float | None,
+    who: tuple[str, str],
+    serve: Callable[[Bus, asyncio.Event, float | None], Awaitable[_Stats]],
+    empty: Callable[[], _Stats],
+) -> None:
+    """What `tmcd sim` and `tmcd sim mesh` do once their options are valid: check --duration, find
+    NATS, run ``serve`` until SIGINT/SIGTERM or the duration, print the summary line (``who``:
+    its prefix and the name in a failure, e.g. ``("sim", "simulator")``; ``serve`` publishes until
+    the event is set or the duration ends and returns what it published; ``empty`` is that when
+    stopped before NATS answered); exit 1 when it fails."""
+    if duration is not None and not duration > 0:
+        raise _bad("duration", f"expected seconds > 0, got {duration:g}")
+    url = resolve_url(nats_url, Path(data_dir))
+    if not logging.getLogger().handlers:
+        from tmcd.runtime.logs import setup_logging
+
+        setup_logging("info")
+    try:
+        with StopSignals() as signals:
+            summary = asyncio.run(_serve(url, who, serve, empty, duration, signals))
+    except _SimFailed as exc:
+        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        ctx.exit(1)
+    click.echo(summary)
+
+
+async def _serve(
+    url: str,
+    who: tuple[str, str],
+    serve: Callable[[Bus, asyncio.Event, float | None], Awaitable[_Stats]],
+    empty: Callable[[], _Stats],
+    duration: float | None,
+    signals: StopSignals,
+) -> str:
+    from tmcd.sim.runner import close_bus
+
+    prefix, name = who
     stop = asyncio.Event()
     signals.attach(asyncio.get_running_loop(), stop)
     started = time.monotonic()
     bus = await _until_stopped(_connect(url), stop)
     if bus is None:  # stopped before NATS answered: nothing was published
-        return _summary(SimStats(), started)
+        return f"{prefix}: published {empty().summary()} in {time.monotonic() - started:.1f}s"
     try:
-        stats = await run_sim(bus, opts, stop, duration=duration)
+        stats = await serve(bus, stop, duration)
     except Exception as exc:
-        raise _SimFailed(f"simulator stopped: {exc or type(exc).__name__}") from exc
+        raise _SimFailed(f"{name} stopped: {exc or type(exc).__name__}") from exc
     finally:
         if not bus.connected:
             log.warning("stopping while NATS is unreachable: what was published since it went away is lost")
         await close_bus(bus)
-    return _summary(stats, started)
+    return f"{prefix}: published {stats.summary()} in {time.monotonic() - started:.1f}s"
 
 
-def _summary(stats: SimStats, started: float) -> str:
-    return f"sim: published {stats.summary()} in {time.monotonic() - started:.1f}s"
+async def _simulate(bus: Bus, stop: asyncio.Event, duration: float | None, *, opts: SimOptions) -> _Stats:
+    from tmcd.sim.runner import run_sim
+
+    return await run_sim(bus, opts, stop, duration=duration)
+
+
+def _no_sim_stats() -> _Stats:
+    from tmcd.sim.runner import SimStats
+
+    return SimStats()
 
 
 async def _until_stopped(connect: Coroutine[Any, Any, Bus], stop: asyncio.Event) -> Bus | None:
@@ -344,20 +393,9 @@ def sim(
         validate_options(opts)
     except SimOptionError as exc:
         raise _bad(exc.option, exc.expected) from None
-    if duration is not None and not duration > 0:
-        raise _bad("duration", f"expected seconds > 0, got {duration}")
-    url = resolve_url(nats_url, Path(data_dir))
-    if not logging.getLogger().handlers:
-        from tmcd.runtime.logs import setup_logging
-
-        setup_logging("info")
-    try:
-        with StopSignals() as signals:
-            summary = asyncio.run(_main(url, opts, duration, signals))
-    except _SimFailed as exc:
-        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-        ctx.exit(1)
-    click.echo(summary)
+    run_command(
+        ctx, nats_url, data_dir, duration, ("sim", "simulator"), functools.partial(_simulate, opts=opts), _no_sim_stats
+    )
 
 
 if __name__ == "__main__":

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -13,16 +12,13 @@ import click
 from tmcd.contracts.names import is_valid_name
 from tmcd.sim.cli import (
     SimUsageError,
-    StopSignals,
-    _connect,
     _SimCommand,
-    _SimFailed,
-    _until_stopped,
-    resolve_url,
+    run_command,
 )
 from tmcd.sim.mesh import MeshOptionError, MeshOptions, RouteValues, validate_options
 
 if TYPE_CHECKING:
+    from tmcd.bus import Bus
     from tmcd.sim.mesh_runner import MeshStats
 
 log = logging.getLogger("tmcd.sim.mesh")
@@ -66,30 +62,16 @@ def route_names(option: str, text: str) -> frozenset[str]:
     return frozenset(_route_key(option, p.strip()) for p in text.split(",") if p.strip())
 
 
-async def _main(url: str, opts: MeshOptions, duration: float | None, signals: StopSignals) -> str:
-    """Connect and serve until stopped (SIGINT/SIGTERM or duration); returns the summary line."""
-    from tmcd.sim.mesh_runner import MeshStats, run_mesh
-    from tmcd.sim.runner import close_bus
+def _no_stats() -> MeshStats:
+    from tmcd.sim.mesh_runner import MeshStats
 
-    stop = asyncio.Event()
-    signals.attach(asyncio.get_running_loop(), stop)
-    started = time.monotonic()
-    bus = await _until_stopped(_connect(url), stop)
-    if bus is None:
-        return _summary(MeshStats(), started)
-    try:
-        stats = await run_mesh(bus, opts, stop, duration=duration)
-    except Exception as exc:
-        raise _SimFailed(f"mesh stopped: {exc or type(exc).__name__}") from exc
-    finally:
-        if not bus.connected:
-            log.warning("stopping while NATS is unreachable: what was published since it went away is lost")
-        await close_bus(bus)
-    return _summary(stats, started)
+    return MeshStats()
 
 
-def _summary(stats: MeshStats, started: float) -> str:
-    return f"mesh: published {stats.summary()} in {time.monotonic() - started:.1f}s"
+async def _serve(bus: Bus, stop: asyncio.Event, duration: float | None, *, opts: MeshOptions) -> MeshStats:
+    from tmcd.sim.mesh_runner import run_mesh
+
+    return await run_mesh(bus, opts, stop, duration=duration)
 
 
 @click.command("mesh", cls=_SimCommand)
@@ -171,17 +153,4 @@ def mesh(
         validate_options(opts)
     except MeshOptionError as exc:
         raise _bad(exc.option, exc.expected) from None
-    if duration is not None and not duration > 0:
-        raise _bad("duration", f"expected seconds > 0, got {duration:g}")
-    url = resolve_url(nats_url, Path(data_dir))
-    if not logging.getLogger().handlers:
-        from tmcd.runtime.logs import setup_logging
-
-        setup_logging("info")
-    try:
-        with StopSignals() as signals:
-            summary = asyncio.run(_main(url, opts, duration, signals))
-    except _SimFailed as exc:
-        click.echo(f"error: {' '.join(str(exc).split())}", err=True)
-        ctx.exit(1)
-    click.echo(summary)
+    run_command(ctx, nats_url, data_dir, duration, ("mesh", "mesh"), functools.partial(_serve, opts=opts), _no_stats)
