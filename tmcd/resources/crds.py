@@ -93,7 +93,7 @@ _KEEP = ("description", "format", "pattern", "minLength", "maxLength", "minItems
 # JSON Schema keywords that carry nothing a CRD needs (defaults become text, see the module doc).
 _DROP = ("title", "default", "examples", "$schema")
 _STRUCTURE = ("type", "enum", "const", "properties", "required", "items", "additionalProperties")
-_STRUCTURE += ("exclusiveMinimum", "exclusiveMaximum")
+_STRUCTURE_BOUNDS = ("exclusiveMinimum", "exclusiveMaximum")
 _FREE_FORM = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
 
@@ -132,7 +132,7 @@ def crd(kind: Kind) -> dict[str, Any]:
         "storage": True,
         "schema": {"openAPIV3Schema": openapi_schema(kind)},
     }
-    if "status" in {f.encode_name for f in _struct(kind.type).fields}:
+    if "status" in version["schema"]["openAPIV3Schema"]["properties"]:
         version["subresources"] = {"status": {}}
     version["additionalPrinterColumns"] = [_column(c) for c in COLUMNS[kind.kind]]
     return {
@@ -162,14 +162,6 @@ def _column(c: PrinterColumn) -> dict[str, Any]:
     return out
 
 
-def _struct(tp: type) -> Any:
-    from msgspec import inspect as mi
-
-    info = mi.type_info(tp)
-    assert isinstance(info, mi.StructType)
-    return info
-
-
 def openapi_schema(kind: Kind) -> dict[str, Any]:
     """The structural ``openAPIV3Schema`` of ``kind``'s type, keys sorted."""
     refs, defs = jsonschema.schema_components([kind.type], "#/$defs/{name}")
@@ -184,7 +176,8 @@ def openapi_schema(kind: Kind) -> dict[str, Any]:
     root["required"] = [r for r in root.get("required", []) if r != "metadata"]
     if not root["required"]:
         del root["required"]
-    return sort_keys(root)
+    out: dict[str, Any] = sort_keys(root)
+    return out
 
 
 def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +217,8 @@ class _Rewrite:
             out = self.node(alts[0], path, seen)
             if len(alts) < len(node["anyOf"]):
                 out["nullable"] = True
+                if "enum" in out and None not in out["enum"]:
+                    out["enum"].append(None)  # the API server checks enum on null values too
             return self._overlay(out, node, where, "anyOf")
         return self._plain(node, path, seen)
 
@@ -240,7 +235,7 @@ class _Rewrite:
 
     def _plain(self, node: dict[str, Any], path: str, seen: tuple[str, ...]) -> dict[str, Any]:
         where = path or "<root>"
-        unknown = set(node) - {*_KEEP, *_DROP, *_STRUCTURE}
+        unknown = set(node) - {*_KEEP, *_DROP, *_STRUCTURE, *_STRUCTURE_BOUNDS}
         if unknown:
             raise SchemaError(f"{where}: keyword(s) {sorted(unknown)} have no structural equivalent")
         out: dict[str, Any] = {k: node[k] for k in _KEEP if k in node}
@@ -253,7 +248,7 @@ class _Rewrite:
         if enum is not None:
             out["enum"] = sorted(enum, key=json.dumps)  # msgspec's order is its own choice
             tp = tp or _enum_type(enum, where)
-        for key in ("exclusiveMinimum", "exclusiveMaximum"):
+        for key in _STRUCTURE_BOUNDS:
             if key in node:  # JSON Schema 2020-12 number -> OpenAPI v3.0 bound + flag
                 out[key.replace("exclusiveM", "m")] = node[key]
                 out[key] = True
@@ -277,12 +272,12 @@ class _Rewrite:
                 out["required"] = list(node["required"])
         if isinstance(extra, dict):
             if props:
-                raise SchemaError(f"{path}: properties and additionalProperties together are not structural")
+                raise SchemaError(f"{path or '<root>'}: properties and additionalProperties together are not structural")
             if _is_free_form(extra):
                 out.update(_FREE_FORM)
             else:
                 out["additionalProperties"] = self.node(extra, f"{path}.*", seen)
-        elif extra is True or (not props and extra is None):
+        elif extra is True or (props is None and extra is None):  # a bare dict
             out.update(_FREE_FORM)
         # additionalProperties: false is dropped: the API server prunes unknown fields anyway.
 
