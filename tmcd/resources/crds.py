@@ -272,7 +272,8 @@ class _Rewrite:
                 out["required"] = list(node["required"])
         if isinstance(extra, dict):
             if props:
-                raise SchemaError(f"{path or '<root>'}: properties and additionalProperties together are not structural")
+                where = path or "<root>"
+                raise SchemaError(f"{where}: properties and additionalProperties together are not structural")
             if _is_free_form(extra):
                 out.update(_FREE_FORM)
             else:
