@@ -6,12 +6,8 @@ field docstrings added as descriptions; ``<Kind>List`` types are made from the k
 
 from __future__ import annotations
 
-import ast
 import copy
 import functools
-import inspect
-import itertools
-import textwrap
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -143,34 +139,8 @@ def components(types: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, An
     """``(one $ref schema per type, components.schemas)``, with field docstrings as descriptions."""
     refs, schemas = jsonschema.schema_components(types, REF)
     _watch_event_objects(types, schemas)
-    for st in jsonschema.struct_types(types):
-        schema = jsonschema.schema_of(st, schemas) or {}
-        props = schema.get("properties", {})
-        docs = _field_docs(st.cls)
-        for f in st.fields:
-            if f.name in docs and f.encode_name in props and "description" not in props[f.encode_name]:
-                props[f.encode_name]["description"] = docs[f.name]
+    jsonschema.add_field_docs(types, schemas)
     return list(refs), schemas
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a class (the string right after a field), by field name."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    out: dict[str, str] = {}
-    for prev, node in itertools.pairwise(body):
-        if (
-            isinstance(prev, ast.AnnAssign)
-            and isinstance(prev.target, ast.Name)
-            and isinstance(node, ast.Expr)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            out[prev.target.id] = " ".join(node.value.value.split())
-    return out
 
 
 # --- examples ------------------------------------------------------------------------------------

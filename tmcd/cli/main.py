@@ -92,14 +92,29 @@ def docs_group() -> None:
 
 @docs_group.command("generate")
 @click.option("--dir", "directory", default="docs", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-def docs_generate(directory: Path) -> None:
-    """Write the generated reference docs (metrics.md, api/*.md) under DIR."""
+@click.option(
+    "--crds-dir",
+    default="config/crds",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the CustomResourceDefinitions go.",
+)
+def docs_generate(directory: Path, crds_dir: Path) -> None:
+    """Write the generated reference docs (metrics.md, api/*.md) under DIR and the CRDs under CRDS_DIR."""
     from tmcd.api.reference import default_routes, write_reference
     from tmcd.metrics import docs as metrics_docs
+    from tmcd.resources import crds
 
     path = directory / "metrics.md"
     click.echo(f"{'wrote' if metrics_docs.write(path) else 'unchanged'} {path}")
     for path, changed in write_reference(directory / "api", default_routes(), __version__):
+        click.echo(f"{'wrote' if changed else 'unchanged'} {path}")
+    crds_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in crds.render().items():
+        path = crds_dir / name
+        changed = not path.is_file() or path.read_bytes() != data
+        if changed:
+            path.write_bytes(data)
         click.echo(f"{'wrote' if changed else 'unchanged'} {path}")
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
-from tmcd.contracts import jsonschema
+from tmcd.contracts import jsonschema, yamlfile
 from tmcd.contracts.examples import EXAMPLES, example_params
 from tmcd.contracts.messages import ALL_MESSAGES, Message
 from tmcd.contracts.subjects import CHANNELS, Channel
@@ -191,32 +190,8 @@ def message_schema(cls: type[Message]) -> dict[str, Any]:
     return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that never writes anchors/aliases for repeated objects."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    # Multi-line text reads best as a literal block.
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
 def _yaml(doc: dict[str, Any]) -> bytes:
-    text = yaml.dump(
-        doc,
-        Dumper=_Dumper,
-        sort_keys=False,
-        allow_unicode=True,
-        width=100_000,
-        default_flow_style=False,
-    )
-    return text.encode("utf-8")
+    return yamlfile.dump(doc).encode("utf-8")
 
 
 def _json(doc: dict[str, Any]) -> bytes:

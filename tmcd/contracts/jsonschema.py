@@ -9,7 +9,10 @@ the output is the same on every release.
 
 from __future__ import annotations
 
+import ast
 import inspect
+import itertools
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,3 +106,34 @@ def schema(tp: Any) -> dict[str, Any]:
     out = msgspec.json.schema(tp, schema_hook=schema_hook)
     canonical([tp], out.get("$defs", {}))
     return out
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a class (the string right after a field), by field name."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    out: dict[str, str] = {}
+    for prev, node in itertools.pairwise(body):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            out[prev.target.id] = " ".join(node.value.value.split())
+    return out
+
+
+def add_field_docs(types: Sequence[Any], schemas: dict[str, Any]) -> None:
+    """Give each struct field without a ``Meta`` description its attribute docstring as description."""
+    for st in struct_types(types):
+        schema = schema_of(st, schemas) or {}
+        props = schema.get("properties", {})
+        docs = field_docs(st.cls)
+        for f in st.fields:
+            if f.name in docs and f.encode_name in props and "description" not in props[f.encode_name]:
+                props[f.encode_name]["description"] = docs[f.name]
