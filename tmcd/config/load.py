@@ -319,14 +319,19 @@ def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str
     for cluster, context in cfg.kube.contexts.items():
         if not _CLUSTER_NAME.fullmatch(cluster):
             raise ConfigError(
-                f"kube.contexts.{cluster}", context, "a cluster name (a DNS-1123 label)", source=origin.get("kube.contexts")
+                f"kube.contexts.{cluster}",
+                context,
+                "a cluster name (a DNS-1123 label)",
+                source=origin.get("kube.contexts"),
             )
         if not isinstance(context, str) or not context.strip():
             raise ConfigError(
                 f"kube.contexts.{cluster}", context, "a kubeconfig context name", source=origin.get("kube.contexts")
             )
     if cfg.kube.in_cluster and cfg.kube.context:
-        fail("kube.context", "empty when kube.in_cluster is true (the service account has no context)", "kube.in_cluster")
+        fail(
+            "kube.context", "empty when kube.in_cluster is true (the service account has no context)", "kube.in_cluster"
+        )
     for i, tok in enumerate(cfg.api.tokens):
         if tok.access not in ("read-only", "read-write"):
             raise ConfigError(
