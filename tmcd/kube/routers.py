@@ -151,14 +151,15 @@ class KubeRouter:
             if not isinstance(res, Exception):
                 raise res
             route.seen.pop(cluster, None)
+            why = self._describe(ref, cluster, res)
             if isinstance(res, NotFound):
                 route.missing.add(cluster)
             else:
-                route.unreachable[cluster] = str(res)
+                route.unreachable[cluster] = why
             if cluster in wanted:
-                failed.append(str(res))
+                failed.append(why)
             else:
-                log.warning("%s %s/%s on cluster %s: %s", self.kind, ref.namespace, ref.route, cluster, res)
+                log.warning("%s", why)
         route.read_at = self._monotonic()
         if failed:
             raise TrafficError("; ".join(failed))
@@ -182,7 +183,7 @@ class KubeRouter:
                 elif isinstance(res, NotFound):
                     route.missing.add(cluster)
                 elif isinstance(res, Exception):
-                    route.unreachable[cluster] = str(res)
+                    route.unreachable[cluster] = self._describe(ref, cluster, res)
                 else:
                     raise res
         if not route.seen:
@@ -206,6 +207,11 @@ class KubeRouter:
 
     def _where(self, ref: RouteRef, cluster: str) -> str:
         return f"{self.kind} {ref.namespace}/{ref.route} on cluster {cluster}"
+
+    def _describe(self, ref: RouteRef, cluster: str, exc: Exception) -> str:
+        """The error in words that name the object and the cluster."""
+        msg = str(exc)
+        return msg if msg.startswith(self.kind) else f"{self._where(ref, cluster)}: {msg}"
 
     async def _client_for(self, ref: RouteRef, cluster: str) -> Kube:
         context = self.context_of(cluster)
