@@ -270,7 +270,7 @@ async def test_gateway_api_on_a_real_cluster() -> None:
                 "default",
                 {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", **httproute("tmcd-test-web")},
             )
-        ctx = kube.context or (await _current_context(REAL))
+        ctx = kube.context or _current_context(REAL)
         router = GatewayApiRouter(KubeConfig(kubeconfig=REAL, contexts={"real": ctx}))
         ref = RouteRef(
             "default", "tmcd-test-web", router="gateway-api", stable_service="web-stable", canary_service="web-canary"
@@ -290,7 +290,7 @@ async def test_gateway_api_on_a_real_cluster() -> None:
 HTTPROUTE_RES = GatewayApiRouter.resource
 
 
-async def _current_context(path: str) -> str:
+def _current_context(path: str) -> str:
     import yaml
 
     return str(yaml.safe_load(Path(path).read_text())["current-context"])

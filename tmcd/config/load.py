@@ -30,7 +30,7 @@ SWITCHES: dict[str, str] = {
 """``TMCD_*`` environment variables that are not settings of the config tree."""
 BOOLEAN_SWITCHES: tuple[str, ...] = ("TMCD_NO_SPEEDUPS", "TMCD_NO_EXTENSIONS")
 """Switches read as booleans: :func:`load_config` rejects any other value, as for settings."""
-_ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
+_ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\]|\[\.\.\.\])*)`$")
 
 
 class ConfigError(Exception):
