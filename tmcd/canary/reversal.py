@@ -43,8 +43,8 @@ def route_of(r: CanaryRollout) -> RouteRef:
         tr.route,
         r.spec.workload_ref.name,
         router=tr.router,
-        stable_service=tr.stable_service,
-        canary_service=tr.canary_service,
+        stable_service=tr.stable_service or "",
+        canary_service=tr.canary_service or "",
     )
 
 

@@ -210,7 +210,7 @@ def _step(causes: _Causes, field: str, step: CanaryStep) -> None:
 
 def _traffic_routing(causes: _Causes, field: str, tr: TrafficRouting) -> None:
     _name(causes, f"{field}.route", tr.route, "route")
-    services = {"stableService": tr.stable_service, "canaryService": tr.canary_service}
+    services = {"stableService": tr.stable_service or "", "canaryService": tr.canary_service or ""}
     if tr.router == "nats":
         for key, value in services.items():
             if value:
@@ -221,7 +221,7 @@ def _traffic_routing(causes: _Causes, field: str, tr: TrafficRouting) -> None:
             causes.add(f"{field}.{key}", f"is required by the {tr.router} router (the Service name)", REQUIRED)
         else:
             _name(causes, f"{field}.{key}", value, "service")
-    if tr.stable_service and tr.stable_service == tr.canary_service:
+    if services["stableService"] and services["stableService"] == services["canaryService"]:
         causes.add(f"{field}.canaryService", "must differ from stableService")
 
 
