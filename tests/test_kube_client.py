@@ -131,3 +131,45 @@ def test_kube_section_errors(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(str(f), env={})
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# -- trafficRouting's Services (validated where every write is) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("routing", "field", "message"),
+    [
+        ({"router": "gateway-api", "route": "web"}, "stableService", "is required by the gateway-api router"),
+        ({"router": "smi", "route": "web", "stableService": "a"}, "canaryService", "is required by the smi router"),
+        ({"router": "smi", "route": "web", "stableService": "a", "canaryService": "a"}, "canaryService", "must differ"),
+        ({"router": "nats", "route": "web", "stableService": "a"}, "stableService", "used only by the gateway-api"),
+        ({"router": "gateway-api", "route": "web", "stableService": "A_b", "canaryService": "c"}, "stableService", ""),
+    ],
+)
+def test_traffic_routing_services_are_validated(routing: dict[str, str], field: str, message: str) -> None:
+    import msgspec
+
+    from tmcd.resources.canary import CanaryRollout
+    from tmcd.resources.validate import validate
+
+    r = msgspec.convert(
+        {
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "workloadRef": {"kind": "Deployment", "name": "web"},
+                "stableVersion": "v1",
+                "canaryVersion": "v2",
+                "placementRef": "p",
+                "trafficRouting": routing,
+            },
+        },
+        CanaryRollout,
+    )
+    causes = [c for c in validate(r) if c.field.startswith("spec.trafficRouting.")]
+    assert causes and causes[0].field == f"spec.trafficRouting.{field}" and message in causes[0].message
+    ok = {**routing, "stableService": "web-stable", "canaryService": "web-canary"}
+    if routing["router"] == "nats":
+        ok = {"router": "nats", "route": "web"}
+    assert msgspec.json.encode(msgspec.convert(ok, type(r.spec.traffic_routing))).count(b"Service") == (
+        0 if routing["router"] == "nats" else 2
+    )
