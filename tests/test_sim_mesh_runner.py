@@ -229,7 +229,7 @@ def test_router_names() -> None:
     bus = Bus(NatsConfig(), SelfMetrics())
     assert router_for("nats", bus).name == "nats"
     for name in ("gateway-api", "smi"):
-        with pytest.raises(UnsupportedRouter, match=f"'{name}' is not supported yet"):
+        with pytest.raises(UnsupportedRouter, match=f"'{name}' needs the Kubernetes adapters"):
             router_for(name, bus)
     with pytest.raises(UnsupportedRouter, match="expected one of nats, gateway-api, smi"):
         router_for("istio", bus)

@@ -24,6 +24,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from tmcd.bus import BusError, CasConflictError, Delivery, KvEntry, KvStore
 from tmcd.canary.actions import action_applied
 from tmcd.canary.analysis import Observation, ProviderError
@@ -38,7 +40,7 @@ from tmcd.canary.samples import RunData
 from tmcd.canary.schedule import due_at, effective_metrics, parse_time, run_key
 from tmcd.canary.spans import emit_spans
 from tmcd.canary.syncpool import SyncPool, uses_syncer
-from tmcd.canary.traffic import TrafficRouter
+from tmcd.canary.traffic import TrafficError, TrafficRouter
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import (
     CanaryControl,
@@ -48,6 +50,7 @@ from tmcd.contracts.messages import (
     SyncEventBatch,
     WorkloadStats,
 )
+from tmcd.contracts.traffic import RouterFactory
 from tmcd.placement.model import Decision
 from tmcd.resources import writes
 from tmcd.resources.canary import AnalysisTemplate, CanaryRollout, CanaryRolloutStatus
@@ -71,8 +74,11 @@ class CanaryAgent:
 
     name = "canary"
 
-    def __init__(self, router: TrafficRouter | None = None) -> None:
+    def __init__(self, router: TrafficRouter | None = None, router_factory: RouterFactory | None = None) -> None:
+        """``router`` serves every route (tests); else ``nats`` and what ``router_factory`` builds
+        (the runtime passes the Kubernetes routers' factory)."""
         self._router = router
+        self._router_factory = router_factory
         self.rollouts: dict[str, KvEntry[CanaryRollout]] = {}
         self.templates: dict[str, AnalysisTemplate] = {}
         """``namespace.name`` -> template."""
@@ -120,7 +126,9 @@ class CanaryAgent:
         placements = await bus.kv("placements", Placement)
         self.kv = canaries
         self.placements_kv = placements
-        self.plane = DataPlane(bus, placements, self._router)
+        self.plane = DataPlane(
+            bus, placements, self._router, factory=self._router_factory, clusters=self._cluster_annotations
+        )
         revs: dict[str, int] = {}
         rollout_entries, revs["canaries"] = await canaries.snapshot()
         self.rollouts = {e.key: e for e in rollout_entries}
@@ -203,6 +211,9 @@ class CanaryAgent:
         else:
             self.clusters[key] = value
 
+    def _cluster_annotations(self) -> dict[str, dict[str, str]]:
+        return {k: t.metadata.annotations for k, t in self.clusters.items()}
+
     def _on_placement(self, key: str, value: Placement | None, _revision: int) -> None:
         if value is None:
             self.placements.pop(key, None)
@@ -245,7 +256,7 @@ class CanaryAgent:
             for i, key in enumerate(sorted(batch)):
                 try:
                     await self._reconcile(ctx, key)
-                except BusError as exc:
+                except (BusError, TrafficError) as exc:
                     log.warning("canary %s: %s; trying again shortly", key, exc)
                     self._retry(key)
                 if i % 16 == 15:
@@ -313,7 +324,13 @@ class CanaryAgent:
         action = r.status.action
         assert action is not None
         placement = self._pending_decisions.pop(entry.key, None)
-        await self.plane.apply(r, action, placement, ctx.clock())
+        try:
+            await self.plane.apply(r, action, placement, ctx.clock())
+        except TrafficError as exc:  # a missing HTTPRoute, a refused patch: say so in the status, try again
+            if placement is not None:
+                self._pending_decisions[entry.key] = placement
+            await self._traffic_failed(entry, str(exc))
+            raise
         status, note = action_applied(r, ctx.clock())
         await self._event(ctx, r, note, status, msg_id=f"{r.metadata.namespace}.{r.metadata.name}.{action.generation}")
         ok = await self._write(entry.key, entry, status)
@@ -336,14 +353,21 @@ class CanaryAgent:
         self.decisions += 1
         return True
 
+    async def _traffic_failed(self, entry: KvEntry[CanaryRollout], error: str) -> None:
+        """Put the router's error in ``status.message`` (once) so ``kubectl tmc get`` shows why the
+        rollout is stuck; the action stays Applying and is tried again."""
+        message = f"traffic router: {error}"
+        if entry.value.status.message != message:
+            status = msgspec.structs.replace(entry.value.status, message=message)
+            await self._write(entry.key, entry, status)
+
     async def _env(self, ctx: AgentContext, r: CanaryRollout) -> Env:
         now = ctx.clock()
         ns = r.metadata.namespace
         templates = {k.partition(".")[2]: t for k, t in self.templates.items() if k.startswith(ns + ".")}
         parent = self.placements.get(r.spec.placement_ref) if r.spec.placement_ref else None
         pool, pool_error = eligible_pool(r, [self.clusters[k] for k in sorted(self.clusters)], parent)
-        router = r.spec.traffic_routing.router
-        router_error = "" if router == "nats" else f"the {router} router comes in a later release; use nats"
+        router_error = self.plane.router_error(r)
         applied = await self.plane.applied(r)
         observations: dict[Any, Mapping[str, Observation]] = {}
         key = f"{ns}.{r.metadata.name}"

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from tmcd.bus import Bus, BusError, CasConflictError, KvStore
 from tmcd.canary.clusters import canary_placement, canary_placement_name
 from tmcd.canary.model import Applied
-from tmcd.canary.traffic import RouteRef, TrafficRouter, router_for
+from tmcd.canary.traffic import RouteRef, RouterSet, TrafficRouter
 from tmcd.contracts import subjects
+from tmcd.contracts.traffic import ClusterAnnotations, RouterFactory
 from tmcd.placement.model import CandidateResult, Decision, to_message, to_status
 from tmcd.resources.canary import CanaryRollout, StepAction
 from tmcd.resources.placement import Placement, PlacementStatus
@@ -36,16 +37,34 @@ APPLIED_POLL = 0.25
 
 def route_of(r: CanaryRollout) -> RouteRef:
     """The route a rollout shifts traffic on."""
-    return RouteRef(r.metadata.namespace, r.spec.traffic_routing.route, r.spec.workload_ref.name)
+    tr = r.spec.traffic_routing
+    return RouteRef(
+        r.metadata.namespace,
+        tr.route,
+        r.spec.workload_ref.name,
+        router=tr.router,
+        stable_service=tr.stable_service or "",
+        canary_service=tr.canary_service or "",
+    )
 
 
 class DataPlane:
     """Applies canary actions: weights through the traffic router, clusters through the canary Placement."""
 
-    def __init__(self, bus: Bus, placements: KvStore[Placement], router: TrafficRouter | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        placements: KvStore[Placement],
+        router: TrafficRouter | None = None,
+        *,
+        factory: RouterFactory | None = None,
+        clusters: ClusterAnnotations | None = None,
+    ) -> None:
+        """``router`` (tests) serves every route; otherwise each route gets the router its rollout
+        names, ``nats`` here and the Kubernetes ones through ``factory`` (see :class:`RouterSet`)."""
         self._bus = bus
         self._placements = placements
-        self._router = router or router_for("nats", bus)
+        self._router: TrafficRouter = router if router is not None else RouterSet(bus, factory, clusters)
         self._routes: dict[tuple[str, str], RouteRef] = {}
         self._seen: dict[tuple[str, str], int] = {}
 
@@ -156,6 +175,13 @@ class DataPlane:
                     on_applied(*key)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), APPLIED_POLL)
+
+    def router_error(self, r: CanaryRollout) -> str:
+        """Why the rollout's traffic router cannot be used; empty when it can."""
+        name = r.spec.traffic_routing.router
+        if isinstance(self._router, RouterSet):
+            return self._router.check(name)
+        return "" if name in ("nats", self._router.name) else f"the {name} router is not available here; use nats"
 
     async def close(self) -> None:
         """Release the router."""

@@ -3,9 +3,11 @@ data plane applied.
 
 ``nats`` publishes TrafficWeights to TMC_TRAFFIC (the mock service mesh, or any data plane
 that speaks the contract, obeys it) and learns the applied weights from TrafficApplied
-reports.  ``gateway-api`` (HTTPRoute backendRef weights) and ``smi`` (TrafficSplit) come with
-the Kubernetes adapters; until then :func:`router_for` refuses them with
-:class:`UnsupportedRouter`, whose message a rollout's status can carry as it is.
+reports.  ``gateway-api`` (HTTPRoute backendRef weights) and ``smi`` (TrafficSplit) live in
+``tmcd/kube/``, which this package does not import: the runtime hands the agents a
+:data:`~tmcd.contracts.traffic.RouterFactory` that builds them, and :class:`RouterSet` picks a
+router per route by the rollout's ``trafficRouting.router``.  Without a factory they are
+refused with :class:`UnsupportedRouter`, whose message a rollout's status can carry as it is.
 """
 
 from __future__ import annotations
@@ -17,12 +19,34 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from tmcd.bus import Bus, Delivery, last_message
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import TrafficApplied, TrafficWeights
 from tmcd.contracts.names import validate_name
+from tmcd.contracts.traffic import (
+    AppliedWeights,
+    ClusterAnnotations,
+    RouteRef,
+    RouterFactory,
+    TrafficError,
+    TrafficRouter,
+    UnsupportedRouter,
+)
+
+__all__ = [
+    "ROUTERS",
+    "AppliedWeights",
+    "NatsRouter",
+    "RouteRef",
+    "RouterFactory",
+    "RouterSet",
+    "TrafficError",
+    "TrafficRouter",
+    "UnsupportedRouter",
+    "router_for",
+]
 
 log = logging.getLogger("tmcd.canary")
 
@@ -35,52 +59,6 @@ REREAD_AFTER = 2.0
 """Seconds before a route whose report is missing or behind is read from the stream again: the
 subscription brings new reports at once, the stream read only covers what it missed, so callers
 that poll often (the canary agent, every 0.25 s) do not turn into a stream read each."""
-
-
-class UnsupportedRouter(ValueError):
-    """A traffic router tmcd cannot use (yet); the message says why and what to use instead."""
-
-
-@dataclass(frozen=True)
-class RouteRef:
-    """A route and the workload it serves (empty: the route name)."""
-
-    namespace: str
-    route: str
-    workload: str = ""
-
-
-@dataclass(frozen=True)
-class AppliedWeights:
-    """What the data plane reported for a route: the generation it applied and the canary percent
-    per cluster (a cluster not listed is 100 % stable)."""
-
-    generation: int
-    canary: dict[str, int]
-    timestamp: float = 0.0
-    """When the data plane applied it (Unix seconds)."""
-    unknown_clusters: tuple[str, ...] = ()
-    """Clusters the weights named that the data plane does not serve."""
-
-
-class TrafficRouter(Protocol):
-    """Sets and reads back the canary weight of routes."""
-
-    name: str
-
-    async def set_weights(self, ref: RouteRef, canary_weight: int, clusters: Sequence[str], generation: int) -> None:
-        """``canary_weight`` % of the route's traffic to the canary on ``clusters``, every other
-        cluster (all of them when ``clusters`` is empty) 100 % stable.  Idempotent; a newer
-        ``generation`` replaces an older one, an older one is ignored by the data plane."""
-        ...
-
-    async def applied(self, ref: RouteRef) -> AppliedWeights | None:
-        """The latest weights the data plane reports as applied for the route; None before any."""
-        ...
-
-    async def close(self) -> None:
-        """Release what the router holds (subscriptions)."""
-        ...
 
 
 @dataclass
@@ -224,12 +202,93 @@ class NatsRouter:
         self._listeners.append(listener)
 
 
-def router_for(name: str, bus: Bus) -> TrafficRouter:
-    """The router called ``name``; raises :class:`UnsupportedRouter` for one tmcd cannot use."""
+def router_for(
+    name: str, bus: Bus, factory: RouterFactory | None = None, clusters: ClusterAnnotations | None = None
+) -> TrafficRouter:
+    """The router called ``name`` (``nats`` here, the others through ``factory``); raises
+    :class:`UnsupportedRouter` for one tmcd cannot use."""
     if name == "nats":
         return NatsRouter(bus)
-    if name in ROUTERS:
+    if name not in ROUTERS:
+        raise UnsupportedRouter(f"unknown traffic router {name!r}: expected one of {', '.join(ROUTERS)}")
+    if factory is None:
         raise UnsupportedRouter(
-            f"traffic router {name!r} is not supported yet (it comes with the Kubernetes adapters); use 'nats'"
+            f"traffic router {name!r} needs the Kubernetes adapters, which this process was started without; use 'nats'"
         )
-    raise UnsupportedRouter(f"unknown traffic router {name!r}: expected one of {', '.join(ROUTERS)}")
+    return factory(name, clusters or dict)
+
+
+class RouterSet:
+    """One :class:`TrafficRouter` over several: each route goes to the router its ``RouteRef.router``
+    names, built on first use (``nats`` always; the Kubernetes ones through the factory)."""
+
+    name = "set"
+
+    def __init__(
+        self,
+        bus: Bus,
+        factory: RouterFactory | None = None,
+        clusters: ClusterAnnotations | None = None,
+        nats: TrafficRouter | None = None,
+    ) -> None:
+        self._bus, self._factory, self._clusters = bus, factory, clusters
+        self._routers: dict[str, TrafficRouter] = {}
+        if nats is not None:
+            self._routers[nats.name] = nats
+
+    def router(self, name: str) -> TrafficRouter:
+        """The router called ``name``, built once; raises :class:`UnsupportedRouter`."""
+        r = self._routers.get(name)
+        if r is None:
+            r = self._routers[name] = router_for(name, self._bus, self._factory, self._clusters)
+        return r
+
+    def check(self, name: str) -> str:
+        """Why the router called ``name`` cannot be used; empty when it can."""
+        try:
+            self.router(name)
+        except UnsupportedRouter as exc:
+            return str(exc)
+        return ""
+
+    async def set_weights(self, ref: RouteRef, canary_weight: int, clusters: Sequence[str], generation: int) -> None:
+        """See :class:`TrafficRouter`; a router that cannot be built raises TrafficError."""
+        await self._pick(ref).set_weights(ref, canary_weight, clusters, generation)
+
+    async def applied(self, ref: RouteRef) -> AppliedWeights | None:
+        """See :class:`TrafficRouter` (None from a router that cannot be built)."""
+        try:
+            router = self._pick(ref)
+        except TrafficError:
+            return None
+        return await router.applied(ref)
+
+    def on_report(self, listener: Callable[[str, str], None]) -> None:
+        """Pass ``listener`` to every router that pushes its reports (now and later built)."""
+        self._listener = listener
+        for r in self._routers.values():
+            self._listen(r)
+
+    _listener: Callable[[str, str], None] | None = None
+
+    def _listen(self, r: TrafficRouter) -> None:
+        listen = getattr(r, "on_report", None)
+        if self._listener is not None and callable(listen):
+            listen(self._listener)
+
+    def _pick(self, ref: RouteRef) -> TrafficRouter:
+        name = ref.router or "nats"
+        known = name in self._routers
+        try:
+            r = self.router(name)
+        except UnsupportedRouter as exc:
+            raise TrafficError(str(exc)) from None
+        if not known:
+            self._listen(r)
+        return r
+
+    async def close(self) -> None:
+        """Close every router built."""
+        routers, self._routers = list(self._routers.values()), {}
+        for r in routers:
+            await r.close()

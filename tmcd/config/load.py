@@ -30,7 +30,7 @@ SWITCHES: dict[str, str] = {
 """``TMCD_*`` environment variables that are not settings of the config tree."""
 BOOLEAN_SWITCHES: tuple[str, ...] = ("TMCD_NO_SPEEDUPS", "TMCD_NO_EXTENSIONS")
 """Switches read as booleans: :func:`load_config` rejects any other value, as for settings."""
-_ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
+_ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\]|\[\.\.\.\])*)`$")
 
 
 class ConfigError(Exception):
@@ -137,6 +137,8 @@ def _expected(info: mi.Type) -> str:
         return f"a list of {item}s"
     if isinstance(info, mi.StructType):
         return "a table"
+    if isinstance(info, mi.DictType):
+        return "a table of name = string (set it in the file)"
     return "a valid value"
 
 
@@ -278,6 +280,9 @@ def _get(cfg: Config, key: str) -> Any:
     return node
 
 
+_CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str, str | None]) -> None:
     def fail(key: str, expected: str, source_key: str | None = None) -> NoReturn:
         source = origin.get(key) or origin.get(source_key or key)
@@ -311,6 +316,22 @@ def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str
             fail(lo, f"a number <= {hi} ({_num(_get(cfg, hi))})", hi)
     for key, _value, expected in validate_otel(cfg.otel):
         fail(key, expected)
+    for cluster, context in cfg.kube.contexts.items():
+        if not _CLUSTER_NAME.fullmatch(cluster):
+            raise ConfigError(
+                f"kube.contexts.{cluster}",
+                context,
+                "a cluster name (a DNS-1123 label)",
+                source=origin.get("kube.contexts"),
+            )
+        if not isinstance(context, str) or not context.strip():
+            raise ConfigError(
+                f"kube.contexts.{cluster}", context, "a kubeconfig context name", source=origin.get("kube.contexts")
+            )
+    if cfg.kube.in_cluster and cfg.kube.context:
+        fail(
+            "kube.context", "empty when kube.in_cluster is true (the service account has no context)", "kube.in_cluster"
+        )
     for i, tok in enumerate(cfg.api.tokens):
         if tok.access not in ("read-only", "read-write"):
             raise ConfigError(

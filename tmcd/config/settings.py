@@ -150,6 +150,20 @@ class RollbackConfig(_Section):
     """Roll back a running canary when one of its canary clusters turns Unhealthy."""
 
 
+class KubeConfig(_Section):
+    """Kubernetes API servers (the gateway-api and smi traffic routers)."""
+
+    kubeconfig: str = ""
+    """Path of the kubeconfig file; empty: $KUBECONFIG, else ~/.kube/config."""
+    context: str = ""
+    """The kubeconfig context of the control plane; empty: the file's current context."""
+    in_cluster: bool = False
+    """Reach the control plane with the pod's service account instead of a kubeconfig."""
+    contexts: dict[str, str] = msgspec.field(default_factory=dict)
+    """Cluster (SyncTarget name) -> the kubeconfig context of its API server, for the traffic
+    routers; a SyncTarget's annotation tmc.kcp.io/kubeconfig-context wins over it."""
+
+
 class ApiToken(_Section):
     """A bearer token for the API."""
 
@@ -205,3 +219,4 @@ class Config(_Section):
     rollback: RollbackConfig = msgspec.field(default_factory=RollbackConfig)
     otel: OtelConfig = msgspec.field(default_factory=OtelConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    kube: KubeConfig = msgspec.field(default_factory=KubeConfig)

@@ -46,6 +46,15 @@ class TrafficRouting(msgspec.Struct, kw_only=True, rename="camel"):
 
     router: Annotated[RouterName, Meta(description="nats, gateway-api or smi.")] = "nats"
     route: Annotated[str, Meta(min_length=1, description="Route name (NATS route, HTTPRoute or TrafficSplit).")]
+    # UNSET (never encoded) rather than "": a nats rollout's wire form stays what it was
+    stable_service: Annotated[
+        str | msgspec.UnsetType,
+        Meta(description="gateway-api and smi: the Service of the stable track (a backendRef or backend name)."),
+    ] = msgspec.UNSET
+    canary_service: Annotated[
+        str | msgspec.UnsetType,
+        Meta(description="gateway-api and smi: the Service of the canary track (a backendRef or backend name)."),
+    ] = msgspec.UNSET
 
 
 class SetClusters(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):

@@ -19,6 +19,7 @@ from tmcd.resources.canary import (
     CanaryRolloutSpec,
     CanaryStep,
     RolloutRevision,
+    TrafficRouting,
 )
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import LabelSelector, Placement
@@ -207,6 +208,23 @@ def _step(causes: _Causes, field: str, step: CanaryStep) -> None:
             _positive(causes, f"{field}.analysis.interval", an.interval)
 
 
+def _traffic_routing(causes: _Causes, field: str, tr: TrafficRouting) -> None:
+    _name(causes, f"{field}.route", tr.route, "route")
+    services = {"stableService": tr.stable_service or "", "canaryService": tr.canary_service or ""}
+    if tr.router == "nats":
+        for key, value in services.items():
+            if value:
+                causes.add(f"{field}.{key}", "is used only by the gateway-api and smi routers; remove it for nats")
+        return
+    for key, value in services.items():
+        if not value:
+            causes.add(f"{field}.{key}", f"is required by the {tr.router} router (the Service name)", REQUIRED)
+        else:
+            _name(causes, f"{field}.{key}", value, "service")
+    if services["stableService"] and services["stableService"] == services["canaryService"]:
+        causes.add(f"{field}.canaryService", "must differ from stableService")
+
+
 def _rollout_spec(causes: _Causes, field: str, spec: CanaryRolloutSpec) -> None:
     _name(causes, f"{field}.workloadRef.name", spec.workload_ref.name, "workload")
     if not spec.workload_ref.kind:
@@ -223,7 +241,7 @@ def _rollout_spec(causes: _Causes, field: str, spec: CanaryRolloutSpec) -> None:
             _name(causes, f"{field}.placementRef", spec.placement_ref, "placement")
         if spec.cluster_selector is not None:
             _selector(causes, f"{field}.clusterSelector", spec.cluster_selector)
-    _name(causes, f"{field}.trafficRouting.route", spec.traffic_routing.route, "route")
+    _traffic_routing(causes, f"{field}.trafficRouting", spec.traffic_routing)
     for i, step in enumerate(spec.steps):
         _step(causes, f"{field}.steps[{i}]", step)
     if spec.analysis is not None:

@@ -24,9 +24,11 @@ from tmcd.canary.reversal import DataPlane
 from tmcd.canary.traffic import TrafficRouter
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import ControlReply, HealthChange, RollbackControl, RollbackEvent
+from tmcd.contracts.traffic import RouterFactory
 from tmcd.resources import writes
 from tmcd.resources.canary import CanaryRollout, CanaryRolloutStatus, RolloutRevision
 from tmcd.resources.placement import Placement
+from tmcd.resources.synctarget import SyncTarget
 from tmcd.rollback import history
 from tmcd.rollback.control import refuse_or_begin
 from tmcd.rollback.history import RevisionKeeper
@@ -46,8 +48,12 @@ class RollbackAgent:
 
     name = "rollback"
 
-    def __init__(self, router: TrafficRouter | None = None) -> None:
+    def __init__(self, router: TrafficRouter | None = None, router_factory: RouterFactory | None = None) -> None:
+        """``router`` serves every route (tests); else ``nats`` and what ``router_factory`` builds."""
         self._router = router
+        self._router_factory = router_factory
+        self.clusters: dict[str, SyncTarget] = {}
+        """The SyncTargets (a Kubernetes router finds each cluster's kubeconfig context on them)."""
         self.rollouts: dict[str, KvEntry[CanaryRollout]] = {}
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
@@ -78,7 +84,15 @@ class RollbackAgent:
         self.kv = await ctx.bus.kv("canaries", CanaryRollout)
         self.revisions: KvStore[RolloutRevision] = await ctx.bus.kv("revisions", RolloutRevision)
         placements = await ctx.bus.kv("placements", Placement)
-        self.plane = DataPlane(ctx.bus, placements, self._router)
+        self.plane = DataPlane(
+            ctx.bus, placements, self._router, factory=self._router_factory, clusters=self._cluster_annotations
+        )
+        clusters_kv: KvStore[SyncTarget] | None = None
+        clusters_rev = 0
+        if self._router_factory is not None:  # only the Kubernetes routers need the SyncTargets
+            clusters_kv = await ctx.bus.kv("clusters", SyncTarget)
+            cluster_entries, clusters_rev = await clusters_kv.snapshot()
+            self.clusters = {e.key: e.value for e in cluster_entries}
         entries, revision = await self.kv.snapshot()
         self.rollouts = {e.key: e for e in entries}
         self._dirty = {k for k, e in self.rollouts.items() if e.value.status.phase == "RollingBack"}
@@ -100,6 +114,8 @@ class RollbackAgent:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._follow(ctx, revision))
+                if clusters_kv is not None:
+                    tg.create_task(self._follow_clusters(ctx, clusters_kv, clusters_rev))
                 tg.create_task(RevisionKeeper().run(ctx))  # the revision records follow the rollouts' status
                 tg.create_task(self.plane.follow(ctx.stop, self._on_applied))
                 tg.create_task(self._work(ctx))
@@ -107,6 +123,16 @@ class RollbackAgent:
             for sub in subs:
                 await sub.unsubscribe()
             await self.plane.close()
+
+    def _cluster_annotations(self) -> dict[str, dict[str, str]]:
+        return {k: t.metadata.annotations for k, t in self.clusters.items()}
+
+    async def _follow_clusters(self, ctx: AgentContext, kv: KvStore[SyncTarget], after: int) -> None:
+        async for change in kv.changes(after, ctx.stop):
+            if change.value is None:
+                self.clusters.pop(change.key, None)
+            else:
+                self.clusters[change.key] = change.value
 
     async def _follow(self, ctx: AgentContext, after: int) -> None:
         async for change in self.kv.changes(after, ctx.stop):

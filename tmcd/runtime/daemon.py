@@ -115,7 +115,7 @@ class Daemon:
             return AgentContext(bus, self.cfg, self.metrics, self.stop_event, self.clock, tracer)
 
         self.supervisor = Supervisor(
-            build_agents(self.cfg.agents),
+            build_agents(self.cfg.agents, self.cfg),
             make_context,
             self.metrics,
             self.stop_event,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tmcd.canary.agent import CanaryAgent
+from tmcd.config import Config
 from tmcd.health.agent import HealthAgent
+from tmcd.kube.routers import router_factory
 from tmcd.metrics.agent import MetricsAgent
 from tmcd.placement.agent import PlacementAgent
 from tmcd.rollback.agent import RollbackAgent
@@ -20,6 +22,16 @@ AGENTS: dict[str, Callable[[], Agent]] = {
 }
 
 
-def build_agents(names: list[str]) -> list[Agent]:
-    """Instantiate the named agents (names are validated by the config)."""
-    return [AGENTS[n]() for n in names]
+def build_agents(names: list[str], cfg: Config | None = None) -> list[Agent]:
+    """Instantiate the named agents (names are validated by the config).  With ``cfg``, the canary
+    and rollback agents get the Kubernetes traffic routers (``gateway-api``, ``smi``) through a
+    factory: the canary package does not import ``tmcd.kube``, the runtime hands the routers over."""
+    out: list[Agent] = []
+    for n in names:
+        if cfg is not None and n == "canary":
+            out.append(CanaryAgent(router_factory=router_factory(cfg.kube)))
+        elif cfg is not None and n == "rollback":
+            out.append(RollbackAgent(router_factory=router_factory(cfg.kube)))
+        else:
+            out.append(AGENTS[n]())
+    return out

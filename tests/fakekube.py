@@ -1,0 +1,454 @@
+"""A small Kubernetes-API-compatible server for tests (aiohttp, loopback, port 0).
+
+kubernetes-asyncio talks to it over a real socket.  It implements what tmcd's adapters use:
+discovery (``/api``, ``/apis``, ``/apis/<group>/<version>``), namespaced objects of the kinds it is
+given (custom and core): get, list (``resourceVersion``, ``limit``/``continue``), watch
+(``?watch=true``: JSON lines, BOOKMARK events with ``allowWatchBookmarks``, an ERROR event carrying a
+410 Expired Status for a resourceVersion older than its history), create, update (PUT, 409 on a
+stale ``metadata.resourceVersion``), merge patch, JSON patch (add/remove/replace/test; a failed
+``test`` answers 422, or 409 when ``test_failure_status`` says so), the ``/status`` subresource
+(the main resource ignores status changes, the subresource ignores everything else), and Status
+bodies for 404/409/410/415/422 as kube-apiserver writes them.  Every request is logged in
+:attr:`FakeKube.requests`.
+
+Not implemented: label/field selectors, server-side apply, DELETE, cluster-scoped kinds,
+authentication (any bearer token is accepted and logged), protobuf, tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A resource type the server serves."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+HTTPROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+TRAFFICSPLIT = Kind("split.smi-spec.io", "v1alpha4", "trafficsplits", "TrafficSplit")
+SERVICE = Kind("", "v1", "services", "Service")
+CANARYROLLOUT = Kind("tmc.kcp.io", "v1alpha1", "canaryrollouts", "CanaryRollout")
+KINDS = (HTTPROUTE, TRAFFICSPLIT, SERVICE, CANARYROLLOUT)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str
+    body: Any
+    authorization: str
+
+
+class StatusError(Exception):
+    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
+
+    def body(self) -> Obj:
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "details": self.details,
+            "code": self.code,
+        }
+
+
+@dataclass
+class FakeKube:
+    """The server's state and handlers; :meth:`start` serves it on 127.0.0.1 (port 0)."""
+
+    kinds: tuple[Kind, ...] = KINDS
+    history_limit: int = 100
+    """Watch events kept; a watch from before them gets 410 Gone."""
+    test_failure_status: int = 422
+    conflicts: int = 0
+    """The next N JSON patches find their object changed by someone else first (its resourceVersion bumped)."""
+    requests: list[Request] = field(default_factory=list)
+    objects: dict[tuple[Kind, str, str], Obj] = field(default_factory=dict)
+    rv: int = 100
+    history: list[tuple[int, str, Kind, str, Obj]] = field(default_factory=list)
+    _watchers: list[tuple[Kind, str, asyncio.Queue[Obj | None]]] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    url: str = ""
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        self.end_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- what tests do -------------------------------------------------------------------------------
+
+    def put(self, kind: Kind, obj: Obj) -> Obj:
+        """Create or replace an object directly (no request logged); returns it as stored."""
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("namespace", "default")
+        key = (kind, meta["namespace"], meta["name"])
+        return self._store(kind, key, obj, "MODIFIED" if key in self.objects else "ADDED")
+
+    def obj(self, kind: Kind, namespace: str, name: str) -> Obj:
+        return self.objects[(kind, namespace, name)]
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK at the current resourceVersion to every watch that asked for them."""
+        for kind, _ns, q in self._watchers:
+            q.put_nowait({"type": "BOOKMARK", "object": self._bookmark(kind)})
+
+    def end_watches(self) -> None:
+        """End every open watch (as a server's timeout does)."""
+        for _, _, q in self._watchers:
+            q.put_nowait(None)
+
+    def compact(self) -> None:
+        """Forget the event history (a watch from any older resourceVersion gets 410)."""
+        self.history.clear()
+
+    def of(self, method: str = "", suffix: str = "") -> list[Request]:
+        """The logged requests with this method whose path ends with ``suffix``."""
+        return [r for r in self.requests if (not method or r.method == method) and r.path.endswith(suffix)]
+
+    # -- storage ---------------------------------------------------------------------------------------
+
+    def _store(self, kind: Kind, key: tuple[Kind, str, str], obj: Obj, event: str) -> Obj:
+        self.rv += 1
+        obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(self.rv)
+        meta.setdefault("uid", f"uid-{self.rv}")
+        meta.setdefault("generation", 1)
+        self.objects[key] = obj
+        self.history.append((self.rv, event, kind, key[1], copy.deepcopy(obj)))
+        del self.history[: -self.history_limit]
+        for k, ns, q in self._watchers:
+            if k == kind and ns == key[1]:
+                q.put_nowait({"type": event, "object": copy.deepcopy(obj)})
+        return obj
+
+    def _bookmark(self, kind: Kind) -> Obj:
+        return {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": str(self.rv)}}
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    async def _handle(self, req: web.Request) -> web.StreamResponse:
+        raw = await req.read()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode(errors="replace")
+        self.requests.append(
+            Request(req.method, req.path, dict(req.query), req.content_type, body, req.headers.get("Authorization", ""))
+        )
+        try:
+            return await self._route(req, body)
+        except StatusError as exc:
+            return web.json_response(exc.body(), status=exc.code)
+
+    async def _route(self, req: web.Request, body: Any) -> web.StreamResponse:
+        parts = [p for p in req.path.split("/") if p]
+        if parts == ["api"]:
+            return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
+        if parts == ["apis"]:
+            return web.json_response(self._groups())
+        if (parts[:1] == ["api"] and len(parts) == 2) or (parts[:1] == ["apis"] and len(parts) == 3):
+            group, version = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
+            return web.json_response(self._resources(group, version))
+        group, rest = ("", parts[1:]) if parts[:1] == ["api"] else (parts[1] if len(parts) > 1 else "", parts[2:])
+        version = rest[0] if rest else ""
+        rest = rest[1:]
+        if len(rest) < 3 or rest[0] != "namespaces":
+            raise StatusError(404, "NotFound", "the server could not find the requested resource")
+        ns, plural, tail = rest[1], rest[2], rest[3:]
+        kind = next((k for k in self.kinds if (k.group, k.version, k.plural) == (group, version, plural)), None)
+        if kind is None:
+            raise StatusError(404, "NotFound", "the server could not find the requested resource")
+        if not tail:
+            if req.method == "GET":
+                if req.query.get("watch") in ("true", "1"):
+                    return await self._watch(req, kind, ns)
+                return web.json_response(self._list(kind, ns, req.query))
+            if req.method == "POST":
+                return web.json_response(self._create(kind, ns, body), status=201)
+        elif len(tail) <= 2 and tail[1:] in ([], ["status"]):
+            status = tail[1:] == ["status"]
+            key = (kind, ns, tail[0])
+            if req.method == "GET":
+                return web.json_response(self._get(key))
+            if req.method == "PUT":
+                return web.json_response(self._update(key, body, status))
+            if req.method == "PATCH":
+                return web.json_response(self._patch(key, req.content_type, body, status))
+        raise StatusError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    def _groups(self) -> Obj:
+        groups: dict[str, list[str]] = {}
+        for k in self.kinds:
+            if k.group:
+                groups.setdefault(k.group, []).append(k.version)
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {
+                    "name": g,
+                    "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                    "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
+                }
+                for g, vs in groups.items()
+            ],
+        }
+
+    def _resources(self, group: str, version: str) -> Obj:
+        kinds = [k for k in self.kinds if (k.group, k.version) == (group, version)]
+        if not kinds:
+            raise StatusError(404, "NotFound", "the server could not find the requested resource")
+        verbs = ["get", "list", "watch", "create", "update", "patch"]
+        resources = []
+        for k in kinds:
+            resources.append({"name": k.plural, "namespaced": True, "kind": k.kind, "verbs": verbs})
+            resources.append({"name": f"{k.plural}/status", "namespaced": True, "kind": k.kind, "verbs": verbs[3:]})
+        gv = f"{group}/{version}" if group else version
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+    def _not_found(self, key: tuple[Kind, str, str]) -> StatusError:
+        kind, _, name = key
+        qual = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+        details = {"name": name, "group": kind.group, "kind": kind.plural}
+        return StatusError(404, "NotFound", f'{qual} "{name}" not found', details)
+
+    def _conflict(self, key: tuple[Kind, str, str]) -> StatusError:
+        kind, _, name = key
+        qual = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+        return StatusError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {qual} "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            {"name": name, "group": kind.group, "kind": kind.plural},
+        )
+
+    def _get(self, key: tuple[Kind, str, str]) -> Obj:
+        obj = self.objects.get(key)
+        if obj is None:
+            raise self._not_found(key)
+        return obj
+
+    def _list(self, kind: Kind, ns: str, query: Any) -> Obj:
+        items = [o for (k, n, _), o in sorted(self.objects.items(), key=lambda kv: kv[0][2]) if k == kind and n == ns]
+        start = int(query.get("continue") or 0)
+        limit = int(query.get("limit") or 0)
+        page = items[start : start + limit] if limit else items[start:]
+        more = bool(limit) and start + limit < len(items)
+        meta = {"resourceVersion": str(self.rv), **({"continue": str(start + limit)} if more else {})}
+        return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta, "items": page}
+
+    def _create(self, kind: Kind, ns: str, body: Any) -> Obj:
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = ns
+        key = (kind, ns, meta.get("name", ""))
+        if key in self.objects:
+            qual = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+            raise StatusError(409, "AlreadyExists", f'{qual} "{key[2]}" already exists')
+        meta.pop("resourceVersion", None)
+        return self._store(kind, key, obj, "ADDED")
+
+    def _write(self, key: tuple[Kind, str, str], new: Obj, status: bool) -> Obj:
+        """Store ``new`` as the object, keeping what the endpoint may not change (spec or status)."""
+        old = self._get(key)
+        if (
+            new.get("metadata", {}).get("resourceVersion", old["metadata"]["resourceVersion"])
+            != old["metadata"]["resourceVersion"]
+        ):
+            raise self._conflict(key)
+        out = copy.deepcopy(old)
+        if status:
+            out["status"] = new.get("status", {})
+        else:
+            out = {k: v for k, v in new.items() if k != "status"}
+            if "status" in old:
+                out["status"] = old["status"]
+            out["metadata"] = {**new.get("metadata", {}), "name": key[2], "namespace": key[1]}
+            out["metadata"]["uid"] = old["metadata"]["uid"]
+            if out.get("spec") != old.get("spec"):
+                out["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+            else:
+                out["metadata"]["generation"] = old["metadata"].get("generation", 1)
+        return self._store(key[0], key, out, "MODIFIED")
+
+    def _update(self, key: tuple[Kind, str, str], body: Any, status: bool) -> Obj:
+        if not isinstance(body, dict):
+            raise StatusError(400, "BadRequest", "the body is not an object")
+        return self._write(key, body, status)
+
+    def _patch(self, key: tuple[Kind, str, str], content_type: str, body: Any, status: bool) -> Obj:
+        old = self._get(key)
+        if content_type == "application/merge-patch+json":
+            if not isinstance(body, dict):
+                raise StatusError(400, "BadRequest", "a merge patch is an object")
+            new = merge_patch(copy.deepcopy(old), body)
+        elif content_type == "application/json-patch+json":
+            if self.conflicts > 0:  # someone else writes first
+                self.conflicts -= 1
+                old = self._store(key[0], key, copy.deepcopy(old), "MODIFIED")
+            if not isinstance(body, list):
+                raise StatusError(400, "BadRequest", "a JSON patch is a list of operations")
+            try:
+                new = json_patch(copy.deepcopy(old), body)
+            except PatchTestFailed as exc:
+                if self.test_failure_status == 409:
+                    raise self._conflict(key) from exc
+                raise StatusError(422, "Invalid", f"the server rejected our request due to an error: {exc}") from exc
+            except (KeyError, IndexError, ValueError, TypeError) as exc:
+                raise StatusError(422, "Invalid", f"the server rejected our request due to an error: {exc!r}") from exc
+        else:
+            raise StatusError(
+                415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
+            )
+        if not isinstance(new, dict):
+            raise StatusError(422, "Invalid", "the patched object is not an object")
+        new.setdefault("metadata", {}).setdefault("resourceVersion", old["metadata"]["resourceVersion"])
+        return self._write(key, new, status)
+
+    async def _watch(self, req: web.Request, kind: Kind, ns: str) -> web.StreamResponse:
+        since = int(req.query.get("resourceVersion") or self.rv)
+        bookmarks = req.query.get("allowWatchBookmarks") == "true"
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(req)
+        oldest = self.history[0][0] if self.history else self.rv + 1
+        if since < self.rv and since < oldest - 1:
+            gone = StatusError(410, "Expired", f"too old resource version: {since} ({oldest - 1})")
+            await resp.write(json.dumps({"type": "ERROR", "object": gone.body()}).encode() + b"\n")
+            return resp
+        q: asyncio.Queue[Obj | None] = asyncio.Queue()
+        for rv, event, k, n, obj in self.history:
+            if rv > since and k == kind and n == ns:
+                q.put_nowait({"type": event, "object": obj})
+        entry = (kind, ns, q)
+        self._watchers.append(entry)
+        try:
+            while (ev := await q.get()) is not None:
+                if ev["type"] == "BOOKMARK" and not bookmarks:
+                    continue
+                await resp.write(json.dumps(ev).encode() + b"\n")
+        finally:
+            self._watchers.remove(entry)
+        return resp
+
+
+class PatchTestFailed(ValueError):
+    """A JSON patch ``test`` op found another value."""
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(target, dict):
+        target = {}
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        else:
+            target[k] = merge_patch(target.get(k), v)
+    return target
+
+
+def _pointer(path: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+
+
+def json_patch(doc: Any, ops: list[Obj]) -> Any:
+    """RFC 6902: add, remove, replace, test (what the adapters send)."""
+    for op in ops:
+        *parents, last = _pointer(op["path"])
+        node = doc
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        kind = op["op"]
+        if kind == "test":
+            have = node[int(last)] if isinstance(node, list) else node.get(last)
+            if have != op["value"]:
+                raise PatchTestFailed(f"testing value {op['path']} failed: have {have!r}, want {op['value']!r}")
+        elif kind in ("add", "replace"):
+            if isinstance(node, list):
+                i = len(node) if last == "-" else int(last)
+                node[i : i + (kind == "replace")] = [op["value"]]
+            else:
+                if kind == "replace" and last not in node:
+                    raise KeyError(f"replace {op['path']}: missing")
+                node[last] = op["value"]
+        elif kind == "remove":
+            del node[int(last) if isinstance(node, list) else last]
+        else:
+            raise ValueError(f"unsupported op {kind}")
+    return doc
+
+
+def write_kubeconfig(path: Path, servers: dict[str, str], current: str = "") -> Path:
+    """A kubeconfig with one context (and cluster and user) per ``name -> server URL``."""
+    names = list(servers)
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": n, "cluster": {"server": u}} for n, u in servers.items()],
+        "users": [{"name": n, "user": {"token": f"token-{n}"}} for n in names],
+        "contexts": [{"name": n, "context": {"cluster": n, "user": n, "namespace": "default"}} for n in names],
+        "current-context": current or names[0],
+    }
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+async def serve(count: int = 1, **kw: Any) -> AsyncIterator[list[FakeKube]]:
+    """Start ``count`` servers; stop them after."""
+    servers = [FakeKube(**kw) for _ in range(count)]
+    try:
+        for s in servers:
+            await s.start()
+        yield servers
+    finally:
+        for s in servers:
+            await s.stop()
