@@ -299,3 +299,17 @@ def _current_context(path: str) -> str:
 async def _generation(kube: Any) -> str:
     obj = await kube.get(HTTPROUTE_RES, "default", "tmcd-test-web")
     return str((obj["metadata"].get("annotations") or {}).get(GENERATION_ANNOTATION, "0"))
+
+
+def test_the_shipped_role_grants_exactly_what_the_routers_use() -> None:
+    import yaml
+
+    role = yaml.safe_load((Path(__file__).parent.parent / "config" / "kubernetes" / "traffic-role.yaml").read_text())
+    assert role["kind"] == "Role" and role["apiVersion"] == "rbac.authorization.k8s.io/v1"
+    grants = {
+        (g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert grants == {
+        ("gateway.networking.k8s.io", "httproutes"): ["get", "patch"],
+        ("split.smi-spec.io", "trafficsplits"): ["get", "patch"],
+    }
