@@ -109,7 +109,21 @@ class Stack:
             r = await self.rollout(name)
             return r if r["status"]["phase"] in phases else None
 
-        return await wait_for(check, timeout=timeout, step=0.2, what=f"{name} to be {'/'.join(phases)}")
+        try:
+            return await wait_for(check, timeout=timeout, step=0.2, what=f"{name} to be {'/'.join(phases)}")
+        except AssertionError as exc:  # say where it stood and what the processes said (a CI run keeps no files)
+            status = (await self.rollout(name)).get("status", {})
+            raise AssertionError(f"{exc}\nstatus: {json.dumps(status)[:2000]}\n{self.log_tails()}") from None
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The last lines of the newest tmcd and mesh logs."""
+        out = []
+        for who in ("tmcd", "mesh"):
+            logs = sorted(self.tmp.glob(f"{who}-*.log"), key=lambda f: int(f.stem.split("-")[1]))
+            if logs:
+                tail = logs[-1].read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {logs[-1].name}\n" + "\n".join(tail))
+        return "\n".join(out)
 
     async def events(self, name: str) -> list[CanaryEvent]:
         nc = await nats_connect(self.url)

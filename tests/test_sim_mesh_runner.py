@@ -266,3 +266,35 @@ async def test_without_the_traffic_stream_routes_are_served_as_their_weights_arr
         assert reports[0].weights == {"sim-001": {"stable": 60, "canary": 40}, "sim-002": {"stable": 60, "canary": 40}}
     finally:
         await bus.close()
+
+
+async def test_weights_sent_while_the_mesh_was_disconnected_are_applied_when_it_is_back(
+    nats_server: EmbeddedNats,
+) -> None:
+    async with provisioned(nats_server.url) as bus:
+        router = NatsRouter(bus)
+        await router.set_weights(REF, 10, ["sim-001"], generation=1)
+        slow = Bus(NatsConfig(name="mesh", reconnect_wait_min=1.0, reconnect_wait_max=1.0), SelfMetrics(), url=bus.url)
+        await slow.connect(retry=False)
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_mesh(slow, opts(), stop))
+        try:
+            await wait_for(lambda: _at(router, REF, 1), what="generation 1 applied")
+            port = int(nats_server.url.rsplit(":", 1)[1])
+            await asyncio.to_thread(nats_server.stop)
+            await wait_for(lambda: not bus.connected and not slow.connected, what="both disconnected")
+            nats_server.port = port
+            await asyncio.to_thread(nats_server.start)
+            # the router is back first (its reconnect waits are short): the mesh's core
+            # subscription misses this; the stream keeps it and the mesh reads it when back
+            await wait_for(lambda: bus.connected, what="the router reconnected", timeout=15)
+            await router.set_weights(REF, 40, ["sim-002"], generation=2)
+            got = await wait_for(
+                lambda: _at(router, REF, 2), what="generation 2 applied after the reconnect", timeout=15
+            )
+            assert got.canary == {"sim-002": 40}
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await slow.close()
+            await router.close()

@@ -90,6 +90,21 @@ async def run_mesh(
     sub = await bus.subscribe(
         subjects.TRAFFIC_WEIGHTS.wildcard, on_weights, channel=subjects.TRAFFIC_WEIGHTS, max_pending=MAX_PENDING_WEIGHTS
     )
+    catch_ups: set[asyncio.Task[None]] = set()
+
+    async def catch_up() -> None:
+        for d in await _current(bus):
+            await on_weights(d)
+
+    def on_state(up: bool) -> None:
+        # back from a disconnect (a restarted NATS): weights published meanwhile never reached the
+        # core subscription, and the controller waits for their reports; the stream has them
+        if up and not catch_ups:
+            task = asyncio.get_running_loop().create_task(catch_up())
+            catch_ups.add(task)
+            task.add_done_callback(catch_ups.discard)
+
+    bus.state_listeners.append(on_state)
     try:
         # the routes TMC_TRAFFIC holds are served from the start: a restart with the same seed
         # draws the same requests for them
@@ -113,6 +128,10 @@ async def run_mesh(
         result.routes = model.routes
         result.unrouted = model.unrouted_total
         result.elapsed = max(0.0, min(clock(), end if end is not None else clock()) - start)
+        bus.state_listeners.remove(on_state)
+        for task in catch_ups:
+            task.cancel()
+        await asyncio.gather(*catch_ups, return_exceptions=True)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     return result
