@@ -24,7 +24,7 @@ from tmcd.api.errors import ApiError
 from tmcd.api.store import ResourceStore
 from tmcd.config import Config, KubeConfig
 from tmcd.kube.agent import KubeAgent
-from tmcd.kube.mirror import MIRRORED_ANNOTATION, MIRRORED_LABEL
+from tmcd.kube.mirror import MIRRORED_ANNOTATION, MIRRORED_LABEL, decide, phase_event, status_patch, store_body
 from tmcd.resources.canary import CanaryRollout, CanaryRolloutSpec, CanaryRolloutStatus, TrafficRouting, WorkloadRef
 from tmcd.resources.kinds import ANALYSIS_TEMPLATE, CANARY_ROLLOUT
 from tmcd.resources.meta import ObjectMeta
@@ -276,3 +276,21 @@ def test_the_watch_role_grants_exactly_the_verbs_watch_mode_uses() -> None:
             for res in rule["resources"]:
                 granted.setdefault((group, res), set()).update(rule["verbs"])
     assert granted == WATCH_RULES
+
+
+def test_the_mirror_decisions() -> None:
+    body = store_body(cr("web"), "ctl")
+    assert body["metadata"]["annotations"][MIRRORED_ANNOTATION] == "ctl/" and "status" not in body
+    assert decide(body, None).action == "create"
+    assert decide(body, body).action == "skip"
+    assert decide(store_body(cr("web", "v3"), "ctl"), body).action == "update"
+    assert decide(body, cr("web")).action == "refuse"  # stored, but not from the cluster
+    cluster = {"status": {"phase": "Pending", "message": "old"}}
+    assert status_patch({"phase": "Pending", "message": "old"}, cluster) is None
+    assert status_patch({"phase": "Progressing"}, cluster) == {"status": {"phase": "Progressing", "message": None}}
+    assert phase_event(cr("web"), {}, {"phase": "Pending"}, 0.0) is None  # no phase yet reads as Pending
+    paused = phase_event(cr("web"), {"phase": "Progressing"}, {"phase": "Paused", "pauseReason": "UserPaused"}, 0.0)
+    by_analysis = {"phase": "Paused", "pauseReason": "InconclusiveAnalysis"}
+    assert paused is not None and paused["type"] == "Normal" and paused["reason"] == "Paused"
+    warned = phase_event(cr("web"), {"phase": "Progressing"}, by_analysis, 0.0)
+    assert warned is not None and warned["type"] == "Warning"

@@ -214,6 +214,7 @@ def _is_pure(mod: Module) -> bool:
         or mod.name
         in {
             "tmcd.health.aggregate",
+            "tmcd.kube.mirror",
             "tmcd.health.conditions",
             "tmcd.health.window",
             "tmcd.metrics.catalog",

@@ -78,6 +78,8 @@ class KubeAgent:
         """Rollout KV key -> the CR as last seen (its resourceVersion and status)."""
         self.deleting: set[str] = set()
         """Rollouts deleted in the cluster, aborted and waiting for their rollback to end."""
+        self.recreated: dict[str, Obj] = {}
+        """Key -> a CR created again while its predecessor rolls back (mirrored once that one is deleted)."""
         self.refused: dict[str, str] = {}
         """Key -> the CR resourceVersion already refused (one warning and Event per version)."""
         self.status_writes = 0
@@ -174,6 +176,9 @@ class KubeAgent:
         meta = cr.get("metadata") or {}
         ns, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         key = kv_key(kind, ns, name)
+        if kind is CANARY_ROLLOUT and key in self.deleting:
+            self.recreated[key] = cr  # a new rollout, not the aborted one's spec changing under its rollback
+            return
         try:
             obj = self.store.decode(kind, store_body(cr, self._origin), name=name, namespace=ns)
         except ApiError as exc:
@@ -225,6 +230,7 @@ class KubeAgent:
         self.refused.pop(key, None)
         if kind is CANARY_ROLLOUT:
             self.cluster.pop(key, None)
+            self.recreated.pop(key, None)
         stored = await self._stored(kind, ns, name)
         if stored is None or not mirrored(msgspec.to_builtins(stored)):
             return
@@ -241,9 +247,9 @@ class KubeAgent:
                         return
                 log.info("canary %s deleted in the cluster while %s: %s", key, stored.status.phase, message)
             return
-        await self._delete(kind, ns, name)
+        await self._delete(ctx, kind, ns, name)
 
-    async def _delete(self, kind: Kind, ns: str, name: str) -> None:
+    async def _delete(self, ctx: AgentContext, kind: Kind, ns: str, name: str) -> None:
         key = kv_key(kind, ns, name)
         self.deleting.discard(key)
         self._locks.pop(key, None)
@@ -253,6 +259,9 @@ class KubeAgent:
         except ApiError as exc:
             if exc.code != 404:
                 raise
+        again = self.recreated.pop(key, None)
+        if again is not None:
+            await self._on_cr(ctx, kind, again)
 
     # -- store -> cluster ---------------------------------------------------------------------------
 
@@ -262,7 +271,7 @@ class KubeAgent:
             if r is None:
                 continue
             if change.key in self.deleting and r.status.phase not in ACTIVE:
-                await self._delete(CANARY_ROLLOUT, r.metadata.namespace, r.metadata.name)
+                await self._delete(ctx, CANARY_ROLLOUT, r.metadata.namespace, r.metadata.name)
                 continue
             if change.key in self.cluster:  # mirrored from the cluster, and still there
                 await self._write_status(ctx, change.key, r)
