@@ -143,6 +143,10 @@ class FakeKube:
         for kind, _ns, q in self._watchers:
             q.put_nowait({"type": "BOOKMARK", "object": self._bookmark(kind)})
 
+    def watches(self, kind: Kind) -> int:
+        """The open watches of ``kind`` (registered: events and bookmarks reach them)."""
+        return sum(1 for k, _, _ in self._watchers if k == kind)
+
     def end_watches(self) -> None:
         """End every open watch (as a server's timeout does)."""
         for _, _, q in self._watchers:

@@ -71,7 +71,9 @@ class Watch:
             bus=self.s.bus, config=self.s.cfg, metrics=self.s.metrics, stop=self._stop, clock=self.s.clock
         )
         self._task = asyncio.create_task(self.agent.run(ctx))
-        await wait_for(lambda: self.watching(CANARYROLLOUT.plural) >= 1, what="the rollouts watched")
+        await wait_for(
+            lambda: self.fake.watches(CANARYROLLOUT) and self.fake.watches(ANALYSISTEMPLATE), what="both kinds watched"
+        )
 
     async def stop(self) -> None:
         self._stop.set()
@@ -145,6 +147,7 @@ async def test_a_bookmark_moves_the_resume_point_and_a_dropped_stream_resumes_th
     await wait_for(lambda: watch.agent.resume.get(("canaryrollouts", NS)) == want, what="the bookmark seen")
     watch.fake.end_watches()
     await wait_for(lambda: watch.watching("canaryrollouts") == 2, what="the watch resumed")
+    await wait_for(lambda: watch.fake.watches(CANARYROLLOUT), what="the resumed watch open")
     resumed = [q for q in watch.fake.of("GET", "canaryrollouts") if q.query.get("watch") == "true"][-1]
     assert resumed.query["resourceVersion"] == want
     assert len([q for q in watch.fake.of("GET", "canaryrollouts") if q.query.get("watch") != "true"]) == 1

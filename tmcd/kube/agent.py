@@ -119,9 +119,14 @@ class KubeAgent:
                 if t is not stopper:
                     t.result()  # a loop that failed: the supervisor restarts the agent
         finally:
-            for t in [*tasks, stopper]:
-                t.cancel()
-            await asyncio.gather(*tasks, stopper, return_exceptions=True)
+            pending: set[asyncio.Task[Any]] = {*tasks, stopper}
+            while pending:  # cancelled again until they end: a library may swallow one cancellation
+                for t in pending:
+                    t.cancel()
+                done, pending = await asyncio.wait(pending, timeout=1.0)
+                for t in done:
+                    if not t.cancelled():
+                        t.exception()  # retrieved (a failure was raised above already)
             await self.kube.close()
 
     # -- cluster -> store ---------------------------------------------------------------------------
@@ -236,18 +241,29 @@ class KubeAgent:
             return
         if kind is CANARY_ROLLOUT and stored.status.phase in ACTIVE:
             self.deleting.add(key)
-            if stored.status.phase != "RollingBack":
-                status, code, message = control(stored, "abort", ctx.clock())
-                if code == 200:
-                    stored.status = status
-                    try:
-                        await self.store.replace_status(kind, ns, name, stored)
-                    except ApiError as exc:  # it moved on meanwhile: the follower sees where it went
-                        log.warning("canary %s deleted in the cluster, abort not written: %s", key, exc)
-                        return
-                log.info("canary %s deleted in the cluster while %s: %s", key, stored.status.phase, message)
+            await self._abort(ctx, key, ns, name)
             return
         await self._delete(ctx, kind, ns, name)
+
+    async def _abort(self, ctx: AgentContext, key: str, ns: str, name: str) -> None:
+        """Abort a running rollout whose CR is gone (compare-and-set on a fresh read, again when the
+        canary agent wrote first)."""
+        for _ in range(STATUS_ATTEMPTS):
+            r: CanaryRollout | None = await self._stored(CANARY_ROLLOUT, ns, name)
+            if r is None or r.status.phase not in ACTIVE or r.status.phase == "RollingBack":
+                return  # ending already: the follower deletes it once it has
+            status, code, message = control(r, "abort", ctx.clock())
+            if code != 200:  # e.g. an action being applied: the follower tries again at the next change
+                log.info("canary %s deleted in the cluster; abort deferred: %s", key, message)
+                return
+            try:
+                await self.store.replace_status(CANARY_ROLLOUT, ns, name, msgspec.structs.replace(r, status=status))
+                log.info("canary %s deleted in the cluster while %s: %s", key, r.status.phase, message)
+                return
+            except ApiError as exc:
+                if exc.code != 409:
+                    raise
+        log.warning("canary %s deleted in the cluster: abort not written after %d conflicts", key, STATUS_ATTEMPTS)
 
     async def _delete(self, ctx: AgentContext, kind: Kind, ns: str, name: str) -> None:
         key = kv_key(kind, ns, name)
@@ -270,8 +286,11 @@ class KubeAgent:
             r = change.value
             if r is None:
                 continue
-            if change.key in self.deleting and r.status.phase not in ACTIVE:
-                await self._delete(ctx, CANARY_ROLLOUT, r.metadata.namespace, r.metadata.name)
+            if change.key in self.deleting:
+                if r.status.phase not in ACTIVE:
+                    await self._delete(ctx, CANARY_ROLLOUT, r.metadata.namespace, r.metadata.name)
+                else:
+                    await self._abort(ctx, change.key, r.metadata.namespace, r.metadata.name)  # deferred before
                 continue
             if change.key in self.cluster:  # mirrored from the cluster, and still there
                 await self._write_status(ctx, change.key, r)
