@@ -137,6 +137,17 @@ async def test_list_and_watch_mirror_crs_and_their_spec_changes(watch: Watch) ->
     assert t.metadata.labels[MIRRORED_LABEL] == "true"
 
 
+async def test_no_namespaces_watches_all_of_them(watch: Watch) -> None:
+    watch.s.cfg.kube.namespaces = []
+    watch.fake.put(CANARYROLLOUT, cr("listed"))
+    await watch.start()
+    await wait_for(lambda: watch.stored("listed"), what="the listed CR in the store")
+    paths = {q.path for q in watch.fake.of("GET", "canaryrollouts")}
+    assert paths == {"/apis/tmc.kcp.io/v1alpha1/canaryrollouts"}  # the cluster-wide collection
+    watch.fake.put(CANARYROLLOUT, cr("watched"))
+    await wait_for(lambda: watch.stored("watched"), what="the watched CR in the store")
+
+
 async def test_a_bookmark_moves_the_resume_point_and_a_dropped_stream_resumes_there(watch: Watch) -> None:
     await watch.start()
     listed_rv = watch.fake.of("GET", "canaryrollouts")[-1].query["resourceVersion"]

@@ -81,7 +81,7 @@ class KubeAgent:
         self.recreated: dict[str, Obj] = {}
         """Key -> a CR created again while its predecessor rolls back (mirrored once that one is deleted)."""
         self.refused: dict[str, str] = {}
-        """Key -> the CR resourceVersion already refused (one warning and Event per version)."""
+        """``<Kind>/<key>`` -> the CR resourceVersion already refused (one warning and Event per version)."""
         self.status_writes = 0
         self._locks: dict[str, asyncio.Lock] = {}
         self._kube: Kube | None = None
@@ -194,7 +194,7 @@ class KubeAgent:
         if decision.action == "refuse":
             await self._refuse(ctx, key, cr, decision.reason)
             return
-        self.refused.pop(key, None)
+        self.refused.pop(f"{kind.kind}/{key}", None)
         if kind is CANARY_ROLLOUT:
             self._seen(key, cr)
         try:
@@ -211,9 +211,10 @@ class KubeAgent:
             await self._write_status(ctx, key, stored)  # a CR whose status is behind (restarts, relists)
 
     async def _refuse(self, ctx: AgentContext, key: str, cr: Obj, reason: str) -> None:
-        if self.refused.get(key) == _rv(cr):
+        seen = f"{cr.get('kind', '')}/{key}"
+        if self.refused.get(seen) == _rv(cr):
             return
-        self.refused[key] = _rv(cr)
+        self.refused[seen] = _rv(cr)
         log.warning("not mirroring %s %s from the cluster: %s", cr.get("kind", ""), key, reason)
         await self._event(refusal_event(cr, reason, ctx.clock()))
 
@@ -232,7 +233,7 @@ class KubeAgent:
     async def _gone(self, ctx: AgentContext, kind: Kind, ns: str, name: str) -> None:
         """The CR is gone: delete the stored mirror, aborting a running rollout first."""
         key = kv_key(kind, ns, name)
-        self.refused.pop(key, None)
+        self.refused.pop(f"{kind.kind}/{key}", None)
         if kind is CANARY_ROLLOUT:
             self.cluster.pop(key, None)
             self.recreated.pop(key, None)
