@@ -7,11 +7,11 @@ given (custom and core): get, list (``resourceVersion``, ``limit``/``continue``)
 410 Expired Status for a resourceVersion older than its history), create, update (PUT, 409 on a
 stale ``metadata.resourceVersion``), merge patch, JSON patch (add/remove/replace/test; a failed
 ``test`` answers 422, or 409 when ``test_failure_status`` says so), the ``/status`` subresource
-(the main resource ignores status changes, the subresource ignores everything else), and Status
-bodies for 404/409/410/415/422 as kube-apiserver writes them.  Every request is logged in
-:attr:`FakeKube.requests`.
+(the main resource ignores status changes, the subresource ignores everything else), DELETE, list
+and watch across all namespaces, and Status bodies for 404/409/410/415/422 as kube-apiserver
+writes them.  Every request is logged in :attr:`FakeKube.requests`.
 
-Not implemented: label/field selectors, server-side apply, DELETE, cluster-scoped kinds,
+Not implemented: label/field selectors, server-side apply, cluster-scoped kinds,
 authentication (any bearer token is accepted and logged), protobuf, tables.
 """
 
@@ -49,6 +49,8 @@ TRAFFICSPLIT = Kind("split.smi-spec.io", "v1alpha4", "trafficsplits", "TrafficSp
 SERVICE = Kind("", "v1", "services", "Service")
 CANARYROLLOUT = Kind("tmc.kcp.io", "v1alpha1", "canaryrollouts", "CanaryRollout")
 KINDS = (HTTPROUTE, TRAFFICSPLIT, SERVICE, CANARYROLLOUT)
+ANALYSISTEMPLATE = Kind("tmc.kcp.io", "v1alpha1", "analysistemplates", "AnalysisTemplate")
+EVENT = Kind("", "v1", "events", "Event")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class FakeKube:
     test_failure_status: int = 422
     conflicts: int = 0
     """The next N JSON patches find their object changed by someone else first (its resourceVersion bumped)."""
+    merge_conflicts: int = 0
+    """The same for the next N merge patches."""
     requests: list[Request] = field(default_factory=list)
     objects: dict[tuple[Kind, str, str], Obj] = field(default_factory=dict)
     rv: int = 100
@@ -130,10 +134,18 @@ class FakeKube:
     def obj(self, kind: Kind, namespace: str, name: str) -> Obj:
         return self.objects[(kind, namespace, name)]
 
+    def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        """Delete an object directly (no request logged); watches see DELETED."""
+        self._delete((kind, namespace, name))
+
     def bookmark(self) -> None:
         """Send a BOOKMARK at the current resourceVersion to every watch that asked for them."""
         for kind, _ns, q in self._watchers:
             q.put_nowait({"type": "BOOKMARK", "object": self._bookmark(kind)})
+
+    def watches(self, kind: Kind) -> int:
+        """The open watches of ``kind`` (registered: events and bookmarks reach them)."""
+        return sum(1 for k, _, _ in self._watchers if k == kind)
 
     def end_watches(self) -> None:
         """End every open watch (as a server's timeout does)."""
@@ -161,9 +173,14 @@ class FakeKube:
         self.history.append((self.rv, event, kind, key[1], copy.deepcopy(obj)))
         del self.history[: -self.history_limit]
         for k, ns, q in self._watchers:
-            if k == kind and ns == key[1]:
+            if k == kind and ns in (key[1], ""):
                 q.put_nowait({"type": event, "object": copy.deepcopy(obj)})
         return obj
+
+    def _delete(self, key: tuple[Kind, str, str]) -> Obj:
+        obj = self._get(key)
+        self._store(key[0], key, copy.deepcopy(obj), "DELETED")
+        return self.objects.pop(key)
 
     def _bookmark(self, kind: Kind) -> Obj:
         return {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": str(self.rv)}}
@@ -198,6 +215,8 @@ class FakeKube:
         group, rest = ("", parts[1:]) if parts[:1] == ["api"] else (parts[1] if len(parts) > 1 else "", parts[2:])
         version = rest[0] if rest else ""
         rest = rest[1:]
+        if len(rest) == 1 and req.method == "GET":  # a collection across all namespaces
+            rest = ["namespaces", "", *rest]
         if len(rest) < 3 or rest[0] != "namespaces":
             raise StatusError(404, "NotFound", "the server could not find the requested resource")
         ns, plural, tail = rest[1], rest[2], rest[3:]
@@ -220,6 +239,8 @@ class FakeKube:
                 return web.json_response(self._update(key, body, status))
             if req.method == "PATCH":
                 return web.json_response(self._patch(key, req.content_type, body, status))
+            if req.method == "DELETE" and not status:
+                return web.json_response(self._delete(key))
         raise StatusError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     def _groups(self) -> Obj:
@@ -244,11 +265,11 @@ class FakeKube:
         kinds = [k for k in self.kinds if (k.group, k.version) == (group, version)]
         if not kinds:
             raise StatusError(404, "NotFound", "the server could not find the requested resource")
-        verbs = ["get", "list", "watch", "create", "update", "patch"]
+        verbs = ["get", "list", "watch", "create", "update", "patch", "delete"]
         resources = []
         for k in kinds:
             resources.append({"name": k.plural, "namespaced": True, "kind": k.kind, "verbs": verbs})
-            resources.append({"name": f"{k.plural}/status", "namespaced": True, "kind": k.kind, "verbs": verbs[3:]})
+            resources.append({"name": f"{k.plural}/status", "namespaced": True, "kind": k.kind, "verbs": verbs[3:6]})
         gv = f"{group}/{version}" if group else version
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
@@ -276,7 +297,8 @@ class FakeKube:
         return obj
 
     def _list(self, kind: Kind, ns: str, query: Any) -> Obj:
-        items = [o for (k, n, _), o in sorted(self.objects.items(), key=lambda kv: kv[0][2]) if k == kind and n == ns]
+        objs = sorted(self.objects.items(), key=lambda kv: kv[0][1:])
+        items = [o for (k, n, _), o in objs if k == kind and ns in (n, "")]
         start = int(query.get("continue") or 0)
         limit = int(query.get("limit") or 0)
         page = items[start : start + limit] if limit else items[start:]
@@ -328,6 +350,9 @@ class FakeKube:
         if content_type == "application/merge-patch+json":
             if not isinstance(body, dict):
                 raise StatusError(400, "BadRequest", "a merge patch is an object")
+            if self.merge_conflicts > 0:  # someone else writes first
+                self.merge_conflicts -= 1
+                old = self._store(key[0], key, copy.deepcopy(old), "MODIFIED")
             new = merge_patch(copy.deepcopy(old), body)
         elif content_type == "application/json-patch+json":
             if self.conflicts > 0:  # someone else writes first
@@ -364,7 +389,7 @@ class FakeKube:
             return resp
         q: asyncio.Queue[Obj | None] = asyncio.Queue()
         for rv, event, k, n, obj in self.history:
-            if rv > since and k == kind and n == ns:
+            if rv > since and k == kind and ns in (n, ""):
                 q.put_nowait({"type": event, "object": obj})
         entry = (kind, ns, q)
         self._watchers.append(entry)

@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     # plumbing
     "bus": {"config", "contracts"},
     "telemetry": {"bus", "config"},
-    "kube": {"config", "contracts", "resources"},
+    "kube": {"config", "contracts", "resources", "bus", "runtime", "api", "canary"},
     # capabilities: a pure model and an agent each
     "metrics": {"bus", "config", "contracts", "resources", "runtime", "telemetry"},
     "health": {"bus", "config", "contracts", "resources", "runtime", "telemetry", "metrics"},
@@ -214,6 +214,7 @@ def _is_pure(mod: Module) -> bool:
         or mod.name
         in {
             "tmcd.health.aggregate",
+            "tmcd.kube.mirror",
             "tmcd.health.conditions",
             "tmcd.health.window",
             "tmcd.metrics.catalog",

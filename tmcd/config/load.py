@@ -328,6 +328,9 @@ def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str
             raise ConfigError(
                 f"kube.contexts.{cluster}", context, "a kubeconfig context name", source=origin.get("kube.contexts")
             )
+    namespaces = cfg.kube.namespaces
+    if any(not _CLUSTER_NAME.fullmatch(n) for n in namespaces) or len(set(namespaces)) != len(namespaces):
+        fail("kube.namespaces", "a list of distinct namespace names (DNS-1123 labels); empty: all namespaces")
     if cfg.kube.in_cluster and cfg.kube.context:
         fail(
             "kube.context", "empty when kube.in_cluster is true (the service account has no context)", "kube.in_cluster"

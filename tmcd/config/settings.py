@@ -151,7 +151,12 @@ class RollbackConfig(_Section):
 
 
 class KubeConfig(_Section):
-    """Kubernetes API servers (the gateway-api and smi traffic routers)."""
+    """Kubernetes API servers (watch mode, the gateway-api and smi traffic routers)."""
+
+    enabled: bool = False
+    """Watch mode: mirror the control plane's CanaryRollouts and AnalysisTemplates into tmcd (the kube agent)."""
+    namespaces: list[str] = msgspec.field(default_factory=list)
+    """The namespaces watch mode watches; empty: all namespaces."""
 
     kubeconfig: str = ""
     """Path of the kubeconfig file; empty: $KUBECONFIG, else ~/.kube/config."""

@@ -93,9 +93,10 @@ class Resource:
     plural: str
 
     def path(self, namespace: str, name: str = "", subresource: str = "") -> str:
-        """The namespaced URL path of the collection, an object, or its subresource."""
+        """The namespaced URL path of the collection, an object, or its subresource; an empty
+        ``namespace`` (no name): the collection across all namespaces (to list and watch)."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        out = f"{base}/namespaces/{namespace}/{self.plural}"
+        out = f"{base}/namespaces/{namespace}/{self.plural}" if namespace or name else f"{base}/{self.plural}"
         if name:
             out += f"/{name}"
             if subresource:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from tmcd.canary.agent import CanaryAgent
 from tmcd.config import Config
 from tmcd.health.agent import HealthAgent
+from tmcd.kube.agent import KubeAgent
 from tmcd.kube.routers import router_factory
 from tmcd.metrics.agent import MetricsAgent
 from tmcd.placement.agent import PlacementAgent
@@ -20,12 +21,15 @@ AGENTS: dict[str, Callable[[], Agent]] = {
     "canary": CanaryAgent,
     "rollback": RollbackAgent,
 }
+OPTIONAL: dict[str, Callable[[], Agent]] = {"kube": KubeAgent}
+"""Agents started by their own switch, not by ``agents``: ``kube`` when ``kube.enabled`` (watch mode)."""
 
 
 def build_agents(names: list[str], cfg: Config | None = None) -> list[Agent]:
     """Instantiate the named agents (names are validated by the config).  With ``cfg``, the canary
     and rollback agents get the Kubernetes traffic routers (``gateway-api``, ``smi``) through a
-    factory: the canary package does not import ``tmcd.kube``, the runtime hands the routers over."""
+    factory: the canary package does not import ``tmcd.kube``, the runtime hands the routers over.
+    With ``kube.enabled``, the ``kube`` agent (watch mode) is added."""
     out: list[Agent] = []
     for n in names:
         if cfg is not None and n == "canary":
@@ -34,4 +38,6 @@ def build_agents(names: list[str], cfg: Config | None = None) -> list[Agent]:
             out.append(RollbackAgent(router_factory=router_factory(cfg.kube)))
         else:
             out.append(AGENTS[n]())
+    if cfg is not None and cfg.kube.enabled:
+        out.append(OPTIONAL["kube"]())
     return out
