@@ -308,8 +308,11 @@ def test_background_analysis_failure_rolls_back() -> None:
 
 
 @pytest.mark.parametrize("router", ["gateway-api", "smi"])
-def test_routers_that_are_not_there_yet_degrade(router: str) -> None:
+def test_a_router_this_process_cannot_use_degrades(router: str) -> None:
     r = rollout(STEPS)
-    env = Env(now=T0, router_error=f"the {router} router comes in a later release")
+    env = Env(
+        now=T0,
+        router_error=f"traffic router {router!r} needs the Kubernetes adapters, which this process was started without",
+    )
     out = reconcile(r, env)
     assert out.status.phase == "Degraded" and out.status.message.startswith("spec.trafficRouting.router:")

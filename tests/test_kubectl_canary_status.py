@@ -187,9 +187,17 @@ def test_watch_until_rolled_back_exits_1(tmcd: Tmcd) -> None:
 
 
 def test_watch_of_an_ended_rollout_returns_at_once(tmcd: Tmcd) -> None:
-    rollout(tmcd, "broken", phase="Degraded", message="spec.trafficRouting.router: gateway-api comes later")
+    rollout(
+        tmcd,
+        "broken",
+        phase="Degraded",
+        message="spec.trafficRouting.canaryService: required for the gateway-api router",
+    )
     p = cli(tmcd, "broken", "--watch")
-    assert (p.returncode, p.stdout) == (1, "Degraded - spec.trafficRouting.router: gateway-api comes later\n")
+    assert (p.returncode, p.stdout) == (
+        1,
+        "Degraded - spec.trafficRouting.canaryService: required for the gateway-api router\n",
+    )
     assert p.stderr == "error: canaryrollout.tmc.kcp.io/broken is degraded\n"
     rollout(tmcd, "done", phase="Succeeded", message="released")
     p = cli(tmcd, "done", "--watch", "--timeout", "1h")
