@@ -86,11 +86,12 @@ async def last_per_subject(
     except _ERRORS as exc:
         raise BusError(f"reading {filter_subject} from {stream}: {exc or type(exc).__name__}") from exc
     finally:
-        await _delete(bus, sub, stream)
+        await drop_consumer(bus, sub, stream)
     return out
 
 
-async def _delete(bus: Bus, sub: Any, stream: str) -> None:
+async def drop_consumer(bus: Bus, sub: Any, stream: str) -> None:
+    """Unsubscribe ``sub`` and delete its consumer from ``stream`` (best effort: errors are ignored)."""
     name = getattr(sub, "_consumer", None)
     with contextlib.suppress(*_ERRORS):
         await sub.unsubscribe()

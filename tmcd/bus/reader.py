@@ -5,7 +5,6 @@ message once.  A message that does not decode is skipped (logged at debug level)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from nats.js import errors as js_errors
 
 from tmcd.bus.core import Bus, Delivery
 from tmcd.bus.errors import BusError
+from tmcd.bus.lastvalue import drop_consumer
 
 log = logging.getLogger("tmcd.bus")
 
@@ -77,7 +77,7 @@ async def recent(
         if pending > limit:
             # Too many: start at the sequence that leaves at most `limit` of the stream's newest
             # messages (exactly `limit` when every message matches the filter, as on TMC_EVENTS).
-            await _delete(bus, sub, stream)
+            await drop_consumer(bus, sub, stream)
             last = await bus.stream_last_seq(stream)
             config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_time = None
@@ -97,7 +97,7 @@ async def recent(
     except _ERRORS as exc:
         raise BusError(f"replaying {filter_subject} from {stream}: {exc or type(exc).__name__}") from exc
     finally:
-        await _delete(bus, sub, stream)
+        await drop_consumer(bus, sub, stream)
 
 
 async def _pull(bus: Bus, stream: str, filter_subject: str, config: api.ConsumerConfig) -> Any:
@@ -107,12 +107,3 @@ async def _pull(bus: Bus, stream: str, filter_subject: str, config: api.Consumer
         return None
     except _ERRORS as exc:
         raise BusError(f"replaying {filter_subject} from {stream}: {exc or type(exc).__name__}") from exc
-
-
-async def _delete(bus: Bus, sub: Any, stream: str) -> None:
-    name = getattr(sub, "_consumer", None)
-    with contextlib.suppress(*_ERRORS):
-        await sub.unsubscribe()
-    if name and bus.connected:
-        with contextlib.suppress(*_ERRORS):
-            await bus.js.delete_consumer(stream, name)

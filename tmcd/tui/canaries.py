@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tmcd.resources.canary import CanaryRollout, CanaryStep, RollbackStatus
-from tmcd.tui.models import RowFilter, parse_time
+from tmcd.tui.models import RowFilter, next_of, parse_time, sort_by
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,18 +107,12 @@ CANARY_SORT_COLUMNS = tuple(CANARY_SORT_KEYS)
 
 def sort_canaries(rows: Iterable[CanaryRow], column: str, descending: bool = False) -> list[CanaryRow]:
     """Rows sorted by ``column`` (ties by namespace/name); unknown values (None) last in either direction."""
-    key = CANARY_SORT_KEYS[column]
-    known = [r for r in rows if key(r) is not None]
-    unknown = sorted((r for r in rows if key(r) is None), key=lambda r: r.ref)
-    known.sort(key=lambda r: r.ref)
-    known.sort(key=key, reverse=descending)  # type: ignore[arg-type]  # each column's values are comparable
-    return known + unknown
+    return sort_by(rows, CANARY_SORT_KEYS[column], lambda r: r.ref, descending)
 
 
 def next_canary_column(column: str) -> str:
     """The column after ``column`` (``s`` cycles through them)."""
-    i = CANARY_SORT_COLUMNS.index(column) if column in CANARY_SORT_COLUMNS else -1
-    return CANARY_SORT_COLUMNS[(i + 1) % len(CANARY_SORT_COLUMNS)]
+    return next_of(CANARY_SORT_COLUMNS, column)
 
 
 def filter_canaries(rows: Iterable[CanaryRow], flt: RowFilter) -> list[CanaryRow]:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from tmcd.contracts.messages import SyncerHeartbeat, SyncEvent, SyncEventBatch
 from tmcd.resources.selectors import Selector, SelectorError, parse_quantity, parse_selector
@@ -157,8 +158,9 @@ class _Cluster:
     target: SyncTarget | None = None
     heartbeat: SyncerHeartbeat | None = None
     sync: SecondBuckets = field(default_factory=lambda: SecondBuckets(int(ERROR_WINDOW)))
-    static: tuple[SyncTarget | None, SyncerHeartbeat | None, FleetRow] | None = None
-    """The row's parts that only change with the target or the heartbeat, and which they came from."""
+    static: tuple[SyncTarget | None, SyncerHeartbeat | None, FleetRow, float | None] | None = None
+    """The row's parts that only change with the target or the heartbeat (and the newest heartbeat
+    time), with the target and heartbeat they came from."""
 
 
 class FleetModel:
@@ -247,15 +249,14 @@ class FleetModel:
     def _row(self, name: str, c: _Cluster, now: float) -> FleetRow:
         st, hb = c.target, c.heartbeat
         if c.static is None or c.static[0] is not st or c.static[1] is not hb:
-            c.static = (st, hb, _static_row(name, st, hb))
-        row = c.static[2]
+            c.static = (st, hb, *_static_row(name, st, hb))
+        row, last = c.static[2], c.static[3]
         status = st.status if st is not None else None
         events, errors = c.sync.totals(now, self.error_window)
         if events:
             ratio: float | None = errors / events
         else:
             ratio = status.error_ratio if status is not None else None
-        last = row.heartbeat_age  # the static row holds the heartbeat's time here
         age = None if last is None else max(0.0, now - last)
         return FleetRow(  # dataclasses.replace() is four times slower: 1,000 rows per redraw
             row.name,
@@ -280,9 +281,9 @@ class FleetModel:
         return rates, ratios
 
 
-def _static_row(name: str, st: SyncTarget | None, hb: SyncerHeartbeat | None) -> FleetRow:
-    """A cluster's row from its SyncTarget and newest heartbeat; ``heartbeat_age`` holds the time
-    of the newest heartbeat (heartbeat or stored), which :meth:`FleetModel._row` turns into an age."""
+def _static_row(name: str, st: SyncTarget | None, hb: SyncerHeartbeat | None) -> tuple[FleetRow, float | None]:
+    """A cluster's row from its SyncTarget and newest heartbeat (age and error ratio left for
+    :meth:`FleetModel._row`), and the time of the newest heartbeat, received or stored."""
     status = st.status if st is not None else None
     labels = dict(st.metadata.labels) if st is not None else {}
     if hb is not None:
@@ -296,12 +297,12 @@ def _static_row(name: str, st: SyncTarget | None, hb: SyncerHeartbeat | None) ->
         health, reason = status.health, status.health_reason
     else:
         health, reason = "Unknown", "NotRegistered"
-    return FleetRow(
+    row = FleetRow(
         name=name,
         region=labels.get("region", ""),
         health=health,
         reason=reason,
-        heartbeat_age=last,
+        heartbeat_age=None,
         error_ratio=None,
         queue_depth=hb.queue_depth if hb is not None else (status.queue_depth if status is not None else 0),
         cpu=cpu,
@@ -310,6 +311,7 @@ def _static_row(name: str, st: SyncTarget | None, hb: SyncerHeartbeat | None) ->
         paused=(hb.paused if hb is not None else False) or (status.sync_paused if status is not None else False),
         labels=labels,
     )
+    return row, last
 
 
 def _ratio(used: float, total: float) -> float | None:
@@ -359,20 +361,37 @@ SORT_KEYS: dict[str, Callable[[FleetRow], object]] = {
 SORT_COLUMNS = tuple(SORT_KEYS)
 
 
-def sort_rows(rows: Iterable[FleetRow], column: str, descending: bool = False) -> list[FleetRow]:
-    """Rows sorted by ``column`` (ties by name); unknown values (None) last in either direction."""
-    key = SORT_KEYS[column]
-    known = [r for r in rows if key(r) is not None]
-    unknown = sorted((r for r in rows if key(r) is None), key=lambda r: r.name)
-    known.sort(key=lambda r: r.name)
+R = TypeVar("R")
+
+
+def sort_by(
+    rows: Iterable[R], key: Callable[[R], object], tie: Callable[[R], str], descending: bool = False
+) -> list[R]:
+    """Rows sorted by ``key`` (ties by ``tie``, ascending); unknown values (None) last in either direction."""
+    known: list[R] = []
+    unknown: list[R] = []
+    for r in rows:
+        (unknown if key(r) is None else known).append(r)
+    unknown.sort(key=tie)
+    known.sort(key=tie)
     known.sort(key=key, reverse=descending)  # type: ignore[arg-type]  # each column's values are comparable
     return known + unknown
 
 
+def next_of(columns: tuple[str, ...], column: str) -> str:
+    """The column after ``column`` in ``columns``, cycling (the ``s`` key)."""
+    i = columns.index(column) if column in columns else -1
+    return columns[(i + 1) % len(columns)]
+
+
+def sort_rows(rows: Iterable[FleetRow], column: str, descending: bool = False) -> list[FleetRow]:
+    """Rows sorted by ``column`` (ties by name); unknown values (None) last in either direction."""
+    return sort_by(rows, SORT_KEYS[column], lambda r: r.name, descending)
+
+
 def next_column(column: str) -> str:
     """The column after ``column`` (``s`` cycles through them)."""
-    i = SORT_COLUMNS.index(column) if column in SORT_COLUMNS else -1
-    return SORT_COLUMNS[(i + 1) % len(SORT_COLUMNS)]
+    return next_of(SORT_COLUMNS, column)
 
 
 # --- filtering ------------------------------------------------------------------------------------------------
