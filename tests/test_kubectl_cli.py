@@ -197,7 +197,10 @@ def test_apply_bad_input(tmcd: Tmcd, tmp_path: Path) -> None:
 
 def test_version_and_completion(tmcd: Tmcd) -> None:
     assert ok(None, "version", "--client") == f"Client Version: v{__version__}\n"
-    assert ok(tmcd, "version") == f"Client Version: v{__version__}\nServer Version: v{__version__}\n"
+    lines = ok(tmcd, "version").splitlines()
+    assert lines[:3] == [f"Client Version: v{__version__}", f"Server Version: v{__version__}", ""]
+    assert lines[3].split() == ["REPLICA", "VERSION", "AGE", "LEADS"] and len(lines) == 5
+    assert lines[4].split()[1] == f"v{__version__}"  # one replica, leading what this fixture runs
     for shell, marker in (("bash", "complete "), ("zsh", "compdef"), ("fish", "complete ")):
         out = ok(None, "completion", shell)
         assert marker in out and "_KUBECTL_TMC_COMPLETE" in out

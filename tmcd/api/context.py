@@ -32,6 +32,10 @@ class ApiContext:
         self.stopping = asyncio.Event()
         self.watch_timeout = WATCH_TIMEOUT
         """Seconds an HTTP watch lasts at most (``timeoutSeconds`` can only shorten it)."""
+        self.lease_prefix = "tmcd"
+        """The deployment's key prefix in the leases bucket (``consumer.durable_prefix``)."""
+        self.election = True
+        """Whether this deployment elects leaders (``leader.enabled``)."""
 
     def start_cache(self, window: int = WINDOW) -> ApiCache:
         """Start the watch cache (one feed per kind, ``window`` events kept for watches to resume

@@ -22,6 +22,7 @@ delete         {namespace?, name}                                       the dele
 watch          {namespace?, labelSelector?, fieldSelector?,             a stream of watch
                resourceVersion?, timeoutSeconds?}                       events (see below)
 simulate       {object: Placement}  (``tmc.api.simulate.placements``)   the decision
+replicas       {}  (``tmc.api.get.replicas``)                           a ReplicaReport
 =============  ======================================================  =====================
 
 A watch streams its events to the request's reply subject (:mod:`tmcd.api.nats_watch`):
@@ -31,6 +32,7 @@ between.  Each list endpoint names its kind's watch subject in its ``$SRV.INFO``
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -41,6 +43,7 @@ from tmcd.api.auth import authorize
 from tmcd.api.context import ApiContext
 from tmcd.api.nats_watch import NatsWatches
 from tmcd.api.reads import Reads, list_filters, list_object
+from tmcd.api.replicas import replica_report
 from tmcd.api.store import ResourceStore
 from tmcd.bus import Bus
 from tmcd.bus.service import Endpoint, Headers, Reply, StreamEndpoint
@@ -88,7 +91,20 @@ def endpoints(ctx: ApiContext, watches: NatsWatches) -> list[Endpoint | StreamEn
             )
         out.append(watches.endpoint(kind))
     out.append(Endpoint("simulate-placements", "tmc.api.simulate.placements", _handler(ctx, "simulate", PLACEMENT)))
+    out.append(Endpoint("get-replicas", "tmc.api.get.replicas", _replicas_handler(ctx)))
     return out
+
+
+def _replicas_handler(ctx: ApiContext) -> Any:
+    async def handle(_subject: str, _data: bytes, headers: Headers) -> Reply:
+        try:
+            authorize(ctx.cfg, headers.get("Authorization"), write=False, remote=None)
+            report = await replica_report(ctx.bus(), ctx.lease_prefix, time.time(), election=ctx.election)
+        except errors.ApiError as err:
+            return _error(err)
+        return Reply(_encoder.encode(report))
+
+    return handle
 
 
 def _error(err: errors.ApiError) -> Reply:

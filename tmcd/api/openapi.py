@@ -33,6 +33,7 @@ from tmcd.api.openapi_schemas import (
 )
 from tmcd.contracts import examples as contract_examples
 from tmcd.contracts import jsonschema
+from tmcd.contracts.lease import REPLICA_REPORT_EXAMPLE, ReplicaReport
 from tmcd.contracts.messages import ControlReply, HealthReport
 from tmcd.placement.model import Decision, decide
 from tmcd.resources import examples as resource_examples
@@ -144,6 +145,16 @@ OPERATIONS: tuple[Operation, ...] = (
             ("location", "query", {"type": "string"}, "Only this location (a value of the location label).", ""),
             ("clusters", "query", {"type": "boolean", "default": True}, "Include the cluster nodes.", True),
         ),
+    ),
+    Operation(
+        "GET",
+        "/api/v1/replicas",
+        "readReplicas",
+        "The tmcd replicas of this deployment and the replica leading each leader-only agent",
+        "replicas",
+        response=ReplicaReport,
+        response_example=REPLICA_REPORT_EXAMPLE,
+        errors=(401, 403, 503),
     ),
 )
 """JSON operations besides the kind verbs; add an entry to document a new one."""
@@ -387,6 +398,7 @@ def _plain_paths() -> dict[str, dict[str, Any]]:
 
 _OTHER_TAGS = {
     "health": "The fleet health tree.",
+    "replicas": "The tmcd replicas of the deployment and the leader of each leader-only agent.",
     "probes": "Liveness, readiness and health probes (Kubernetes style, text/plain).",
     "metrics": "Prometheus exposition.",
     "docs": "This document and a browser for it.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -10,10 +11,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from tmcd.api import errors
+from tmcd.api.auth import authorize
 from tmcd.api.camel import camel_keys
 from tmcd.api.docs_page import add_docs
 from tmcd.api.http import ApiContext, Route, add_api, cors
 from tmcd.api.http_errors import api_errors, error_response, use_status_errors
+from tmcd.api.replicas import replica_report
 from tmcd.bus import Bus, BusError
 from tmcd.config import ApiConfig, parse_listen
 from tmcd.contracts import subjects
@@ -78,6 +81,14 @@ async def health_tree(request: web.Request) -> web.Response:
     return web.Response(body=msgspec.json.encode(camel_keys(msgspec.to_builtins(rep))), content_type="application/json")
 
 
+async def replicas(request: web.Request) -> web.Response:
+    """GET /api/v1/replicas: the deployment's replicas and the leader of each agent."""
+    ctx = request.app[API_KEY]
+    authorize(ctx.cfg, request.headers.get("Authorization"), write=False, remote=request.remote)
+    report = await replica_report(ctx.bus(), ctx.lease_prefix, time.time(), election=ctx.election)
+    return web.Response(body=msgspec.json.encode(report), content_type="application/json")
+
+
 def _status(code: int, reason: str, message: str) -> web.Response:
     """A Kubernetes-style Status object."""
     return error_response(errors.ApiError(code, reason, message))
@@ -104,6 +115,7 @@ def build_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/health", health_tree)
     app[API_KEY] = ApiContext(cfg, bus)
+    app.router.add_get("/api/v1/replicas", replicas)
     app[ROUTES_KEY] = add_api(app, app[API_KEY])
     add_docs(app, app[ROUTES_KEY])
     app.router.add_get("/docs/", _docs_slash)

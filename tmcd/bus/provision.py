@@ -156,6 +156,6 @@ async def provision(js: Any, cfg: Config) -> dict[str, str]:
     for spec in stream_specs(cfg):
         result[spec.name] = await ensure_stream(js, spec)
     for logical, bucket in KV_BUCKETS.items():
-        ttl = cfg.kv.lease_ttl if logical == "leases" else None
+        ttl = cfg.leader.lease_ttl if logical == "leases" else None
         result[bucket] = await ensure_kv(js, bucket, cfg.kv.history, cfg.kv.replicas, ttl)
     return result

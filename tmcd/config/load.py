@@ -314,6 +314,14 @@ def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str
     ):
         if _get(cfg, lo) > _get(cfg, hi):
             fail(lo, f"a number <= {hi} ({_num(_get(cfg, hi))})", hi)
+    if cfg.leader.renew_interval * 2 > cfg.leader.lease_ttl:
+        fail(
+            "leader.renew_interval",
+            f"a number <= leader.lease_ttl / 2 ({_num(cfg.leader.lease_ttl / 2)})",
+            "leader.lease_ttl",
+        )
+    if cfg.leader.identity and not cfg.leader.identity.strip():
+        fail("leader.identity", "a name for this replica, or empty for <hostname>-<hash>")
     for key, _value, expected in validate_otel(cfg.otel):
         fail(key, expected)
     for cluster, context in cfg.kube.contexts.items():

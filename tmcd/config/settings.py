@@ -80,7 +80,6 @@ class KvConfig(_Section):
 
     history: Annotated[int, Meta(ge=1, le=64)] = 5
     replicas: Annotated[int, Meta(ge=1, le=5)] = 1
-    lease_ttl: PositiveSeconds = 15.0
 
 
 class ConsumerConfig(_Section):
@@ -184,6 +183,21 @@ MAX_OBJECT_BYTES = (1 << 20) - (16 << 10)
 """NATS's default max payload (1 MiB) less room for the KV message's headers."""
 
 
+class LeaderConfig(_Section):
+    """Leader election among replicas (JetStream KV leases): the health, placement, canary,
+    rollback and kube agents act only on the replica holding their lease."""
+
+    enabled: bool = True
+    """False: every agent acts on this replica without a lease (one replica only)."""
+    identity: Annotated[str, Meta(max_length=253)] = ""
+    """This replica's name in leases; empty: ``<hostname>-<hash of data_dir and http.listen>``,
+    the same after a restart (which takes its own leases back at once)."""
+    lease_ttl: Annotated[float, Meta(ge=1, le=3600)] = 15.0
+    """Seconds a lease lives without renewal: another replica takes over within it."""
+    renew_interval: Annotated[float, Meta(ge=0.1, le=1200)] = 5.0
+    """Seconds between renewals; a leader that lost its lease stops acting within one."""
+
+
 class ApiConfig(_Section):
     """The resource API (HTTP under /api/v1 and the NATS service tmc.api.>)."""
 
@@ -224,4 +238,5 @@ class Config(_Section):
     rollback: RollbackConfig = msgspec.field(default_factory=RollbackConfig)
     otel: OtelConfig = msgspec.field(default_factory=OtelConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    leader: LeaderConfig = msgspec.field(default_factory=LeaderConfig)
     kube: KubeConfig = msgspec.field(default_factory=KubeConfig)

@@ -360,6 +360,14 @@ class Client:
         info = self._nats_call("$SRV.INFO.tmc", {})
         return info if isinstance(info, dict) else {}
 
+    def replicas(self) -> dict[str, Any]:
+        """The server's replicas and leaders (``tmc.api.get.replicas`` / ``GET /api/v1/replicas``)."""
+        if self.endpoint.transport == "nats":
+            report = self._nats_call("tmc.api.get.replicas", {})
+        else:
+            report = self._http("GET", "/api/v1/replicas")
+        return report if isinstance(report, dict) else {}
+
     def call(self, verb: str, kind: CliKind, **body: Any) -> Any:
         """One API operation: ``verb`` in list/get/create/replace/patch/delete."""
         body = {k: v for k, v in body.items() if v not in (None, "", 0)}

@@ -350,6 +350,14 @@ SPECS: tuple[MetricSpec, ...] = (
         ("agent",),
         example="increase(tmc_agent_restarts_total[15m]) > 0",
     ),
+    MetricSpec(
+        "tmc_leader",
+        "gauge",
+        "1 while this replica holds the agent's leader lease (the agent acts here), 0 while another "
+        "replica does; only for the leader-only agents (health, placement, canary, rollback, kube).",
+        ("agent",),
+        example="sum by (agent) (tmc_leader) != 1",
+    ),
     # -- canary --
     MetricSpec(
         "tmc_canary_phase",

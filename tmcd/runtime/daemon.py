@@ -24,6 +24,7 @@ from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.aio import cancel_and_wait
 from tmcd.runtime.checks import DaemonChecks, agent_check
 from tmcd.runtime.embedded import EmbeddedNats, find_binary, start_embedded
+from tmcd.runtime.leader import Elector, start_elector
 from tmcd.runtime.probes import CheckRegistry
 from tmcd.runtime.registry import build_agents
 from tmcd.runtime.selfmetrics import SelfMetrics
@@ -64,6 +65,9 @@ class Daemon:
         self._gc_task: asyncio.Task[None] | None = None
         self.api_service: Any = None
         self.api_watches: NatsWatches | None = None
+        self.elector: Elector | None = None
+        self._elector_stop = asyncio.Event()
+        self._elector_task: asyncio.Task[None] | None = None
         self._stopped: bool | None = None
         self._register_checks()
 
@@ -114,8 +118,11 @@ class Daemon:
         def make_context() -> AgentContext:
             return AgentContext(bus, self.cfg, self.metrics, self.stop_event, self.clock, tracer)
 
+        if self.cfg.leader.enabled:
+            self.elector, self._elector_task = await start_elector(bus, self.cfg, self.metrics, self._elector_stop)
+        api_ctx.lease_prefix, api_ctx.election = self.cfg.consumer.durable_prefix, self.cfg.leader.enabled
         self.supervisor = Supervisor(
-            build_agents(self.cfg.agents, self.cfg),
+            build_agents(self.cfg.agents, self.cfg, self.elector),
             make_context,
             self.metrics,
             self.stop_event,
@@ -174,6 +181,7 @@ class Daemon:
             ("NATS API service", 0.5, self._stop_api_service),
             ("API cache", 1.0, lambda t: self.http.app[API_KEY].close_cache(t)),
             ("agents", 14.0, self._stop_agents),
+            ("leases", 0.5, self._stop_elector),
             ("NATS drain", 5.0, self._close_bus),
             ("HTTP server", 0.5, lambda _t: self.http.stop()),
             ("health checks", 0.25, lambda _t: self.component_checks.stop()),
@@ -198,6 +206,16 @@ class Daemon:
             return True
         # the rest of the share is for cancelling the agents that did not finish
         return await self.supervisor.wait_stopped(timeout * 0.8, grace=timeout * 0.15)
+
+    async def _stop_elector(self, _timeout: float) -> None:
+        """After the agents: renewals stop and the leases are given up, so another replica
+        takes over at once."""
+        self._elector_stop.set()
+        task, self._elector_task = self._elector_task, None
+        if task is not None:
+            await task
+        if self.elector is not None:
+            await self.elector.release()
 
     async def _close_bus(self, _timeout: float) -> None:
         if self.bus is not None:

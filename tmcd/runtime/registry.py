@@ -13,6 +13,7 @@ from tmcd.metrics.agent import MetricsAgent
 from tmcd.placement.agent import PlacementAgent
 from tmcd.rollback.agent import RollbackAgent
 from tmcd.runtime.agent import Agent
+from tmcd.runtime.leader import LEADER_AGENTS, Elector, LeaderOnly
 
 AGENTS: dict[str, Callable[[], Agent]] = {
     "metrics": MetricsAgent,
@@ -25,11 +26,12 @@ OPTIONAL: dict[str, Callable[[], Agent]] = {"kube": KubeAgent}
 """Agents started by their own switch, not by ``agents``: ``kube`` when ``kube.enabled`` (watch mode)."""
 
 
-def build_agents(names: list[str], cfg: Config | None = None) -> list[Agent]:
+def build_agents(names: list[str], cfg: Config | None = None, elector: Elector | None = None) -> list[Agent]:
     """Instantiate the named agents (names are validated by the config).  With ``cfg``, the canary
     and rollback agents get the Kubernetes traffic routers (``gateway-api``, ``smi``) through a
     factory: the canary package does not import ``tmcd.kube``, the runtime hands the routers over.
-    With ``kube.enabled``, the ``kube`` agent (watch mode) is added."""
+    With ``kube.enabled``, the ``kube`` agent (watch mode) is added.  With an ``elector``, the
+    leader-only agents run only while this replica holds their lease."""
     out: list[Agent] = []
     for n in names:
         if cfg is not None and n == "canary":
@@ -40,4 +42,6 @@ def build_agents(names: list[str], cfg: Config | None = None) -> list[Agent]:
             out.append(AGENTS[n]())
     if cfg is not None and cfg.kube.enabled:
         out.append(OPTIONAL["kube"]())
-    return out
+    if elector is None:
+        return out
+    return [LeaderOnly(a, elector) if a.name in LEADER_AGENTS else a for a in out]

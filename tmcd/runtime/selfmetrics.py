@@ -44,6 +44,7 @@ class SelfMetrics:
                 self.events_invalid.labels(kind, reason)
         self.events_processed = cast(Counter, create("tmc_events_processed_total", self.registry))
         self.agent_restarts = cast(Counter, create("tmc_agent_restarts_total", self.registry))
+        self.leader = cast(Gauge, create("tmc_leader", self.registry))
         self.nats_connected = cast(Gauge, create("tmc_nats_connected", self.registry))
         self.event_lag = cast(Histogram, create("tmc_event_lag_seconds", self.registry))
         self.consumer_pending = cast(Gauge, create("tmc_consumer_pending_messages", self.registry))
