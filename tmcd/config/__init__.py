@@ -34,6 +34,7 @@ from tmcd.config.settings import (
     StreamLimits,
     StreamsConfig,
 )
+from tmcd.config.tls import TlsFileError, server_context
 
 __all__ = [
     "AGENT_NAMES",
@@ -57,6 +58,7 @@ __all__ = [
     "RuntimeConfig",
     "StreamLimits",
     "StreamsConfig",
+    "TlsFileError",
     "env_name",
     "env_warnings",
     "load_config",
@@ -64,5 +66,6 @@ __all__ = [
     "parse_listen",
     "render_config",
     "secret_keys",
+    "server_context",
     "validate_otel",
 ]
