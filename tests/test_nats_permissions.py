@@ -84,6 +84,7 @@ class Login:
 
 @pytest.fixture
 async def login(secured: Callable[[str], EmbeddedNats]) -> AsyncIterator[Callable[[str, str], Any]]:
+    """Connect as one of the example's users; the connections close before the server stops."""
     opened: list[ReportingClient] = []
 
     async def connect(url: str, user: str) -> Login:
