@@ -19,7 +19,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/tmcd tmcd
+# The data dir is a volume owned by tmcd: the only place tmcd (and its embedded nats-server)
+# writes, so the container runs with a read-only root filesystem (docs/security.md).
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/tmcd tmcd \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/tmcd/data
 
 COPY --from=build /wheels /wheels
 COPY constraints.txt /tmp/constraints.txt
@@ -29,10 +32,13 @@ USER 10001:10001
 WORKDIR /var/lib/tmcd
 ENV TMCD_HTTP_LISTEN=0.0.0.0:8080 \
     TMCD_DATA_DIR=/var/lib/tmcd/data
+VOLUME ["/var/lib/tmcd/data"]
 
 EXPOSE 8080
+# /livez on the port of TMCD_HTTP_LISTEN, over HTTPS when TMCD_HTTP_TLS_CERT is set.  Loopback:
+# it checks the process, not the certificate (which names the service, not 127.0.0.1).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/livez', timeout=2).status == 200 else 1)"]
+    CMD ["python", "-c", "import os, ssl, sys, urllib.request; port = os.environ.get('TMCD_HTTP_LISTEN', ':8080').rpartition(':')[2]; tls = bool(os.environ.get('TMCD_HTTP_TLS_CERT')); url = ('https' if tls else 'http') + '://127.0.0.1:' + port + '/livez'; sys.exit(0 if urllib.request.urlopen(url, timeout=2, context=ssl._create_unverified_context() if tls else None).status == 200 else 1)"]
 
 ENTRYPOINT ["tmcd"]
 CMD ["run"]

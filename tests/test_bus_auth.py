@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import nkeys
 import pytest
 
 from tests.helpers import NatsWithConfig, free_port, get, kill, read_until, start_tmcd, wait_for
+from tests.pki import make_certs
 from tmcd.bus import Bus, BusError
 from tmcd.config import NatsConfig
 from tmcd.runtime.embedded import EmbeddedNats
@@ -247,23 +247,9 @@ async def test_tmcd_run_with_creds_of_another_account_says_why_in_one_line(auth_
     await tmcd_run_is_refused(server, tmp_path, {"TMCD_NATS_CREDS_FILE": str(wrong["another account"])})
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def certs(tmp_path: Path) -> Path:
-    d = tmp_path / "pki"
-    d.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-             "-days", "1", "-subj", "/CN=tmcd-test-ca", cwd=d)  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN={name}", cwd=d)  # fmt: skip
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "1", "-extfile", "san.ext", cwd=d)  # fmt: skip
-    return d
+    return make_certs(tmp_path / "pki")
 
 
 async def test_tls_with_client_certificate(auth_server: Serve, certs: Path) -> None:

@@ -437,7 +437,9 @@ def test_unknown_key_suggestions() -> None:
     assert str(error(overrides={"streams.syncr.max_age": 1})) == (
         "config: streams.syncr: unknown key (did you mean streams.syncer?)"
     )
-    assert str(error(overrides={"http.xyzzy": 1})) == "config: http.xyzzy: unknown key (valid keys: listen)"
+    assert str(error(overrides={"http.xyzzy": 1})) == (
+        "config: http.xyzzy: unknown key (valid keys: listen, tls_cert, tls_key)"
+    )
 
 
 def test_unknown_table_in_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Outside tools some tests need (promtool, prometheus, kubectl, tmux, a C compiler).
+"""Outside tools some tests need (promtool, prometheus, kubectl, tmux, openssl, a C compiler).
 
 ``make test`` installs them where it can (``.ci/install-tools``: Debian/Ubuntu, as root or
 with password-less sudo).  Where they are missing, the tests that need them skip, and one
@@ -21,6 +21,7 @@ PACKAGES = {
     "prometheus": "prometheus",
     "kubectl": "kubernetes-client",
     "tmux": "tmux",
+    "openssl": "openssl",
     "C extension": "gcc",
 }
 """Tool -> the Debian package that provides it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -126,12 +127,14 @@ def build_app(
 
 
 class HttpServer:
-    """Runs the app on ``HOST:PORT`` (port 0 picks a free port; see :attr:`port`)."""
+    """Runs the app on ``HOST:PORT`` (port 0 picks a free port; see :attr:`port`), over HTTPS
+    when given an SSL context (``http.tls_cert``/``tls_key``)."""
 
-    def __init__(self, app: web.Application, listen: str) -> None:
+    def __init__(self, app: web.Application, listen: str, tls: ssl.SSLContext | None = None) -> None:
         self.app = app
         self._app = app
         self._host, self._port = parse_listen(listen)
+        self._tls = tls
         self._runner: web.AppRunner | None = None
         self.port = self._port
 
@@ -140,7 +143,7 @@ class HttpServer:
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
         use_status_errors(self._runner)  # a URI too long (414) or a bad header: a Status, no traceback logged
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._tls)
         await site.start()
         sockets = getattr(site._server, "sockets", None)
         if sockets:
@@ -149,9 +152,9 @@ class HttpServer:
 
     @property
     def base_url(self) -> str:
-        """http://host:port of the running server."""
+        """http://host:port (https:// with TLS) of the running server."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls is not None else 'http'}://{host}:{self.port}"
 
     async def stop(self) -> None:
         """Stop serving."""

@@ -35,6 +35,7 @@ from tmcd.config.settings import (
     StreamLimits,
     StreamsConfig,
 )
+from tmcd.config.tls import TlsFileError, server_context
 
 __all__ = [
     "AGENT_NAMES",
@@ -59,6 +60,7 @@ __all__ = [
     "RuntimeConfig",
     "StreamLimits",
     "StreamsConfig",
+    "TlsFileError",
     "env_name",
     "env_warnings",
     "load_config",
@@ -66,5 +68,6 @@ __all__ = [
     "parse_listen",
     "render_config",
     "secret_keys",
+    "server_context",
     "validate_otel",
 ]

@@ -15,6 +15,7 @@ import msgspec.inspect as mi
 
 from tmcd.config.otel import validate_otel
 from tmcd.config.settings import AGENT_NAMES, LOG_LEVELS, Config, StreamsConfig
+from tmcd.config.tls import TlsFileError, server_context
 from tmcd.config.toml import TomlReadError, dump_toml, read_toml
 
 SECRET_KEYS: tuple[str, ...] = ("nats.password", "nats.token")
@@ -43,9 +44,16 @@ class ConfigError(Exception):
     def __init__(
         self, key: str, value: object, expected: str, *, source: str | None = None, message: str | None = None
     ) -> None:
+        if value not in (None, "") and _is_secret(key):
+            value = "****"  # an error line ends up in logs: never repeat a password or token
         self.key, self.value, self.expected, self.source = key, value, expected, source
         body = message if message is not None else f"{key} = {value!r}: expected {expected}"
         super().__init__(f"config ({source}): {body}" if source else f"config: {body}")
+
+
+def _is_secret(key: str) -> bool:
+    """True for a setting whose value is a secret: :data:`SECRET_KEYS` and the API tokens."""
+    return key in SECRET_KEYS or key == "api.tokens" or key.startswith("api.tokens[")
 
 
 @dataclass(frozen=True)
@@ -308,6 +316,15 @@ def _check_semantics(cfg: Config, raw: Mapping[str, object], origin: Mapping[str
     if bool(nats.tls_cert) != bool(nats.tls_key):
         missing, given = ("nats.tls_key", "nats.tls_cert") if nats.tls_cert else ("nats.tls_cert", "nats.tls_key")
         fail(missing, f"a file path when {given} is set (set both or neither)", given)
+    http = cfg.http
+    if bool(http.tls_cert) != bool(http.tls_key):
+        missing, given = ("http.tls_key", "http.tls_cert") if http.tls_cert else ("http.tls_cert", "http.tls_key")
+        fail(missing, f"a file path when {given} is set (set both or neither)", given)
+    if http.tls_cert:
+        try:
+            server_context(http.tls_cert, http.tls_key)
+        except TlsFileError as exc:
+            fail(exc.key, exc.expected)
     for lo, hi in (
         ("nats.reconnect_wait_min", "nats.reconnect_wait_max"),
         ("runtime.restart_backoff_min", "runtime.restart_backoff_max"),

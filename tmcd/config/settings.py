@@ -46,6 +46,10 @@ class HttpConfig(_Section):
     """The HTTP server (metrics, probes, API)."""
 
     listen: str = "127.0.0.1:8080"
+    tls_cert: str = ""
+    """PEM certificate (then any intermediates) to serve HTTPS with; set together with tls_key."""
+    tls_key: str = ""
+    """PEM private key (unencrypted) of tls_cert."""
 
 
 class StreamLimits(_Section):

@@ -407,8 +407,9 @@ class Client:
             req.add_header("Content-Type", ctype)
         if self.endpoint.token:
             req.add_header("Authorization", f"Bearer {self.endpoint.token}")
+        tls = self._tls() if self.endpoint.url.startswith("https://") else None
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.endpoint.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.endpoint.timeout, context=tls) as resp:
                 raw = resp.read()
                 return json.loads(raw) if raw else None
         except urllib.error.HTTPError as err:
@@ -420,10 +421,32 @@ class Client:
             raise ServerError(err.code, status if isinstance(status, dict) else None, err.reason) from None
         except urllib.error.URLError as err:
             reason = err.reason
+            verify = getattr(reason, "verify_message", None)
+            if verify:  # an ssl.SSLCertVerificationError: tmcd is there, its certificate is not trusted
+                raise CliError(
+                    f"cannot verify tmcd's certificate at {self.endpoint.url}: {verify}; pass "
+                    "--certificate-authority FILE with the CA that signed it (or --insecure-skip-tls-verify)"
+                ) from None
             text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
             raise Unreachable(self.endpoint.url, text.lower(), HTTP_HINT) from None
         except TimeoutError:
             raise Unreachable(self.endpoint.url, "timed out", HTTP_HINT) from None
+
+    def _tls(self) -> Any:
+        """The SSL context for an https:// server: the system's CAs, or --certificate-authority's,
+        or none at all with --insecure-skip-tls-verify."""
+        import ssl
+
+        if self.endpoint.insecure:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        try:
+            return ssl.create_default_context(cafile=self.endpoint.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise UsageError(f"--certificate-authority {self.endpoint.ca_file}: cannot load it ({reason})") from None
 
     def heartbeats(self, pending: str | None = None) -> dict[str, float]:
         """Each cluster's latest received heartbeat (Unix time), from the health agent

@@ -60,6 +60,20 @@ def global_options(f: F) -> F:
         ),
         click.option("--token", metavar="TOKEN", expose_value=False, callback=_store("token"), help="API token."),
         click.option(
+            "--certificate-authority",
+            metavar="FILE",
+            expose_value=False,
+            callback=_store("ca_file"),
+            help="CA bundle that verifies an https:// --server.",
+        ),
+        click.option(
+            "--insecure-skip-tls-verify",
+            is_flag=True,
+            expose_value=False,
+            callback=_store("insecure"),
+            help="Do not verify an https:// --server's certificate (insecure).",
+        ),
+        click.option(
             "--kubeconfig", metavar="FILE", expose_value=False, callback=_store("kubeconfig"), help="kubeconfig file."
         ),
         click.option("--context", metavar="NAME", expose_value=False, callback=_store("context"), help="Context."),

@@ -30,6 +30,8 @@ class Settings:
         verbosity: int = 0,
         timeout: float = 10.0,
         env: dict[str, str] | None = None,
+        ca_file: str = "",
+        insecure: bool = False,
     ) -> None:
         self.nats_url = nats_url
         self.server = server
@@ -41,18 +43,34 @@ class Settings:
         self.verbosity = verbosity
         self.timeout = timeout
         self.env = dict(os.environ) if env is None else env
+        self.ca_file = ca_file
+        """--certificate-authority: the CA bundle that verifies an https:// server."""
+        self.insecure = insecure
+        """--insecure-skip-tls-verify: do not verify an https:// server's certificate."""
 
 
 class Endpoint:
     """Where to send requests: ``transport`` is ``nats`` or ``http``; ``namespace`` is the
-    kubeconfig context's (the default for namespaced kinds)."""
+    kubeconfig context's (the default for namespaced kinds); ``ca_file`` and ``insecure`` say
+    how an https:// server's certificate is verified."""
 
-    def __init__(self, transport: str, url: str, token: str = "", namespace: str = "", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        transport: str,
+        url: str,
+        token: str = "",
+        namespace: str = "",
+        timeout: float = 10.0,
+        ca_file: str = "",
+        insecure: bool = False,
+    ) -> None:
         self.transport = transport
         self.url = url
         self.token = token
         self.namespace = namespace
         self.timeout = timeout
+        self.ca_file = ca_file
+        self.insecure = insecure
 
 
 def kubeconfig_context(settings: Settings) -> dict[str, Any]:
@@ -105,6 +123,9 @@ def tmc_extension(context: dict[str, Any]) -> dict[str, Any]:
 def resolve(settings: Settings) -> Endpoint:
     """Pick NATS or HTTP and the URL from flags, environment, kubeconfig and the data dir."""
     env = settings.env
+    if settings.ca_file and settings.insecure:
+        # as kubectl: "specifying a root certificates file with the insecure flag is not allowed"
+        raise UsageError("--certificate-authority and --insecure-skip-tls-verify cannot be used together")
     ctx = kubeconfig_context(settings)
     ext = tmc_extension(ctx)
     token = settings.token or env.get("TMC_TOKEN", "") or str(ext.get("token") or "")
@@ -116,7 +137,7 @@ def resolve(settings: Settings) -> Endpoint:
     if not nats_url and server:
         if not server.startswith(("http://", "https://")):
             raise UsageError(f"--server {server!r}: want an http:// or https:// URL")
-        return Endpoint("http", server.rstrip("/"), token, ns, settings.timeout)
+        return Endpoint("http", server.rstrip("/"), token, ns, settings.timeout, settings.ca_file, settings.insecure)
     if not nats_url:
         url_file = os.path.join(env.get("TMCD_DATA_DIR") or ".tmcd", "nats.url")
         try:

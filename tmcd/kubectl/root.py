@@ -90,7 +90,9 @@ def cli(ctx: click.Context) -> None:
     \b
     Connection: --nats-url / TMC_NATS_URL (default: <TMCD_DATA_DIR or .tmcd>/nats.url,
     else nats://127.0.0.1:4222), --server / TMC_SERVER for the HTTP API, --token / TMC_TOKEN;
-    or the kubeconfig context's `tmc` extension {natsURL, server}.
+    or the kubeconfig context's `tmc` extension {natsURL, server}.  An https:// server's
+    certificate is verified with the system's CAs or --certificate-authority FILE
+    (--insecure-skip-tls-verify: not at all).
 
     \b
     Examples:

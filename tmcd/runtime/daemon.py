@@ -18,7 +18,7 @@ from tmcd.api import nats_api
 from tmcd.api.nats_watch import NatsWatches
 from tmcd.api.server import API_KEY, HttpServer, build_app
 from tmcd.bus import Bus
-from tmcd.config import Config
+from tmcd.config import Config, server_context
 from tmcd.runtime import gctune
 from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.aio import cancel_and_wait
@@ -57,8 +57,9 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.embedded: EmbeddedNats | None = None
         self.bus: Bus | None = None
+        tls = server_context(cfg.http.tls_cert, cfg.http.tls_key) if cfg.http.tls_cert else None
         self.http = HttpServer(
-            build_app(self.metrics.registry, self.checks, lambda: self.bus, cfg.api), cfg.http.listen
+            build_app(self.metrics.registry, self.checks, lambda: self.bus, cfg.api), cfg.http.listen, tls
         )
         self.supervisor: Supervisor | None = None
         self.provisioned = False

@@ -20,6 +20,7 @@ from tmcd.sim.model import SimOptionError, SimOptions, validate_options
 
 if TYPE_CHECKING:
     from tmcd.bus import Bus
+    from tmcd.config import NatsConfig
 
 log = logging.getLogger("tmcd.sim")
 
@@ -105,7 +106,8 @@ def _ratios(value: str) -> dict[str, float]:
 
 
 def resolve_url(nats_url: str | None, data_dir: Path) -> str:
-    """--nats-url (or $TMCD_NATS_URL), else the URL a running `tmcd run` wrote to DATA_DIR/nats.url."""
+    """--nats-url (or $TMCD_NATS_URL, or the config file's nats.url), else the URL a running
+    `tmcd run` wrote to DATA_DIR/nats.url."""
     if nats_url:
         return nats_url
     url_file = data_dir / "nats.url"
@@ -148,16 +150,26 @@ class _SimFailed(Exception):
     """The simulator could not run: ``message`` is the whole error line (without ``error:``)."""
 
 
-async def _connect(url: str) -> Bus:
+def nats_settings(config_file: str | None) -> NatsConfig:
+    """The ``[nats]`` settings of ``--config`` (else ``$TMCD_CONFIG``) and ``TMCD_NATS_*``: the
+    credentials (user/password, token, NKey seed, creds file) and TLS a syncer's NATS user needs.
+    A bad value is a ConfigError (one line, exit code 2)."""
+    import msgspec
+
+    from tmcd.config import load_config
+
+    return msgspec.structs.replace(load_config(config_file).nats, name="tmcd-sim")
+
+
+async def _connect(url: str, cfg: NatsConfig) -> Bus:
     """A connected Bus; raises _SimFailed with the reason NATS cannot be reached."""
     from tmcd.bus import Bus, BusError
-    from tmcd.config import NatsConfig
     from tmcd.runtime.selfmetrics import SelfMetrics
     from tmcd.sim.runner import close_bus
 
     reason = await _probe(url, CONNECT_TIMEOUT)
     if reason is None:
-        bus = Bus(NatsConfig(name="tmcd-sim"), SelfMetrics(), url=url)
+        bus = Bus(cfg, SelfMetrics(), url=url)
         try:
             # nats-py retries some failures forever even with retry=False: bound the wait.
             await asyncio.wait_for(bus.connect(retry=False), CONNECT_TIMEOUT)
@@ -226,22 +238,25 @@ def run_command(
     who: tuple[str, str],
     serve: Callable[[Bus, asyncio.Event, float | None], Awaitable[_Stats]],
     empty: Callable[[], _Stats],
+    config_file: str | None = None,
 ) -> None:
     """What `tmcd sim` and `tmcd sim mesh` do once their options are valid: check --duration, find
     NATS, run ``serve`` until SIGINT/SIGTERM or the duration, print the summary line (``who``:
     its prefix and the name in a failure, e.g. ``("sim", "simulator")``; ``serve`` publishes until
     the event is set or the duration ends and returns what it published; ``empty`` is that when
-    stopped before NATS answered); exit 1 when it fails."""
+    stopped before NATS answered); exit 1 when it fails.  NATS credentials and TLS come from
+    ``config_file``'s ``[nats]`` and ``TMCD_NATS_*`` (:func:`nats_settings`), as for `tmcd run`."""
     if duration is not None and not duration > 0:
         raise _bad("duration", f"expected seconds > 0, got {duration:g}")
-    url = resolve_url(nats_url, Path(data_dir))
+    nats = nats_settings(config_file)
+    url = resolve_url(nats_url or nats.url, Path(data_dir))
     if not logging.getLogger().handlers:
         from tmcd.runtime.logs import setup_logging
 
         setup_logging("info")
     try:
         with StopSignals() as signals:
-            summary = asyncio.run(_serve(url, who, serve, empty, duration, signals))
+            summary = asyncio.run(_serve(url, nats, who, serve, empty, duration, signals))
     except _SimFailed as exc:
         click.echo(f"error: {' '.join(str(exc).split())}", err=True)
         ctx.exit(1)
@@ -250,6 +265,7 @@ def run_command(
 
 async def _serve(
     url: str,
+    nats: NatsConfig,
     who: tuple[str, str],
     serve: Callable[[Bus, asyncio.Event, float | None], Awaitable[_Stats]],
     empty: Callable[[], _Stats],
@@ -262,7 +278,7 @@ async def _serve(
     stop = asyncio.Event()
     signals.attach(asyncio.get_running_loop(), stop)
     started = time.monotonic()
-    bus = await _until_stopped(_connect(url), stop)
+    bus = await _until_stopped(_connect(url, nats), stop)
     if bus is None:  # stopped before NATS answered: nothing was published
         return f"{prefix}: published {empty().summary()} in {time.monotonic() - started:.1f}s"
     try:
@@ -317,6 +333,12 @@ async def _until_stopped(connect: Coroutine[Any, Any, Bus], stop: asyncio.Event)
     envvar="TMCD_NATS_URL",
     help="NATS URL [default: $TMCD_NATS_URL, else DATA_DIR/nats.url].",
 )
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="TOML config file whose [nats] credentials and TLS settings to use (default: $TMCD_CONFIG; TMCD_NATS_* too).",
+)
 @click.option("--clusters", metavar="N", type=int, default=20, show_default=True, help="Simulated clusters.")
 @click.option("--rate", metavar="R", type=float, default=100.0, show_default=True, help="Sync events/s (whole fleet).")
 @click.option("--seed", metavar="S", type=int, default=1, show_default=True, help="Random seed.")
@@ -342,6 +364,12 @@ async def _until_stopped(connect: Coroutine[Any, Any, Bus], stop: asyncio.Event)
     help="Publish sync events in SyncEventBatch messages (every 100 ms or 500 events), as a syncer does.",
 )
 @click.option(
+    "--per-cluster-control",
+    is_flag=True,
+    help="Answer control requests on each cluster's own tmc.ctl.sync.<cluster>.* rather than on "
+    "tmc.ctl.sync.*.*, as real syncers do (for a syncer's NATS user, allowed only its own subject).",
+)
+@click.option(
     "--data-dir",
     metavar="DIR",
     envvar="TMCD_DATA_DIR",
@@ -353,6 +381,7 @@ async def _until_stopped(connect: Coroutine[Any, Any, Bus], stop: asyncio.Event)
 def sim(
     ctx: click.Context,
     nats_url: str | None,
+    config_file: str | None,
     clusters: int,
     rate: float,
     seed: int,
@@ -363,6 +392,7 @@ def sim(
     disconnect: str,
     fault_after: float,
     batch: bool,
+    per_cluster_control: bool,
     data_dir: str,
 ) -> None:
     """Publish realistic syncer streams (heartbeats, sync and connection events) for N clusters.
@@ -388,14 +418,14 @@ def sim(
         disconnect=_names(disconnect),
         fault_after=fault_after,
         batch=batch,
+        per_cluster_control=per_cluster_control,
     )
     try:
         validate_options(opts)
     except SimOptionError as exc:
         raise _bad(exc.option, exc.expected) from None
-    run_command(
-        ctx, nats_url, data_dir, duration, ("sim", "simulator"), functools.partial(_simulate, opts=opts), _no_sim_stats
-    )
+    simulate = functools.partial(_simulate, opts=opts)
+    run_command(ctx, nats_url, data_dir, duration, ("sim", "simulator"), simulate, _no_sim_stats, config_file)
 
 
 if __name__ == "__main__":

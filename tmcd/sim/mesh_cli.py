@@ -81,6 +81,12 @@ async def _serve(bus: Bus, stop: asyncio.Event, duration: float | None, *, opts:
     envvar="TMCD_NATS_URL",
     help="NATS URL [default: $TMCD_NATS_URL, else DATA_DIR/nats.url].",
 )
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="TOML config file whose [nats] credentials and TLS settings to use (default: $TMCD_CONFIG; TMCD_NATS_* too).",
+)
 @click.option("--clusters", metavar="N", type=int, required=True, help="Clusters, named as `tmcd sim` names them.")
 @click.option("--rps", metavar="R", type=float, required=True, help="Requests/s per cluster per route.")
 @click.option("--seed", metavar="S", type=int, required=True, help="Random seed: same seed, same requests.")
@@ -122,6 +128,7 @@ async def _serve(bus: Bus, stop: asyncio.Event, duration: float | None, *, opts:
 def mesh(
     ctx: click.Context,
     nats_url: str | None,
+    config_file: str | None,
     clusters: int,
     rps: float,
     seed: int,
@@ -153,4 +160,5 @@ def mesh(
         validate_options(opts)
     except MeshOptionError as exc:
         raise _bad(exc.option, exc.expected) from None
-    run_command(ctx, nats_url, data_dir, duration, ("mesh", "mesh"), functools.partial(_serve, opts=opts), _no_stats)
+    serve = functools.partial(_serve, opts=opts)
+    run_command(ctx, nats_url, data_dir, duration, ("mesh", "mesh"), serve, _no_stats, config_file)

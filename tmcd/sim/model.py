@@ -59,6 +59,11 @@ class SimOptions:
     """A cluster's batch is flushed when it holds this many events ..."""
     batch_interval: float = 0.1
     """... or when it is this old (seconds)."""
+    per_cluster_control: bool = False
+    """Answer control requests on each cluster's own subject (``tmc.ctl.sync.<cluster>.*``), as
+    real syncers do, instead of on ``tmc.ctl.sync.*.*`` for the whole fleet: a syncer's NATS user
+    may subscribe to its own subject only.  Requests for clusters outside the fleet then get no
+    answer (no responders) rather than a 404."""
 
 
 class SimOptionError(ValueError):

@@ -13,7 +13,7 @@ from typing import Any
 from tmcd.bus import Bus, Delivery
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import ControlReply, SyncControl, SyncEvent, SyncEventBatch
-from tmcd.sim.model import FleetModel, SimOptions
+from tmcd.sim.model import FleetModel, SimOptions, cluster_names
 
 log = logging.getLogger("tmcd.sim")
 
@@ -53,10 +53,12 @@ async def run_sim(
 
     Every ``tick`` seconds: connection changes, due heartbeats, then ``rate * elapsed`` sync
     events (the fraction is carried over), all with core NATS publishes.  Sync control
-    requests (``tmc.ctl.sync.*.*``) are answered from the model while it runs.
+    requests (``tmc.ctl.sync.*.*``, or each cluster's own with ``opts.per_cluster_control``)
+    are answered from the model while it runs.
     """
     model = FleetModel(opts)
     stats = SimStats()
+    ctl = subjects.CTL_SYNC
     start = clock()
     model.start(start)
     end = start + duration if duration is not None else None
@@ -68,7 +70,14 @@ async def run_sim(
         log.info("control %s %s: %s (%d)", req.action, req.cluster, reply.message, reply.code)
         return reply
 
-    sub = await bus.serve(subjects.CTL_SYNC.wildcard, on_control, channel=subjects.CTL_SYNC)
+    if opts.per_cluster_control:
+        # one subscription per simulated syncer, each on its own subject, as under per-syncer permissions
+        subs = [
+            await bus.serve(subjects.CTL_SYNC.template.format(cluster=name, action="*"), on_control, channel=ctl)
+            for name in cluster_names(opts.clusters)
+        ]
+    else:
+        subs = [await bus.serve(ctl.wildcard, on_control, channel=ctl)]
     log.info(
         "simulating %d clusters at %g sync events/s (seed %d) on %s",
         opts.clusters,
@@ -135,8 +144,9 @@ async def run_sim(
             log.warning("could not flush published events: %s", exc or type(exc).__name__)
     finally:
         stats.elapsed = max(0.0, last - start)
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
     return stats
 
 
