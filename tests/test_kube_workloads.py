@@ -4,8 +4,9 @@ The Kubernetes adapter (``tmcd/kube/workloads.py``) against the fake API server 
 the requests it sends and each kind of answer.  Then the canary and rollback agents (real
 nats-server, fake clock) setting the canary image on their canary clusters and putting it back,
 a crash in the middle of an action and of the rollback, success, and the errors a rollout's
-status carries.  With ``TMCD_TEST_KUBECONFIG`` the scenarios marked ``where`` also run against that
-real cluster (its current context, namespace ``default``); skipped otherwise.
+status carries.  With ``TMCD_TEST_KUBECONFIG`` the scenarios on the ``istack`` fixture also run
+against that real cluster (its current context as cluster c0, the Deployment ``web`` in
+``default``, created when missing); skipped otherwise.
 """
 
 from __future__ import annotations
