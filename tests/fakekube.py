@@ -8,8 +8,8 @@ given (custom and core): get, list (``resourceVersion``, ``limit``/``continue``)
 stale ``metadata.resourceVersion``), merge patch, JSON patch (add/remove/replace/test; a failed
 ``test`` answers 422, or 409 when ``test_failure_status`` says so), the ``/status`` subresource
 (the main resource ignores status changes, the subresource ignores everything else), DELETE, list
-and watch across all namespaces, and Status bodies for 404/409/410/415/422 as kube-apiserver
-writes them.  Every request is logged in :attr:`FakeKube.requests`.
+and watch across all namespaces, and Status bodies for 403/404/409/410/415/422 as kube-apiserver
+writes them (403 for what a test forbids).  Every request is logged in :attr:`FakeKube.requests`.
 
 Not implemented: label/field selectors, server-side apply, cluster-scoped kinds,
 authentication (any bearer token is accepted and logged), protobuf, tables.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,11 @@ HTTPROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 TRAFFICSPLIT = Kind("split.smi-spec.io", "v1alpha4", "trafficsplits", "TrafficSplit")
 SERVICE = Kind("", "v1", "services", "Service")
 CANARYROLLOUT = Kind("tmc.kcp.io", "v1alpha1", "canaryrollouts", "CanaryRollout")
-KINDS = (HTTPROUTE, TRAFFICSPLIT, SERVICE, CANARYROLLOUT)
+DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
+KINDS = (HTTPROUTE, TRAFFICSPLIT, SERVICE, CANARYROLLOUT, DEPLOYMENT)
 ANALYSISTEMPLATE = Kind("tmc.kcp.io", "v1alpha1", "analysistemplates", "AnalysisTemplate")
 EVENT = Kind("", "v1", "events", "Event")
+_VERBS = {"PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class FakeKube:
     """The next N JSON patches find their object changed by someone else first (its resourceVersion bumped)."""
     merge_conflicts: int = 0
     """The same for the next N merge patches."""
+    before_patch: list[Callable[[Obj], Obj]] = field(default_factory=list)
+    """Someone else's writes: each JSON patch first stores the next one's answer to (a copy of) the object."""
+    forbidden: set[tuple[str, str]] = field(default_factory=set)
+    """(verb, plural) pairs answered 403 Forbidden, e.g. ``("patch", "deployments")``."""
     requests: list[Request] = field(default_factory=list)
     objects: dict[tuple[Kind, str, str], Obj] = field(default_factory=dict)
     rv: int = 100
@@ -223,6 +229,7 @@ class FakeKube:
         kind = next((k for k in self.kinds if (k.group, k.version, k.plural) == (group, version, plural)), None)
         if kind is None:
             raise StatusError(404, "NotFound", "the server could not find the requested resource")
+        self._authorize(req, kind, ns, tail)
         if not tail:
             if req.method == "GET":
                 if req.query.get("watch") in ("true", "1"):
@@ -272,6 +279,16 @@ class FakeKube:
             resources.append({"name": f"{k.plural}/status", "namespaced": True, "kind": k.kind, "verbs": verbs[3:6]})
         gv = f"{group}/{version}" if group else version
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+    def _authorize(self, req: web.Request, kind: Kind, ns: str, tail: list[str]) -> None:
+        """403 Forbidden, worded as kube-apiserver's RBAC refusal, for a verb the test forbids."""
+        verb = "list" if req.method == "GET" and not tail else _VERBS.get(req.method, "get")
+        if (verb, kind.plural) in self.forbidden:
+            user = req.headers.get("Authorization", "").removeprefix("Bearer ")
+            qual, name = (f"{kind.plural}.{kind.group}" if kind.group else kind.plural), tail[0] if tail else ""
+            msg = f'{qual} "{name}" is forbidden: User "{user}" cannot {verb} resource "{kind.plural}" in API group '
+            details = {"name": name, "group": kind.group, "kind": kind.plural}
+            raise StatusError(403, "Forbidden", msg + f'"{kind.group}" in the namespace "{ns}"', details)
 
     def _not_found(self, key: tuple[Kind, str, str]) -> StatusError:
         kind, _, name = key
@@ -358,6 +375,8 @@ class FakeKube:
             if self.conflicts > 0:  # someone else writes first
                 self.conflicts -= 1
                 old = self._store(key[0], key, copy.deepcopy(old), "MODIFIED")
+            if self.before_patch:  # someone else changes the object first
+                old = self._store(key[0], key, self.before_patch.pop(0)(copy.deepcopy(old)), "MODIFIED")
             if not isinstance(body, list):
                 raise StatusError(400, "BadRequest", "a JSON patch is a list of operations")
             try:

@@ -301,7 +301,7 @@ async def _generation(kube: Any) -> str:
     return str((obj["metadata"].get("annotations") or {}).get(GENERATION_ANNOTATION, "0"))
 
 
-def test_the_shipped_role_grants_exactly_what_the_routers_use() -> None:
+def test_the_shipped_role_grants_exactly_what_the_routers_and_the_image_setter_use() -> None:
     import yaml
 
     role = yaml.safe_load((Path(__file__).parent.parent / "config" / "kubernetes" / "traffic-role.yaml").read_text())
@@ -312,4 +312,5 @@ def test_the_shipped_role_grants_exactly_what_the_routers_use() -> None:
     assert grants == {
         ("gateway.networking.k8s.io", "httproutes"): ["get", "patch"],
         ("split.smi-spec.io", "trafficsplits"): ["get", "patch"],
+        ("apps", "deployments"): ["get", "patch"],  # tmcd/kube/workloads.py: read the image, patch it
     }

@@ -203,7 +203,7 @@ def _package(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-CANARY_IO = {"agent", "reversal", "traffic", "prometheus", "metrics"}
+CANARY_IO = {"agent", "reversal", "traffic", "prometheus", "metrics", "imageplane", "observe"}
 
 
 def _is_pure(mod: Module) -> bool:

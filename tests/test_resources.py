@@ -96,7 +96,13 @@ def test_camel_case_wire_names() -> None:
     cr = _builtins(EXAMPLES["CanaryRollout"])
     spec = cr["spec"]
     assert {"workloadRef", "stableVersion", "canaryVersion", "placementRef", "trafficRouting", "steps"} <= set(spec)
-    assert spec["workloadRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout"}
+    assert spec["workloadRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "checkout",
+        "container": "checkout",
+        "canaryImage": "ghcr.io/acme/checkout:1.5.0",
+    }
     assert spec["trafficRouting"] == {"router": "nats", "route": "checkout"}
     assert spec["steps"] == [
         {"setClusters": {"count": 1}},

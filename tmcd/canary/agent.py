@@ -21,23 +21,22 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import msgspec
 
 from tmcd.bus import BusError, CasConflictError, Delivery, KvEntry, KvStore
+from tmcd.canary import observe
 from tmcd.canary.actions import action_applied
-from tmcd.canary.analysis import Observation, ProviderError
 from tmcd.canary.clusters import eligible_pool
 from tmcd.canary.control import control
 from tmcd.canary.feed import RunFeeds
+from tmcd.canary.imageplane import ImagePlane
 from tmcd.canary.metrics import CanaryMetrics
 from tmcd.canary.model import ACTIVE, Env, Note, Outcome, reconcile
-from tmcd.canary.prometheus import query_prometheus
 from tmcd.canary.reversal import DataPlane
-from tmcd.canary.samples import RunData
-from tmcd.canary.schedule import due_at, effective_metrics, parse_time, run_key
+from tmcd.canary.schedule import parse_time
 from tmcd.canary.spans import emit_spans
 from tmcd.canary.syncpool import SyncPool, uses_syncer
 from tmcd.canary.traffic import TrafficError, TrafficRouter
@@ -51,6 +50,7 @@ from tmcd.contracts.messages import (
     WorkloadStats,
 )
 from tmcd.contracts.traffic import RouterFactory
+from tmcd.contracts.workloads import WorkloadError, WorkloadsFactory
 from tmcd.placement.model import Decision
 from tmcd.resources import writes
 from tmcd.resources.canary import AnalysisTemplate, CanaryRollout, CanaryRolloutStatus
@@ -74,11 +74,15 @@ class CanaryAgent:
 
     name = "canary"
 
-    def __init__(self, router: TrafficRouter | None = None, router_factory: RouterFactory | None = None) -> None:
+    def __init__(
+        self,
+        router: TrafficRouter | None = None,
+        router_factory: RouterFactory | None = None,
+        workloads_factory: WorkloadsFactory | None = None,
+    ) -> None:
         """``router`` serves every route (tests); else ``nats`` and what ``router_factory`` builds
-        (the runtime passes the Kubernetes routers' factory)."""
-        self._router = router
-        self._router_factory = router_factory
+        (the runtime passes the Kubernetes routers' factory, and the workloads' that sets canary images)."""
+        self._router, self._router_factory, self._workloads_factory = router, router_factory, workloads_factory
         self.rollouts: dict[str, KvEntry[CanaryRollout]] = {}
         self.templates: dict[str, AnalysisTemplate] = {}
         """``namespace.name`` -> template."""
@@ -129,6 +133,7 @@ class CanaryAgent:
         self.plane = DataPlane(
             bus, placements, self._router, factory=self._router_factory, clusters=self._cluster_annotations
         )
+        self.images = ImagePlane(self._workloads_factory, self._cluster_annotations)
         revs: dict[str, int] = {}
         rollout_entries, revs["canaries"] = await canaries.snapshot()
         self.rollouts = {e.key: e for e in rollout_entries}
@@ -176,6 +181,7 @@ class CanaryAgent:
                     await sub.unsubscribe()
             self._sync_subs.clear()
             await self.plane.close()
+            await self.images.close()
 
     async def _follow(self, ctx: AgentContext, kv: KvStore[Any], after: int, on: Any) -> None:
         async for change in kv.changes(after, ctx.stop):
@@ -256,7 +262,7 @@ class CanaryAgent:
             for i, key in enumerate(sorted(batch)):
                 try:
                     await self._reconcile(ctx, key)
-                except (BusError, TrafficError) as exc:
+                except (BusError, TrafficError, WorkloadError) as exc:
                     log.warning("canary %s: %s; trying again shortly", key, exc)
                     self._retry(key)
                 if i % 16 == 15:
@@ -324,21 +330,32 @@ class CanaryAgent:
         action = r.status.action
         assert action is not None
         placement = self._pending_decisions.pop(entry.key, None)
-        try:
-            await self.plane.apply(r, action, placement, ctx.clock())
-        except TrafficError as exc:  # a missing HTTPRoute, a refused patch: say so in the status, try again
+        try:  # canary images first (each recorded before it is set), then traffic and placement
+            done = await self.images.apply(
+                entry,
+                action,
+                partial(self._write, entry.key),
+                lambda: self.plane.apply(r, action, placement, ctx.clock()),
+            )
+        except (TrafficError, WorkloadError) as exc:  # a missing HTTPRoute, a refused patch: say so, try again
             if placement is not None:
                 self._pending_decisions[entry.key] = placement
-            await self._traffic_failed(entry, str(exc))
+            what = "traffic router" if isinstance(exc, TrafficError) else "workload"
+            await self._traffic_failed(self.rollouts.get(entry.key, entry), f"{what}: {exc}")
             raise
-        status, note = action_applied(r, ctx.clock())
+        if done is None:
+            return False  # the images' record met a conflicting write: look again
+        entry, images = done
+        status, note = action_applied(entry.value, ctx.clock(), images)
         await self._event(ctx, r, note, status, msg_id=f"{r.metadata.namespace}.{r.metadata.name}.{action.generation}")
-        ok = await self._write(entry.key, entry, status)
-        if ok:
+        written = await self._write(entry.key, entry, status)
+        if written:
             self.metrics.observe(r, status)
-        return ok
+        return written is not None
 
-    async def _write(self, key: str, entry: KvEntry[CanaryRollout], status: CanaryRolloutStatus) -> bool:
+    async def _write(
+        self, key: str, entry: KvEntry[CanaryRollout], status: CanaryRolloutStatus
+    ) -> KvEntry[CanaryRollout] | None:
         updated = writes.status_written(entry.value, status)  # the /status subresource's rule
         try:
             revision = await self.kv.update(key, updated, entry.revision)
@@ -348,15 +365,14 @@ class CanaryAgent:
                 self.rollouts.pop(key, None)
             elif fresh.revision > entry.revision:
                 self.rollouts[key] = fresh
-            return False
-        self.rollouts[key] = KvEntry(key, updated, revision)
+            return None
+        written = self.rollouts[key] = KvEntry(key, updated, revision)
         self.decisions += 1
-        return True
+        return written
 
-    async def _traffic_failed(self, entry: KvEntry[CanaryRollout], error: str) -> None:
-        """Put the router's error in ``status.message`` (once) so ``kubectl tmc get`` shows why the
-        rollout is stuck; the action stays Applying and is tried again."""
-        message = f"traffic router: {error}"
+    async def _traffic_failed(self, entry: KvEntry[CanaryRollout], message: str) -> None:
+        """Put the router's (or the workload's) error in ``status.message`` (once) so ``kubectl tmc get``
+        shows why the rollout is stuck; the action stays Applying and is tried again."""
         if entry.value.status.message != message:
             status = msgspec.structs.replace(entry.value.status, message=message)
             await self._write(entry.key, entry, status)
@@ -368,36 +384,10 @@ class CanaryAgent:
         parent = self.placements.get(r.spec.placement_ref) if r.spec.placement_ref else None
         pool, pool_error = eligible_pool(r, [self.clusters[k] for k in sorted(self.clusters)], parent)
         router_error = self.plane.router_error(r)
+        workload_error = self.images.error(r)
         applied = await self.plane.applied(r)
-        observations: dict[Any, Mapping[str, Observation]] = {}
+        observations = await observe.observations(r, templates, self.feeds, self.syncpool, now)
         key = f"{ns}.{r.metadata.name}"
-        for run in r.status.analysis_runs:
-            if run.phase not in ("Running", "Pending"):
-                continue
-            t = templates.get(run.template)
-            if t is None:
-                continue
-            step = None
-            if run.step_index is not None and run.step_index < len(r.spec.steps):
-                step = r.spec.steps[run.step_index].analysis
-            metrics = effective_metrics(t, step if run.step_index is not None else None)
-            args = (step.args if step else r.spec.analysis.args if r.spec.analysis else {}) or {}
-            data = self.feeds.data(key, run_key(run))
-            obs: dict[str, Observation] = {}
-            started = parse_time(run.start_time) or now
-            results = {m.name: m for m in run.metrics}
-            for m in metrics:
-                if m.provider.nats is not None:
-                    obs[m.name] = data
-                elif m.provider.syncer is not None:
-                    obs[m.name] = self.syncpool.data(key, run_key(run)) or RunData()
-                elif m.provider.prometheus is not None:
-                    due = due_at(m, results.get(m.name), started)
-                    if due is not None and now >= due:
-                        obs[m.name] = await query_prometheus(m.provider.prometheus, args)
-                else:
-                    obs[m.name] = ProviderError("the metric has no provider")
-            observations[run_key(run)] = obs
         self.feeds.track(key, r)
         self.syncpool.track(key, r, [t.metadata.name for t in pool], uses_syncer(r, templates))
         return Env(
@@ -406,6 +396,7 @@ class CanaryAgent:
             pool=pool,
             pool_error=pool_error,
             router_error=router_error,
+            workload_error=workload_error,
             applied=applied,
             observations=observations,
             next_generation=int(now * 1000),

@@ -32,6 +32,8 @@ def problems(r: CanaryRollout, env: Env) -> list[str]:
     out: list[str] = []
     if env.router_error:
         out.append(f"spec.trafficRouting.router: {env.router_error}")
+    if env.workload_error:
+        out.append(f"spec.workloadRef.canaryImage: {env.workload_error}")
     if env.pool_error:
         out.append(env.pool_error)
     ns = r.metadata.namespace

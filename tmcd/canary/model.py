@@ -73,6 +73,8 @@ class Env:
     pool_error: str = ""
     router_error: str = ""
     """Why the rollout's traffic router cannot be used; empty when it can."""
+    workload_error: str = ""
+    """Why the rollout's canary image cannot be set (spec.workloadRef.canaryImage); empty when it can."""
     applied: Applied | None = None
     observations: Mapping[RunKey, Mapping[str, Observation]] = field(default_factory=dict)
     next_generation: int = 1

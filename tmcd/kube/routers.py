@@ -41,6 +41,7 @@ __all__ = [
     "GatewayApiRouter",
     "KubeRouter",
     "SmiRouter",
+    "context_of",
     "router_factory",
 ]
 
@@ -57,6 +58,12 @@ MAX_ATTEMPTS = 5
 REREAD_AFTER = 5.0
 """Seconds :meth:`KubeRouter.applied` answers from what it last read or patched before reading again
 (the canary agent asks every 0.25 s; the API servers need not hear it)."""
+
+
+def context_of(settings: KubeConfig, clusters: ClusterAnnotations, cluster: str) -> str | None:
+    """The kubeconfig context of ``cluster``: its SyncTarget's annotation, else ``[kube.contexts]``."""
+    annotated = (clusters().get(cluster) or {}).get(CONTEXT_ANNOTATION)
+    return annotated or settings.contexts.get(cluster)
 
 
 @dataclass
@@ -118,8 +125,7 @@ class KubeRouter:
 
     def context_of(self, cluster: str) -> str | None:
         """The kubeconfig context of ``cluster`` (annotation first, then ``[kube.contexts]``)."""
-        annotated = (self._clusters().get(cluster) or {}).get(CONTEXT_ANNOTATION)
-        return annotated or self.settings.contexts.get(cluster)
+        return context_of(self.settings, self._clusters, cluster)
 
     def targets(self, extra: Sequence[str] = ()) -> list[str]:
         """Every cluster with a context, and ``extra``."""

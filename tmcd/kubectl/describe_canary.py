@@ -13,10 +13,10 @@ from typing import Any
 
 from tmcd.kubectl.client import Client
 from tmcd.kubectl.columns import step_label
-from tmcd.kubectl.describe import _conditions, _field, _header, _selector, _when
+from tmcd.kubectl.describe import _conditions, _field, _header, _indent, _selector, _when
 from tmcd.kubectl.events import STREAM_EVENTS, RecentEvents, Source, event_age, events_section
 from tmcd.kubectl.events import recent_events as read_events
-from tmcd.kubectl.output import NONE, cell, human_duration
+from tmcd.kubectl.output import NONE, cell, human_duration, table
 
 __all__ = ["RecentEvents", "canary_sources", "describe_canary", "evidence_value", "recent_events", "step_text"]
 
@@ -108,9 +108,16 @@ def _spec(spec: dict[str, Any]) -> list[str]:
     if ref.get("name"):
         workload = f"{ref.get('kind') or 'Deployment'}/{ref['name']} ({ref.get('apiVersion') or 'apps/v1'})"
     sel = spec.get("clusterSelector")
+    # only for a rollout that sets the canary image on its Deployments
+    image = (
+        [_sub("Canary Image", f"{ref['canaryImage']} (container {ref.get('container')})")]
+        if ref.get("canaryImage")
+        else []
+    )
     return [
         "Spec:",
         _sub("Workload", workload),
+        *image,
         _sub("Stable Version", spec.get("stableVersion")),
         _sub("Canary Version", spec.get("canaryVersion")),
         _sub("Placement Ref", spec.get("placementRef")),
@@ -162,6 +169,26 @@ def _status(obj: dict[str, Any], steps: list[Any], now: float) -> list[str]:
         _sub("Observed Generation", f"{observed} (generation {generation})" if generation else observed or None),
         _sub("Paused Since", _when(paused, now)),
     ]
+
+
+def _images(spec: dict[str, Any], st: dict[str, Any]) -> list[str]:
+    """``status.workloadImages``: per cluster, the image tmcd set and the one it replaced (nothing
+    at all for a rollout that does not set images)."""
+    recs = [_dict(x) for x in _list(st.get("workloadImages"))]
+    if not recs:
+        return [f"Workload Images:  {NONE}"] if _dict(spec.get("workloadRef")).get("canaryImage") else []
+    rows = [
+        [
+            cell(x.get("cluster")),
+            cell(f"{x.get('deployment')}/{x.get('container')}"),
+            cell(x.get("image")),
+            cell(x.get("previous")),
+            cell(x.get("state") or "Canary") + (f": {x['message']}" if x.get("message") else ""),
+        ]
+        for x in recs
+    ]
+    headers = ["CLUSTER", "DEPLOYMENT/CONTAINER", "IMAGE", "PREVIOUS", "STATE"]
+    return ["Workload Images:", *_indent(table(headers, rows))]
 
 
 def evidence_value(value: Any) -> str:
@@ -280,6 +307,7 @@ def describe_canary(
         *_header(obj, now),
         *_spec(spec),
         *_status(obj, steps, now),
+        *_images(spec, st),
         *rollback_section(st, now),
         *revisions_section(revisions, now, revisions_problem, _history_command(obj)),
         *_steps(steps, _current(st, steps)),

@@ -39,6 +39,18 @@ class WorkloadRef(msgspec.Struct, kw_only=True, rename="camel"):
     api_version: str = "apps/v1"
     kind: str = "Deployment"
     name: Annotated[str, Meta(min_length=1)]
+    # UNSET (never encoded) rather than "": a rollout that does not set images keeps its wire form
+    container: Annotated[
+        str | msgspec.UnsetType,
+        Meta(
+            description="With canaryImage: the container of the Deployment whose image tmcd sets to canaryImage on "
+            "the canary clusters (and puts back on rollback)."
+        ),
+    ] = msgspec.UNSET
+    canary_image: Annotated[
+        str | msgspec.UnsetType,
+        Meta(description="With container: the image the canary clusters' Deployment runs during the rollout."),
+    ] = msgspec.UNSET
 
 
 class TrafficRouting(msgspec.Struct, kw_only=True, rename="camel"):
@@ -187,6 +199,36 @@ class StepAction(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=Tru
     reason: str = ""
 
 
+WorkloadImageState = Literal["Canary", "Restored", "Skipped"]
+
+
+class WorkloadImage(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """The canary image tmcd set on one cluster's Deployment container, and the image it replaced.
+
+    Recorded before the patch is sent, so a crash never leaves a changed image without a record.
+    """
+
+    cluster: str
+    """The canary cluster (SyncTarget name)."""
+    deployment: str
+    """The Deployment, in the rollout's namespace (spec.workloadRef.name when it was set)."""
+    container: str
+    """The container whose image was set."""
+    image: str
+    """The canary image set."""
+    previous: str
+    """The container's image before tmcd set the canary one: what a rollback puts back."""
+    state: Annotated[
+        WorkloadImageState,
+        Meta(
+            description="Canary (the canary image is set, or being set), Restored (previous is back), Skipped "
+            "(not put back: the Deployment is gone, or someone else changed the image since; see message)."
+        ),
+    ] = "Canary"
+    message: str = ""
+    """Why a record was Skipped."""
+
+
 class ClusterRollback(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     """One cluster's part in a rollback."""
 
@@ -257,6 +299,9 @@ class CanaryRolloutStatus(msgspec.Struct, kw_only=True, rename="camel"):
     """Why the rollout is rolling back or rolled back (e.g. AnalysisFailed, ProgressDeadlineExceeded, Aborted)."""
     rollback: RollbackStatus | None = None
     """The last rollback: stages, per-cluster progress and trigger (the rollback engine writes it)."""
+    workload_images: list[WorkloadImage] = msgspec.field(default_factory=list)
+    """Per canary cluster, the image tmcd set on the workload's container and the one it replaced
+    (spec.workloadRef.canaryImage); cleared once the rollout succeeded or was rolled back."""
 
 
 class CanaryRollout(msgspec.Struct, kw_only=True, rename="camel"):

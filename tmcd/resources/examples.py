@@ -28,6 +28,7 @@ from tmcd.resources.canary import (
     StepAnalysis,
     Threshold,
     TrafficRouting,
+    WorkloadImage,
     WorkloadRef,
 )
 from tmcd.resources.meta import Condition, ObjectMeta
@@ -104,7 +105,13 @@ PLACEMENT = Placement(
 )
 
 _ROLLOUT_SPEC = CanaryRolloutSpec(
-    workload_ref=WorkloadRef(api_version="apps/v1", kind="Deployment", name="checkout"),
+    workload_ref=WorkloadRef(
+        api_version="apps/v1",
+        kind="Deployment",
+        name="checkout",
+        container="checkout",
+        canary_image="ghcr.io/acme/checkout:1.5.0",
+    ),
     stable_version="ghcr.io/acme/checkout:1.4.2",
     canary_version="ghcr.io/acme/checkout:1.5.0",
     placement_ref="checkout-eu",
@@ -160,6 +167,15 @@ CANARY_ROLLOUT = CanaryRollout(
             )
         ],
         observed_generation=3,
+        workload_images=[
+            WorkloadImage(
+                cluster="sim-001",
+                deployment="checkout",
+                container="checkout",
+                image="ghcr.io/acme/checkout:1.5.0",
+                previous="ghcr.io/acme/checkout:1.4.2",
+            )
+        ],
     ),
 )
 

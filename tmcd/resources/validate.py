@@ -20,6 +20,7 @@ from tmcd.resources.canary import (
     CanaryStep,
     RolloutRevision,
     TrafficRouting,
+    WorkloadRef,
 )
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import LabelSelector, Placement
@@ -225,10 +226,28 @@ def _traffic_routing(causes: _Causes, field: str, tr: TrafficRouting) -> None:
         causes.add(f"{field}.canaryService", "must differ from stableService")
 
 
+def _workload_ref(causes: _Causes, field: str, ref: WorkloadRef) -> None:
+    _name(causes, f"{field}.name", ref.name, "workload")
+    if not ref.kind:
+        causes.add(f"{field}.kind", "is required", REQUIRED)
+    container, image = ref.container or "", ref.canary_image or ""
+    if not container and not image:
+        return
+    if ref.kind and (ref.api_version, ref.kind) != ("apps/v1", "Deployment"):
+        got = f"{ref.kind} ({ref.api_version})"
+        causes.add(f"{field}.kind", f"must be Deployment (apps/v1) to set canaryImage, got {got}")
+    if not container:
+        causes.add(f"{field}.container", "is required with canaryImage (the container whose image is set)", REQUIRED)
+    else:
+        _name(causes, f"{field}.container", container, "container")
+    if not image:
+        causes.add(f"{field}.canaryImage", "is required with container (the image the canary clusters run)", REQUIRED)
+    elif any(c.isspace() for c in image):
+        causes.add(f"{field}.canaryImage", f"must not contain whitespace, got {image!r}")
+
+
 def _rollout_spec(causes: _Causes, field: str, spec: CanaryRolloutSpec) -> None:
-    _name(causes, f"{field}.workloadRef.name", spec.workload_ref.name, "workload")
-    if not spec.workload_ref.kind:
-        causes.add(f"{field}.workloadRef.kind", "is required", REQUIRED)
+    _workload_ref(causes, f"{field}.workloadRef", spec.workload_ref)
     if not spec.stable_version:
         causes.add(f"{field}.stableVersion", "is required", REQUIRED)
     if not spec.canary_version:

@@ -19,12 +19,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from tmcd.bus import BusError, CasConflictError, Delivery, KvEntry, KvStore
+from tmcd.canary.imageplane import ImagePlane
 from tmcd.canary.reversal import DataPlane
 from tmcd.canary.traffic import TrafficRouter
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import ControlReply, HealthChange, RollbackControl, RollbackEvent
 from tmcd.contracts.traffic import RouterFactory
+from tmcd.contracts.workloads import WorkloadError, WorkloadsFactory
 from tmcd.resources import writes
 from tmcd.resources.canary import CanaryRollout, CanaryRolloutStatus, RolloutRevision
 from tmcd.resources.placement import Placement
@@ -48,10 +52,15 @@ class RollbackAgent:
 
     name = "rollback"
 
-    def __init__(self, router: TrafficRouter | None = None, router_factory: RouterFactory | None = None) -> None:
-        """``router`` serves every route (tests); else ``nats`` and what ``router_factory`` builds."""
-        self._router = router
-        self._router_factory = router_factory
+    def __init__(
+        self,
+        router: TrafficRouter | None = None,
+        router_factory: RouterFactory | None = None,
+        workloads_factory: WorkloadsFactory | None = None,
+    ) -> None:
+        """``router`` serves every route (tests); else ``nats`` and what ``router_factory`` builds;
+        ``workloads_factory`` builds what puts the canary images back."""
+        self._router, self._router_factory, self._workloads_factory = router, router_factory, workloads_factory
         self.clusters: dict[str, SyncTarget] = {}
         """The SyncTargets (a Kubernetes router finds each cluster's kubeconfig context on them)."""
         self.rollouts: dict[str, KvEntry[CanaryRollout]] = {}
@@ -87,9 +96,10 @@ class RollbackAgent:
         self.plane = DataPlane(
             ctx.bus, placements, self._router, factory=self._router_factory, clusters=self._cluster_annotations
         )
+        self.images = ImagePlane(self._workloads_factory, self._cluster_annotations)
         clusters_kv: KvStore[SyncTarget] | None = None
         clusters_rev = 0
-        if self._router_factory is not None:  # only the Kubernetes routers need the SyncTargets
+        if self._router_factory is not None or self._workloads_factory is not None:  # only the Kubernetes adapters
             clusters_kv = await ctx.bus.kv("clusters", SyncTarget)
             cluster_entries, clusters_rev = await clusters_kv.snapshot()
             self.clusters = {e.key: e.value for e in cluster_entries}
@@ -123,6 +133,7 @@ class RollbackAgent:
             for sub in subs:
                 await sub.unsubscribe()
             await self.plane.close()
+            await self.images.close()
 
     def _cluster_annotations(self) -> dict[str, dict[str, str]]:
         return {k: t.metadata.annotations for k, t in self.clusters.items()}
@@ -164,7 +175,7 @@ class RollbackAgent:
             for key in sorted(batch):
                 try:
                     await self._drive(ctx, key)
-                except BusError as exc:
+                except (BusError, WorkloadError) as exc:
                     log.warning("rollback %s: %s; trying again", key, exc)
                     asyncio.get_running_loop().call_later(RETRY, self._poke, key)
             if self._dirty:
@@ -216,16 +227,29 @@ class RollbackAgent:
         r = entry.value
         rb = r.status.rollback
         assert rb is not None
+        images = None
         if rb.phase == "Reversing":
             await self.plane.reverse(r, rb.generation)
-        elif rb.phase == "Restoring":
+        elif rb.phase == "Restoring":  # the canary images back first (traffic is already stable)
+            try:
+                images = await self.images.restore(r)
+            except WorkloadError as exc:  # unreachable, forbidden: say so in the rollback; applied again
+                await self._stage_failed(entry, f"workload: {exc}")
+                raise
             await self.plane.empty_placement(r, ctx.clock())
         else:
             await self.plane.remove_placement(r)
-        status, ev = stage_applied(r, ctx.clock())
+        status, ev = stage_applied(r, ctx.clock(), images)
         if ev is not None:
             await self._event(ctx, r, status, ev)
         await self._write(entry.key, entry, status)
+
+    async def _stage_failed(self, entry: KvEntry[CanaryRollout], message: str) -> None:
+        """Put why the stage could not be applied in ``status.rollback.message`` (once)."""
+        rb = entry.value.status.rollback
+        if rb is not None and rb.message != message:
+            rb = msgspec.structs.replace(rb, message=message)
+            await self._write(entry.key, entry, msgspec.structs.replace(entry.value.status, rollback=rb))
 
     async def _write(self, key: str, entry: KvEntry[CanaryRollout], status: CanaryRolloutStatus) -> bool:
         updated = writes.status_written(entry.value, status)

@@ -5,9 +5,11 @@ Stages, in this order and never another:
 1. **Reversing**: 100 % stable on every cluster, in one pass (one ``TrafficWeights`` naming no
    cluster), before anything else; done when the router acknowledges it (the applied
    generation) -- each canary cluster's acknowledged canary weight is recorded.
-2. **Restoring**: the ``<rollout>-canary`` Placement is emptied and its decision published; for a
-   rollback of a finished rollout to an older revision, that revision's version becomes stable.
-3. **CleaningUp**: the canary Placement and the rollout's canary-only state are removed.
+2. **Restoring**: every canary image recorded in ``status.workloadImages`` is put back on its
+   cluster's Deployment, then the ``<rollout>-canary`` Placement is emptied and its decision
+   published; for a rollback of a finished rollout to an older revision, that revision's version
+   becomes stable.
+3. **CleaningUp**: the canary Placement, the image records and the rollout's canary-only state are removed.
 4. **Completed**: the rollout is RolledBack (or Succeeded on the old revision, for a rollback of a
    finished rollout).
 
@@ -18,14 +20,16 @@ was in flight (every stage is idempotent) and never skips one.  See docs/canary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from tmcd.canary.images import restored_text
 from tmcd.canary.model import Applied, handoff
 from tmcd.canary.schedule import parse_time
-from tmcd.resources.canary import CanaryRollout, CanaryRolloutStatus, ClusterRollback, RollbackStatus
+from tmcd.resources.canary import CanaryRollout, CanaryRolloutStatus, ClusterRollback, RollbackStatus, WorkloadImage
 from tmcd.resources.meta import rfc3339
 
 __all__ = ["STAGE_EVENTS", "Event", "Plan", "RollbackEnv", "advance", "begin", "stage_applied"]
@@ -181,23 +185,34 @@ def advance(r: CanaryRollout, env: RollbackEnv) -> Plan:
     return plan
 
 
-def stage_applied(r: CanaryRollout, now: float) -> tuple[CanaryRolloutStatus, Event | None]:
+def stage_applied(
+    r: CanaryRollout, now: float, images: Sequence[WorkloadImage] | None = None
+) -> tuple[CanaryRolloutStatus, Event | None]:
     """The status once the agent has applied the recorded stage, and its event (the reversal's
-    comes when the router acknowledges it, see :func:`advance`)."""
+    comes when the router acknowledges it, see :func:`advance`); ``images``: the image records
+    after Restoring put them back (Restored or Skipped)."""
     rb = r.status.rollback
     if rb is None or rb.stage_state != "Applying" or rb.phase not in STAGE_EVENTS:
         raise ValueError("no rollback stage is being applied")
     took = _since(rb, rb.phase, now)
-    status = msgspec.structs.replace(r.status, rollback=msgspec.structs.replace(rb, stage_state="Applied"))
+    changes: dict[str, Any] = {"rollback": msgspec.structs.replace(rb, stage_state="Applied")}
+    put_back = restored_text(r, images or [])
+    if rb.phase == "Restoring" and images is not None:
+        changes["workload_images"] = list(images)
+    elif rb.phase == "CleaningUp":
+        changes["workload_images"] = []
+    status = msgspec.structs.replace(r.status, **changes)
     what = {
         "Reversing": "100% stable sent to every cluster",
-        "Restoring": "canary placement emptied"
+        "Restoring": (f"{put_back}; " if put_back else "")
+        + "canary placement emptied"
         + (f"; {rb.target_version} is stable again" if rb.target_version else ""),
         "CleaningUp": "canary placement and canary-only state removed",
     }[rb.phase]
     if rb.phase == "Reversing":
         return status, None
-    return status, Event(STAGE_EVENTS[rb.phase], what, (), took)
+    clusters = tuple(x.cluster for x in images or [] if x.state == "Restored") if rb.phase == "Restoring" else ()
+    return status, Event(STAGE_EVENTS[rb.phase], what, clusters, took)
 
 
 def _words(stage: str) -> str:
