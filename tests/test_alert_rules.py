@@ -30,6 +30,7 @@ EXPECTED_ALERTS = {
     "TmcNatsAccessDenied",
     "TmcEventLagHigh",
     "TmcCanaryRolledBack",
+    "TmcLeaderCount",
 }
 SEVERITIES = {"critical", "warning", "info"}
 

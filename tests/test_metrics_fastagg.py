@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from tests import tools
 from tmcd.contracts.messages import SyncEvent
 from tmcd.metrics import model as fleet
+from tmcd.metrics import selfcheck
 from tmcd.metrics.exposition import FastExposition
 from tmcd.metrics.model import FleetMetrics
 from tmcd.runtime.selfmetrics import SelfMetrics
@@ -39,7 +40,7 @@ def test_extension_is_built(fresh: None) -> None:
     """make test / .ci/run install with a C compiler, so the C path is what runs."""
     tools.require_c_extension()
     assert fleet.SPEEDUPS_AVAILABLE
-    assert fleet.self_check() is None
+    assert selfcheck.self_check() is None
     sm = SelfMetrics()
     assert FleetMetrics(sm.registry, sm.event_lag).aggregation == "c"
     assert build_info(sm.registry) == {"version": "0.1.0", "speedups": "c"}

@@ -147,8 +147,12 @@ def test_connection_transitions(fm: tuple[FleetMetrics, CollectorRegistry]) -> N
 
 def test_placement_decisions(fm: tuple[FleetMetrics, CollectorRegistry]) -> None:
     m, reg = fm
-    m.on_placement(PlacementDecision(placement="web", timestamp=1.0, selected=["a", "b"], latency_seconds=0.002))
-    m.on_placement(PlacementDecision(placement="web", timestamp=2.0, result="unbound", latency_seconds=0.3))
+    first = PlacementDecision(placement="web", timestamp=1.0, selected=["a", "b"], latency_seconds=0.002)
+    second = PlacementDecision(placement="web", timestamp=2.0, result="unbound", latency_seconds=0.3)
+    for d in (first, second):
+        m.on_placement(d)  # from the durable consumer: counted once per deployment
+    m.on_selected(second)  # observed by every replica, in any order: the latest decision wins
+    m.on_selected(first)
     t = text(reg)
     assert sample(t, "tmc_placement_decisions_total", placement="web", result="bound") == 1
     assert sample(t, "tmc_placement_decisions_total", placement="web", result="unbound") == 1
@@ -221,3 +225,22 @@ def test_forget_if_stale_keeps_a_cluster_heard_from_again(fm: tuple[FleetMetrics
     m.on_sync_events("c-1", [ev("c-1")], 4999.0)  # arrives between listing and forgetting
     assert not m.forget_if_stale("c-1", now=5000.0, forget_after=3600.0)
     assert m.forget_if_stale("c-1", now=9000.0, forget_after=3600.0)
+
+
+def test_older_heartbeats_and_connection_events_change_nothing(fm: tuple[FleetMetrics, CollectorRegistry]) -> None:
+    """A replica applies a cluster's last stored heartbeat and connection event at start and
+    after a reconnection, possibly after newer live ones: the newest stays."""
+    m, reg = fm
+    m.on_heartbeat(SyncerHeartbeat(cluster="c-1", timestamp=100.0, sequence=5, queue_depth=9), now=100.0)
+    m.on_heartbeat(SyncerHeartbeat(cluster="c-1", timestamp=80.0, sequence=4, queue_depth=1), now=101.0)
+    m.on_connection(ConnectionEvent(cluster="c-1", timestamp=90.0, state="disconnected"), now=101.0)
+    m.on_connection(ConnectionEvent(cluster="c-1", timestamp=70.0, state="connected"), now=102.0)
+    t = text(reg)
+    assert sample(t, "tmc_syncer_queue_depth", cluster="c-1") == 9
+    assert sample(t, "tmc_syncer_heartbeat_interval_seconds_count", cluster="c-1") == 0
+    assert sample(t, "tmc_connection_up", cluster="c-1") == 0
+    assert sample(t, "tmc_connection_reconnects_total", cluster="c-1") == 0
+    assert sample(t, "tmc_connection_last_change_timestamp_seconds", cluster="c-1") == 90.0
+    # a stored message is as old as its timestamp: it does not keep a silent cluster alive
+    m.on_heartbeat(SyncerHeartbeat(cluster="c-1", timestamp=100.0, sequence=5, queue_depth=9), now=100.0)
+    assert m.stale(now=200.0, forget_after=50.0) == ["c-1"]

@@ -2,7 +2,7 @@
 matching a filter (TMC_TRAFFIC keeps one message per subject: a route's current state).
 
 Malformed stored messages are reported like any other (counted, logged, dead-lettered) and
-left out.
+left out, unless the reader says another consumer accounts for them.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ CONSUMER_IDLE = 30.0
 _ERRORS = (nats_errors.Error, js_errors.Error, TimeoutError)
 
 
-def _decoded(bus: Bus, subject: str, data: bytes | None, channel: Channel) -> Message | None:
+def _decoded(bus: Bus, subject: str, data: bytes | None, channel: Channel, account: bool = True) -> Message | None:
     try:
         return decode(subject, data or b"", channel)
     except InvalidMessage as err:
-        bus._dead_letter_soon(subject, data or b"", err)
+        if account:
+            bus._dead_letter_soon(subject, data or b"", err)
+        else:
+            log.debug("skipping invalid message on %s (%s); the stream's primary consumer reports it", subject, err)
         return None
 
 
@@ -55,11 +58,20 @@ async def last_message(bus: Bus, stream: str, subject: str, channel: Channel) ->
 
 
 async def last_per_subject(
-    bus: Bus, stream: str, filter_subject: str, channel: Channel, *, limit: int = MAX_LAST_VALUES
+    bus: Bus,
+    stream: str,
+    filter_subject: str,
+    channel: Channel,
+    *,
+    limit: int = MAX_LAST_VALUES,
+    account: bool = True,
 ) -> list[Delivery[Any]]:
     """The last message of every subject matching ``filter_subject`` in ``stream``, in stream
     order (at most ``limit``); [] when the stream does not exist.  One ephemeral consumer that
-    delivers the last message per subject, deleted afterwards.  Raises BusError."""
+    delivers the last message per subject, deleted afterwards.  Raises BusError.
+
+    ``account=False`` (a reader of a stream that a durable consumer already accounts for):
+    a malformed message is skipped, not dead-lettered again."""
     config = api.ConsumerConfig(
         deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
         ack_policy=api.AckPolicy.NONE,
@@ -78,7 +90,7 @@ async def last_per_subject(
         while pending > 0 and len(out) < limit:
             for raw in await sub.fetch(min(FETCH_BATCH, limit - len(out)), timeout=FETCH_TIMEOUT):
                 pending = raw.metadata.num_pending
-                msg = _decoded(bus, raw.subject, raw.data, channel)
+                msg = _decoded(bus, raw.subject, raw.data, channel, account)
                 if msg is not None:
                     out.append(Delivery(raw.subject, msg, raw.headers))
         if pending > 0:

@@ -2,6 +2,14 @@
 
 Sync events are handled inline in the consumer callback (no task per message, no
 ``.labels()`` per event); see :mod:`tmcd.metrics.model`.
+
+Replicas split the events and each observe the state: the durable consumers (shared by every
+replica with the same ``consumer.durable_prefix``) hand each sync event, placement decision and
+WorkloadStats window to one replica, which counts it; heartbeats, connection events and the
+decisions' selected clusters reach every replica through its own reader (a plain subscription,
+primed with the last message of every subject from the stream at start and after a
+reconnection), so every replica exports the same cluster state.  The durable consumers still
+ack, count and dead-letter those messages; the agent applies them only from the reader.
 """
 
 from __future__ import annotations
@@ -9,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
-from tmcd.bus import Delivery
+from tmcd.bus import BusError, Delivery
+from tmcd.bus.lastvalue import last_per_subject
 from tmcd.bus.ratelog import Throttle, more
+from tmcd.bus.reader import observe
 from tmcd.contracts.messages import (
     ConnectionEvent,
     HealthChange,
@@ -24,9 +36,13 @@ from tmcd.contracts.messages import (
 )
 from tmcd.contracts.subjects import (
     HEALTH_CHANGE,
+    PLACEMENT_DECISION,
     STREAM_PLACEMENT,
     STREAM_SYNCER,
     STREAM_WORKLOAD,
+    SYNCER_CONN,
+    SYNCER_HEARTBEAT,
+    Channel,
     health_changes,
 )
 from tmcd.metrics.model import FleetMetrics
@@ -37,6 +53,11 @@ from tmcd.telemetry import batch_span, placement_span
 
 log = logging.getLogger("tmcd.metrics")
 
+OBSERVED: tuple[Channel, ...] = (SYNCER_HEARTBEAT, SYNCER_CONN, PLACEMENT_DECISION)
+"""Channels every replica reads in full (cluster and placement state), beside the durable consumers."""
+OBSERVE_PENDING = 65_536
+"""Observed messages that may wait for the agent; past that NATS drops them (a slow consumer)."""
+
 
 class MetricsAgent:
     """Consumes TMC_SYNCER, TMC_PLACEMENT and TMC_WORKLOAD."""
@@ -46,6 +67,7 @@ class MetricsAgent:
     def __init__(self) -> None:
         self.fleet: FleetMetrics | None = None
         self.workloads: WorkloadMetrics | None = None
+        self._now: Callable[[], float] = time.time
 
     def _fleet(self, ctx: AgentContext) -> FleetMetrics:
         # created once: the agent object outlives restarts, and metrics register once per registry
@@ -70,21 +92,18 @@ class MetricsAgent:
         """Consume until stopped; forget silent clusters periodically."""
         fm = self._fleet(ctx)
         wm = self._workloads(ctx)
-        clock = ctx.clock
+        clock = self._now = ctx.clock
         drops = Throttle(clock)
         tracer = ctx.tracer
 
         def on_syncer(d: Delivery[Any]) -> None:
+            # heartbeats and connection events are acked here but applied from the observer
             msg = d.msg
             if isinstance(msg, SyncEventBatch):
                 with batch_span(tracer, STREAM_SYNCER, len(msg.events), d.headers):
                     fm.on_sync_events(msg.cluster, msg.events, clock())
             elif isinstance(msg, SyncEvent):
                 fm.on_sync_events(msg.cluster, (msg,), clock())
-            elif isinstance(msg, SyncerHeartbeat):
-                fm.on_heartbeat(msg, clock())
-            elif isinstance(msg, ConnectionEvent):
-                fm.on_connection(msg, clock())
 
         def on_placement(d: Delivery[Any]) -> None:
             if isinstance(d.msg, PlacementDecision):
@@ -115,19 +134,73 @@ class MetricsAgent:
                     log.info("forgot cluster %s (the health agent forgot it)", d.msg.name)
 
         health_sub = await ctx.bus.subscribe(health_changes("cluster"), on_health, channel=HEALTH_CHANGE)
-        sweeper = asyncio.create_task(self._sweep(ctx, fm, wm), name="metrics-sweep")
+        subs = [health_sub]
+        resync = asyncio.Event()
+
+        def on_bus_state(up: bool) -> None:
+            if up:
+                resync.set()  # observed messages of the outage are gone: read the last ones again
+
+        ctx.bus.state_listeners.append(on_bus_state)
+        tasks: list[asyncio.Task[None]] = []
         try:
+            for ch in OBSERVED:
+                subs.append(await observe(ctx.bus, ch.wildcard, self._apply, max_pending=OBSERVE_PENDING))
+            await self.prime(ctx)
+            tasks.append(asyncio.create_task(self._sweep(ctx, fm, wm), name="metrics-sweep"))
+            tasks.append(asyncio.create_task(self._resync(ctx, resync), name="metrics-resync"))
             await consume_streams(
                 ctx,
                 self.name,
                 {STREAM_SYNCER: on_syncer, STREAM_PLACEMENT: on_placement, STREAM_WORKLOAD: on_workload},
             )
         finally:
-            with contextlib.suppress(Exception):
-                await health_sub.unsubscribe()
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            ctx.bus.state_listeners.remove(on_bus_state)
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _apply(self, d: Delivery[Any], heard: float | None = None) -> None:
+        """Apply one observed message (every replica sees each of them); ``heard``: when it was
+        heard of, for forgetting (now, unless read from the stream)."""
+        fm, msg, now = self.fleet, d.msg, self._now() if heard is None else heard
+        if fm is None:
+            return
+        if isinstance(msg, SyncerHeartbeat):
+            fm.on_heartbeat(msg, now)
+        elif isinstance(msg, ConnectionEvent):
+            fm.on_connection(msg, now)
+        elif isinstance(msg, PlacementDecision):
+            fm.on_selected(msg)
+
+    async def prime(self, ctx: AgentContext) -> int:
+        """Apply the last stored message of every observed subject, oldest first (the model leaves
+        out what is older than what it has), except those older than ``metrics.forget_after``.
+        Returns how many were applied; a NATS failure is logged (the live messages still come)."""
+        stored: list[Delivery[Any]] = []
+        try:
+            for ch in OBSERVED:
+                assert ch.stream is not None
+                stored += await last_per_subject(ctx.bus, ch.stream, ch.wildcard, ch, account=False)
+        except BusError as exc:
+            log.warning("could not read the last heartbeats, connection events and decisions: %s", exc)
+            return 0
+        now = ctx.clock()
+        oldest = now - ctx.config.metrics.forget_after
+        recent = sorted((d for d in stored if d.msg.timestamp >= oldest), key=lambda d: float(d.msg.timestamp))
+        for d in recent:
+            # a stored message is as old as its timestamp: a silent cluster is still forgotten in time
+            self._apply(d, min(now, float(d.msg.timestamp)))
+        return len(recent)
+
+    async def _resync(self, ctx: AgentContext, resync: asyncio.Event) -> None:
+        while not ctx.stop.is_set():
+            await resync.wait()
+            resync.clear()
+            log.info("NATS is back: read %d last heartbeats, connection events and decisions", await self.prime(ctx))
 
     async def _sweep(self, ctx: AgentContext, fm: FleetMetrics, wm: WorkloadMetrics) -> None:
         cfg = ctx.config.metrics

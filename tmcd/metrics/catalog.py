@@ -11,6 +11,12 @@ from prometheus_client.metrics import MetricWrapperBase
 
 Kind = Literal["counter", "gauge", "histogram", "info"]
 
+
+def _leader(agent: str, selector: str) -> str:
+    """PromQL for a leader-only agent's gauge: the leader's value (see tmcd/metrics/replicas.py)."""
+    return f'max without (instance, pod) ({selector} unless on (instance) tmc_leader{{agent="{agent}"}} == 0)'
+
+
 SYNC_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HEARTBEAT_INTERVAL_BUCKETS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0, 120.0, 300.0)
 DECISION_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -102,7 +108,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Objects waiting in the syncer's work queue, from its last heartbeat.",
         ("cluster",),
-        example="topk(10, tmc_syncer_queue_depth)",
+        example="topk(10, max without (instance, pod) (tmc_syncer_queue_depth))",
         group="syncer",
     ),
     MetricSpec(
@@ -111,7 +117,8 @@ SPECS: tuple[MetricSpec, ...] = (
         "Observed gap between consecutive heartbeats of a cluster's syncer.",
         ("cluster",),
         HEARTBEAT_INTERVAL_BUCKETS,
-        "histogram_quantile(0.9, sum by (le, cluster) (rate(tmc_syncer_heartbeat_interval_seconds_bucket[15m])))",
+        "histogram_quantile(0.9, max without (instance, pod) "
+        "(rate(tmc_syncer_heartbeat_interval_seconds_bucket[15m])))",
         "syncer",
     ),
     # -- placement --
@@ -137,7 +144,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Clusters selected by the placement's latest decision.",
         ("placement",),
-        example="tmc_placement_selected_clusters == 0",
+        example="max without (instance, pod) (tmc_placement_selected_clusters) == 0",
         group="placement",
     ),
     # -- cluster --
@@ -146,7 +153,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Total resources of a cluster: cpu in cores, memory in bytes, pods.",
         ("cluster", "resource"),
-        example='sum(tmc_cluster_capacity{resource="cpu"})',
+        example='sum(max by (cluster) (tmc_cluster_capacity{resource="cpu"}))',
         group="cluster",
     ),
     MetricSpec(
@@ -154,7 +161,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Resources of a cluster available to workloads: cpu in cores, memory in bytes, pods.",
         ("cluster", "resource"),
-        example='sum by (cluster) (tmc_cluster_allocatable{resource="memory"})',
+        example='max by (cluster) (tmc_cluster_allocatable{resource="memory"})',
         group="cluster",
     ),
     MetricSpec(
@@ -162,7 +169,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Requested / allocatable per resource (0-1).",
         ("cluster", "resource"),
-        example='topk(5, tmc_cluster_utilization_ratio{resource="cpu"})',
+        example='topk(5, max without (instance, pod) (tmc_cluster_utilization_ratio{resource="cpu"}))',
         group="cluster",
     ),
     MetricSpec(
@@ -170,7 +177,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Cluster labels: always 1, join on cluster to group by region, zone or provider.",
         ("cluster", "region", "zone", "provider"),
-        example="count by (region) (tmc_cluster_info)",
+        example="count by (region) (max without (instance, pod) (tmc_cluster_info))",
         group="cluster",
     ),
     # -- health --
@@ -180,7 +187,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "Cluster health as a state set: 1 for the current status (Healthy, Degraded, Unhealthy, Unknown), "
         "0 for the others.",
         ("cluster", "status"),
-        example="count by (status) (tmc_cluster_health_status == 1)",
+        example="count by (status) (" + _leader("health", "tmc_cluster_health_status") + " == 1)",
         group="health",
     ),
     MetricSpec(
@@ -188,7 +195,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Cluster conditions (HeartbeatHealthy, SyncerReady, Ready) as a state set over True, False, Unknown.",
         ("cluster", "condition", "status"),
-        example='tmc_cluster_condition{condition="Ready",status="False"} == 1',
+        example=_leader("health", 'tmc_cluster_condition{condition="Ready",status="False"}') + " == 1",
         group="health",
     ),
     MetricSpec(
@@ -196,7 +203,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Unix time tmcd received the cluster's last syncer heartbeat.",
         ("cluster",),
-        example="time() - tmc_cluster_last_heartbeat_timestamp_seconds > 60",
+        example="time() - " + _leader("health", "tmc_cluster_last_heartbeat_timestamp_seconds") + " > 60",
         group="health",
     ),
     MetricSpec(
@@ -204,7 +211,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Health events, registry writes and forgets the health agent holds until NATS takes them "
         "(above 0 while NATS is unreachable; bounded, see docs/health.md).",
-        example="max_over_time(tmc_health_outbox_pending[10m]) > 0",
+        example=_leader("health", "max_over_time(tmc_health_outbox_pending[10m])") + " > 0",
         group="health",
     ),
     MetricSpec(
@@ -212,7 +219,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Clusters per health status across the fleet.",
         ("status",),
-        example='tmc_fleet_clusters{status="Unhealthy"} > 0',
+        example=_leader("health", 'tmc_fleet_clusters{status="Unhealthy"}') + " > 0",
         group="health",
     ),
     # -- connection --
@@ -221,7 +228,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "1 while the cluster's syncer is connected to the control plane, else 0.",
         ("cluster",),
-        example="tmc_connection_up == 0",
+        example="max without (instance, pod) (tmc_connection_up) == 0",
         group="connection",
     ),
     MetricSpec(
@@ -229,7 +236,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "counter",
         "Times the syncer reconnected after losing its connection.",
         ("cluster",),
-        example="increase(tmc_connection_reconnects_total[1h]) > 3",
+        example="max without (instance, pod) (increase(tmc_connection_reconnects_total[1h])) > 3",
         group="connection",
     ),
     MetricSpec(
@@ -237,7 +244,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Unix time of the syncer's last connection state change.",
         ("cluster",),
-        example="time() - tmc_connection_last_change_timestamp_seconds",
+        example="time() - max without (instance, pod) (tmc_connection_last_change_timestamp_seconds)",
         group="connection",
     ),
     # -- workload --
@@ -278,7 +285,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "WorkloadStats windows not exported because their cluster already had metrics.max_workloads_per_cluster "
         "workloads (windows of the workloads already exported are never dropped).",
         ("cluster",),
-        example="increase(tmc_workload_stats_dropped_total[1h]) > 0",
+        example="sum by (cluster) (increase(tmc_workload_stats_dropped_total[1h])) > 0",
         group="workload",
     ),
     # -- tmcd itself --
@@ -356,7 +363,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "1 while this replica holds the agent's leader lease (the agent acts here), 0 while another "
         "replica does; only for the leader-only agents (health, placement, canary, rollback, kube).",
         ("agent",),
-        example="sum by (agent) (tmc_leader) != 1",
+        example="sum by (job, agent) (tmc_leader) != 1",
     ),
     # -- canary --
     MetricSpec(
@@ -364,7 +371,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Phase of each canary rollout as a state set: 1 for the current phase, 0 for the others.",
         ("namespace", "name", "phase"),
-        example="count by (phase) (tmc_canary_phase == 1)",
+        example="count by (phase) (" + _leader("canary", "tmc_canary_phase") + " == 1)",
         group="canary",
     ),
     MetricSpec(
@@ -372,7 +379,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Percent of the route's traffic the canary gets on its clusters, as last set.",
         ("namespace", "name"),
-        example='tmc_canary_weight{namespace="shop"}',
+        example=_leader("canary", 'tmc_canary_weight{namespace="shop"}'),
         group="canary",
     ),
     MetricSpec(
@@ -380,7 +387,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Percent of traffic the traffic router reports as applied to the canary (lowest over its clusters).",
         ("namespace", "name"),
-        example="tmc_canary_weight - tmc_canary_applied_weight != 0",
+        example=_leader("canary", "tmc_canary_weight - tmc_canary_applied_weight") + " != 0",
         group="canary",
     ),
     MetricSpec(
@@ -388,7 +395,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Current step of each canary rollout, counted from 1 (steps + 1 once every step is done).",
         ("namespace", "name"),
-        example='tmc_canary_step{name="checkout"}',
+        example=_leader("canary", 'tmc_canary_step{name="checkout"}'),
         group="canary",
     ),
     MetricSpec(
@@ -396,7 +403,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "Clusters running the canary.",
         ("namespace", "name"),
-        example="sum(tmc_canary_clusters)",
+        example="sum(" + _leader("canary", "tmc_canary_clusters") + ")",
         group="canary",
     ),
     MetricSpec(
@@ -413,7 +420,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "The last measured value of an analysis metric, per track (canary, stable; value when the "
         "provider returns one number).",
         ("namespace", "name", "metric", "track"),
-        example='tmc_canary_analysis_value{metric="error-ratio"}',
+        example=_leader("canary", 'tmc_canary_analysis_value{metric="error-ratio"}'),
         group="canary",
     ),
     MetricSpec(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tmcd.metrics import replicas
 from tmcd.metrics.catalog import SPECS, MetricSpec
 
 GROUPS = (
@@ -49,6 +50,9 @@ the mesh's 129); windows of further workloads are counted in
 `tmc_workload_stats_dropped_total`. A workload with no stats for `metrics.forget_after`
 seconds loses its series (and its place under the cap); a cluster the health agent forgets
 loses all of them.
+
+With several tmcd replicas, each metric adds up over them as its "across replicas" column
+says (see [Several replicas](#several-replicas) at the end).
 """
 
 
@@ -57,7 +61,7 @@ def _row(spec: MetricSpec) -> str:
     buckets = ""
     if spec.buckets:
         buckets = "<br>buckets: " + ", ".join(f"{b:g}" for b in spec.buckets)
-    return f"| `{spec.name}` | {spec.kind} | {labels} | {spec.help}{buckets} |"
+    return f"| `{spec.name}` | {spec.kind} | {labels} | {replicas.describe(spec)} | {spec.help}{buckets} |"
 
 
 def render() -> str:
@@ -66,8 +70,8 @@ def render() -> str:
     for key, title, blurb in GROUPS:
         specs = [s for s in SPECS if s.group == key]
         out.append(f"\n## {title}\n\n{blurb}\n")
-        out.append("| metric | type | labels | meaning |")
-        out.append("|---|---|---|---|")
+        out.append("| metric | type | labels | across replicas | meaning |")
+        out.append("|---|---|---|---|---|")
         out.extend(_row(s) for s in specs)
         out.append("\nExample queries:\n")
         out.append("```promql")
@@ -75,7 +79,8 @@ def render() -> str:
             out.append(f"# {s.name}")
             out.append(s.example)
         out.append("```")
-    return "\n".join(out) + "\n"
+    out.append(replicas.DOC)
+    return "\n".join(out)
 
 
 def write(path: Path) -> bool:

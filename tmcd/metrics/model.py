@@ -10,7 +10,7 @@ C-level Python builtins; both give the same counts and buckets.  ``TMCD_NO_SPEED
 forces the pure-Python path.
 
 The C path is fail-safe: once per process it must give the Python path's series on a
-small batch (:func:`self_check`), and if it ever raises, the batch is counted in Python
+small batch (:func:`tmcd.metrics.selfcheck.self_check`), and if it ever raises, the batch is counted in Python
 and the process stays on the Python path (one warning; ``tmc_build_info{speedups}``).
 """
 
@@ -24,7 +24,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse, repeat
-from math import fsum, isclose
+from math import fsum
 from operator import attrgetter, eq, ne, sub
 from typing import Any, Literal, cast
 
@@ -89,6 +89,8 @@ class _Speedups:
     def usable(self) -> bool:
         if not self.checked:
             self.checked = True
+            from tmcd.metrics.selfcheck import self_check  # it builds FleetMetrics: import when first used
+
             reason = self_check()
             if reason is not None:
                 self.give_up(f"the start-up self-check of the C aggregation failed: {reason}")
@@ -121,6 +123,8 @@ class ClusterSeries:
     last_sequence: int = -1
     info: tuple[str, str, str] | None = None
     connected: bool | None = None
+    conn_event_at: float = float("-inf")
+    """Timestamp of the last connection event applied."""
 
 
 class FleetMetrics:
@@ -168,6 +172,7 @@ class FleetMetrics:
         self._lag_bounds = tuple(lag._upper_bounds)
         self.max_resources = max_resources_per_cluster
         self.clusters: dict[str, ClusterSeries] = {}
+        self._decided_at: dict[str, float] = {}
 
     # -- clusters -----------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class FleetMetrics:
         cs = self.clusters.get(name)
         if cs is None:
             cs = self.clusters[name] = ClusterSeries(name, now)
-        cs.last_seen = now
+        cs.last_seen = max(cs.last_seen, now)  # a message re-read from the stream is older
         return cs
 
     def _resource(self, cs: ClusterSeries, resource: str) -> str:
@@ -301,9 +306,12 @@ class FleetMetrics:
     # -- heartbeats ---------------------------------------------------------------
 
     def on_heartbeat(self, hb: SyncerHeartbeat, now: float) -> None:
-        """Capacity, allocatable, utilisation, queue depth, info, heartbeat gap."""
+        """Capacity, allocatable, utilisation, queue depth, info, heartbeat gap.  A heartbeat older
+        than the last one applied changes nothing, so the order of delivery does not matter."""
         cs = self._cluster(hb.cluster, now)
         c = hb.cluster
+        if cs.last_heartbeat is not None and hb.timestamp < cs.last_heartbeat:
+            return  # older than what the gauges show: one re-read from the stream, or late
         if cs.last_heartbeat is not None and hb.sequence != cs.last_sequence and hb.timestamp > cs.last_heartbeat:
             self.heartbeat_interval.labels(c).observe(hb.timestamp - cs.last_heartbeat)
         if cs.last_heartbeat is None or hb.timestamp >= cs.last_heartbeat:
@@ -331,8 +339,12 @@ class FleetMetrics:
     # -- connection events -----------------------------------------------------------
 
     def on_connection(self, ev: ConnectionEvent, now: float) -> None:
-        """Connection up/down, reconnects and the time of the last change."""
+        """Connection up/down, reconnects and the time of the last change; an event older than the
+        last one applied changes nothing."""
         cs = self._cluster(ev.cluster, now)
+        if ev.timestamp < cs.conn_event_at:
+            return
+        cs.conn_event_at = ev.timestamp
         self._set_connected(cs, ev.state == "connected", ev.timestamp, count_reconnect=True)
 
     def _set_connected(self, cs: ClusterSeries, up: bool, at: float, *, count_reconnect: bool) -> None:
@@ -349,10 +361,16 @@ class FleetMetrics:
     # -- placement -----------------------------------------------------------------
 
     def on_placement(self, d: PlacementDecision) -> None:
-        """Decisions by result, decision time, clusters selected."""
+        """Decisions by result and decision time (each decision counted by one replica)."""
         self.decisions.labels(d.placement, d.result).inc()
         self.decision_duration.observe(d.latency_seconds)
-        self.selected.labels(d.placement).set(len(d.selected))
+
+    def on_selected(self, d: PlacementDecision) -> None:
+        """Clusters the placement's latest decision selected (every replica sees every decision);
+        a decision older than the last one applied changes nothing."""
+        if d.timestamp >= self._decided_at.get(d.placement, float("-inf")):
+            self._decided_at[d.placement] = d.timestamp
+            self.selected.labels(d.placement).set(len(d.selected))
 
     # -- forgetting --------------------------------------------------------------------
 
@@ -424,66 +442,6 @@ def _add_counts(histogram: Any, counts: list[int], total: float) -> None:
         if c:
             buckets[i]._value += c
     histogram._sum._value += total
-
-
-# -- the self-check -------------------------------------------------------------------
-
-_CHECK_NOW = 1000.0
-
-
-def _check_batches() -> list[tuple[str, list[SyncEvent]]]:
-    """Batches through every branch of the C pass: more resources than the cap (two keys
-    share the 'other' child), both directions, failures, latencies and lags on bucket bounds
-    and past the last one, clock skew; a cluster's second batch adds to known keys."""
-    now = _CHECK_NOW
-    resources = ("apps/v1/deployments", "v1/configmaps", "v1/secrets", "example.io/v1/widgets")
-    latencies = (0.0, 0.005, 0.1, 0.3, 10.0, 12.0, 0.25)
-    # lags exactly on bounds need exact differences: 0.25, 0.5, 1.0, 60.0 (and 0, and past 60)
-    timestamps = (now - 0.25, now - 0.5, now + 0.5, now - 1.0, now - 90.0, now, now - 60.0, now - 0.1)
-    events = [
-        SyncEvent(
-            cluster="check",
-            timestamp=timestamps[i % 8],
-            resource=resources[i % 4],
-            op=("create", "update", "delete")[i % 3],
-            direction="up" if i % 5 in (1, 4) else "down",
-            latency_seconds=latencies[i % 7],
-            ok=i % 6 != 2,
-            error_reason="" if i % 6 != 2 else ("Conflict", "NotFound", "odd reason")[i % 3],
-        )
-        for i in range(30)
-    ]
-    return [("check", events[:12]), ("check", events), ("other", events[3:4])]
-
-
-def self_check() -> str | None:
-    """Why the C path's series differ from the Python path's on :func:`_check_batches`
-    (sums may differ in the last bits), or None when they agree (or C is not built)."""
-    if not SPEEDUPS_AVAILABLE:
-        return None
-    try:
-        got: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
-        for speedups in (True, False):
-            reg = CollectorRegistry(auto_describe=False)
-            lag = cast(Histogram, catalog.create("tmc_event_lag_seconds", reg))
-            fm = FleetMetrics(reg, lag, max_resources_per_cluster=2, speedups=speedups)
-            for cluster, events in _check_batches():
-                if speedups:  # strict: an exception is a failed check, not a fallback
-                    fm._aggregate_c(fm._cluster(cluster, _CHECK_NOW), events, _CHECK_NOW, strict=True)
-                else:
-                    fm.on_sync_events(cluster, events, _CHECK_NOW)
-            samples = (s for m in reg.collect() for s in m.samples if not s.name.endswith("_created"))
-            got.append({(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples})
-    except Exception as exc:
-        return _describe(exc)
-    c, py = got
-    for key in sorted(c.keys() | py.keys()):
-        a, b = c.get(key), py.get(key)
-        sums_close = a is not None and b is not None and key[0].endswith("_sum") and isclose(a, b, abs_tol=1e-9)
-        if a != b and not sums_close:
-            labels = ",".join(f'{k}="{v}"' for k, v in key[1])
-            return f"{key[0]}{{{labels}}} is {a} in C but {b} in Python"
-    return None
 
 
 def _describe(exc: Exception) -> str:
