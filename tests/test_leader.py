@@ -225,6 +225,10 @@ class Recorder:
     def __init__(self) -> None:
         self.runs = 0
         self.running = False
+        self.standbys = 0
+
+    def standby(self) -> None:
+        self.standbys += 1
 
     async def run(self, ctx: AgentContext) -> None:
         self.runs += 1
@@ -256,10 +260,34 @@ async def test_the_gate_runs_the_agent_only_while_leading(bus: Bus, tmp_path: Pa
     await b.round()
     await a.round()
     await wait_for(lambda: not inner.running, what="the agent stops when the lease is lost")
+    await wait_for(lambda: inner.standbys == 1, what="told it follows now (drops its gauges)")
     assert ctx.started.is_set() and not task.done()
     stop.set()
     await asyncio.wait_for(task, 5)
-    assert inner.runs == 1
+    assert inner.runs == 1 and inner.standbys == 1  # not on shutdown
+
+
+def test_followers_drop_the_leaders_series() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tmcd.canary.metrics import CanaryMetrics
+    from tmcd.health.agent import HealthAgent
+    from tmcd.health.metrics import HealthMetrics
+
+    registry = CollectorRegistry()
+    health = HealthAgent()
+    health.metrics = HealthMetrics(registry)
+    health.metrics.set_status("edge-1", "Healthy")
+    health.metrics.set_last_heartbeat("edge-1", 1000.0)
+    health.metrics.set_fleet({"Healthy": 1})
+    canary = CanaryMetrics(registry)
+    canary.weight.labels("shop", "checkout").set(20)
+    health.clusters["edge-1"] = object()  # type: ignore[assignment]
+    health.standby()
+    canary.clear()
+    text = generate_latest(registry).decode()
+    assert "edge-1" not in text and "checkout" not in text
+    assert 'tmc_fleet_clusters{status="Healthy"} 0.0' in text and health.clusters == {}
 
 
 class Stubborn(Recorder):

@@ -111,6 +111,12 @@ class CanaryAgent:
             raise RuntimeError("the canary agent has not run yet")
         return self._metrics
 
+    def standby(self) -> None:
+        """This replica no longer leads the canary agent: drop the rollouts' gauges (the leader
+        exports them)."""
+        if self._metrics is not None:
+            self._metrics.clear()
+
     def wake(self) -> None:
         """Look at every scheduled rollout now (tests that move a fake clock call this)."""
         self._wake.set()

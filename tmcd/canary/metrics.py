@@ -35,6 +35,15 @@ class CanaryMetrics:
         self._phase: dict[tuple[str, str], str] = {}
         """The phase each rollout was last seen in (transitions are counted once)."""
 
+    def clear(self) -> None:
+        """Remove every rollout's gauges (phase, weights, step, clusters, analysis values): this
+        replica no longer leads the canary agent, and the new leader counts what follows.
+        Counters and histograms stay (they add up over replicas)."""
+        for gauge in (self.phase, self.weight, self.applied, self.step, self.clusters, self.value):
+            gauge.clear()
+        self._seen.clear()
+        self._phase.clear()
+
     def observe(self, r: CanaryRollout, st: CanaryRolloutStatus) -> None:
         """Set the rollout's gauges from its status."""
         ns, name = r.metadata.namespace, r.metadata.name

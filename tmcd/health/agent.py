@@ -59,6 +59,9 @@ class HealthAgent:
 
     def __init__(self) -> None:
         self.metrics: HealthMetrics | None = None
+        self._reset()
+
+    def _reset(self) -> None:
         self.clusters: dict[str, model.ClusterHealth] = {}
         self._stored: dict[str, KvEntry[SyncTarget]] = {}
         """Each cluster's SyncTarget as last read or written (its spec and metadata are kept)."""
@@ -69,6 +72,13 @@ class HealthAgent:
         self._groups: dict[tuple[str, str], str] = {}
         self.outbox = Outbox()
         """Events and writes not yet acknowledged; kept across restarts of the agent (not of tmcd)."""
+
+    def standby(self) -> None:
+        """This replica no longer leads the health agent: forget the fleet's state and its series
+        (the leader exports them); a next term starts as a fresh agent, from the registry in KV."""
+        self._reset()
+        if self.metrics is not None:
+            self.metrics.clear()
 
     # -- lifecycle ----------------------------------------------------------------
 

@@ -47,6 +47,14 @@ class HealthMetrics:
         for st in STATUSES:
             self.fleet.labels(st).set(counts.get(st, 0))
 
+    def clear(self) -> None:
+        """Remove every cluster's series and zero the fleet: this replica no longer leads the
+        health agent, and a follower must not keep exporting what it last knew."""
+        for metric in (self.status, self.condition, self.last_heartbeat):
+            metric.clear()
+        self.set_fleet({})
+        self.outbox.set(0)
+
     def forget(self, cluster: str) -> None:
         """Remove every series of a cluster."""
         for st in STATUSES:

@@ -318,6 +318,10 @@ class LeaderOnly:
                 raise task.exception()  # type: ignore[misc]
             if not term_stop.is_set():
                 raise RuntimeError("agent returned before stop was requested")
+            if not ctx.stop.is_set():
+                standby = getattr(self.inner, "standby", None)
+                if callable(standby):  # drop what only the leader exports (its gauges, its caches)
+                    standby()
         finally:
             for t in (*helpers, task):
                 t.cancel()
