@@ -20,7 +20,7 @@ from tmcd.api.server import API_KEY, HttpServer, build_app
 from tmcd.bus import Bus
 from tmcd.config import Config
 from tmcd.runtime import gctune
-from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.agent import AgentContext, agent_checks
 from tmcd.runtime.aio import cancel_and_wait
 from tmcd.runtime.checks import DaemonChecks, agent_check
 from tmcd.runtime.embedded import EmbeddedNats, find_binary, start_embedded
@@ -114,8 +114,12 @@ class Daemon:
         def make_context() -> AgentContext:
             return AgentContext(bus, self.cfg, self.metrics, self.stop_event, self.clock, tracer)
 
+        agents = build_agents(self.cfg.agents, self.cfg)
+        for agent in agents:  # e.g. the kube agent's: readyz waits for watch mode's first lists
+            for name, check, probes in agent_checks(agent):
+                self.checks.register(name, check, probes)
         self.supervisor = Supervisor(
-            build_agents(self.cfg.agents, self.cfg),
+            agents,
             make_context,
             self.metrics,
             self.stop_event,
