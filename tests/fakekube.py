@@ -10,9 +10,14 @@ stale ``metadata.resourceVersion``), merge patch, JSON patch (add/remove/replace
 (the main resource ignores status changes, the subresource ignores everything else), DELETE, list
 and watch across all namespaces, and Status bodies for 403/404/409/410/415/422 as kube-apiserver
 writes them (403 for what a test forbids).  Every request is logged in :attr:`FakeKube.requests`.
+Faults on demand: :meth:`FakeKube.stop` and :meth:`FakeKube.start` again (connections refused
+meanwhile, the same port after), :meth:`FakeKube.fail` (the next requests answer e.g. 500),
+:meth:`FakeKube.drop_watches` (watch connections cut mid-stream).  Cluster-scoped kinds
+(``namespaced=False``: Namespaces, CustomResourceDefinitions, which get an ``Established``
+condition) can be created, read and deleted, enough for the real-cluster test fixture.
 
-Not implemented: label/field selectors, server-side apply, cluster-scoped kinds,
-authentication (any bearer token is accepted and logged), protobuf, tables.
+Not implemented: label/field selectors, server-side apply, authentication (any bearer token is
+accepted and logged), protobuf, tables.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.kubepatch import PatchTestFailed, json_patch, merge_patch
+
 Obj = dict[str, Any]
 
 
@@ -38,6 +45,7 @@ class Kind:
     version: str
     plural: str
     kind: str
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -53,6 +61,26 @@ KINDS = (HTTPROUTE, TRAFFICSPLIT, SERVICE, CANARYROLLOUT, DEPLOYMENT)
 ANALYSISTEMPLATE = Kind("tmc.kcp.io", "v1alpha1", "analysistemplates", "AnalysisTemplate")
 EVENT = Kind("", "v1", "events", "Event")
 _VERBS = {"PATCH": "patch", "PUT": "update", "POST": "create", "DELETE": "delete"}
+NAMESPACE = Kind("", "v1", "namespaces", "Namespace", namespaced=False)
+CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+
+
+@dataclass
+class Fault:
+    """Requests that answer an error instead (see :meth:`FakeKube.fail`)."""
+
+    status: int
+    method: str
+    suffix: str
+    times: int | None
+
+    def hits(self, method: str, path: str) -> bool:
+        """True (and one fewer left) when the request is one of those."""
+        if (self.method and method != self.method) or not path.endswith(self.suffix) or self.times == 0:
+            return False
+        if self.times is not None:
+            self.times -= 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -106,7 +134,10 @@ class FakeKube:
     rv: int = 100
     history: list[tuple[int, str, Kind, str, Obj]] = field(default_factory=list)
     _watchers: list[tuple[Kind, str, asyncio.Queue[Obj | None]]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     _runner: web.AppRunner | None = None
+    port: int = 0
+    """0 until started; a restart binds the same port again."""
     url: str = ""
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -116,10 +147,10 @@ class FakeKube:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{self.port}"
         return self.url
 
     async def stop(self) -> None:
@@ -157,6 +188,20 @@ class FakeKube:
         """End every open watch (as a server's timeout does)."""
         for _, _, q in self._watchers:
             q.put_nowait(None)
+
+    def drop_watches(self) -> None:
+        """Cut every open watch's connection mid-stream (as a crashed server or a proxy does)."""
+        for _, _, q in self._watchers:
+            q.put_nowait({"type": "DROP"})
+
+    def fail(self, status: int, *, method: str = "", suffix: str = "", times: int | None = 1) -> None:
+        """Answer the next ``times`` requests (None: every one, until :meth:`heal`) with ``method`` whose
+        path ends with ``suffix`` with a ``status`` Status body (e.g. 500, 503)."""
+        self.faults.append(Fault(status, method, suffix, times))
+
+    def heal(self) -> None:
+        """Forget every fault."""
+        self.faults.clear()
 
     def compact(self) -> None:
         """Forget the event history (a watch from any older resourceVersion gets 410)."""
@@ -205,6 +250,9 @@ class FakeKube:
             Request(req.method, req.path, dict(req.query), req.content_type, body, req.headers.get("Authorization", ""))
         )
         try:
+            fault = next((f for f in self.faults if f.hits(req.method, req.path)), None)
+            if fault is not None:
+                raise StatusError(fault.status, "InternalError", f"injected fault: HTTP {fault.status}")
             return await self._route(req, body)
         except StatusError as exc:
             return web.json_response(exc.body(), status=exc.code)
@@ -221,7 +269,10 @@ class FakeKube:
         group, rest = ("", parts[1:]) if parts[:1] == ["api"] else (parts[1] if len(parts) > 1 else "", parts[2:])
         version = rest[0] if rest else ""
         rest = rest[1:]
-        if len(rest) == 1 and req.method == "GET":  # a collection across all namespaces
+        scoped = next((k for k in self.kinds if not k.namespaced and rest[:1] == [k.plural]), None)
+        if scoped is not None and (len(rest) == 1 or (len(rest) == 2 and req.method != "POST")):
+            rest = ["namespaces", "", *rest]  # a cluster-scoped kind: stored in namespace ""
+        elif len(rest) == 1 and req.method == "GET":  # a collection across all namespaces
             rest = ["namespaces", "", *rest]
         if len(rest) < 3 or rest[0] != "namespaces":
             raise StatusError(404, "NotFound", "the server could not find the requested resource")
@@ -326,7 +377,10 @@ class FakeKube:
     def _create(self, kind: Kind, ns: str, body: Any) -> Obj:
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
-        meta["namespace"] = ns
+        if kind.namespaced:
+            meta["namespace"] = ns
+        if kind == CRD:  # established at once
+            obj["status"] = {"conditions": [{"type": "Established", "status": "True"}]}
         key = (kind, ns, meta.get("name", ""))
         if key in self.objects:
             qual = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
@@ -414,61 +468,16 @@ class FakeKube:
         self._watchers.append(entry)
         try:
             while (ev := await q.get()) is not None:
+                if ev["type"] == "DROP":
+                    if req.transport is not None:
+                        req.transport.abort()  # no terminating chunk: the client sees a broken stream
+                    break
                 if ev["type"] == "BOOKMARK" and not bookmarks:
                     continue
                 await resp.write(json.dumps(ev).encode() + b"\n")
         finally:
             self._watchers.remove(entry)
         return resp
-
-
-class PatchTestFailed(ValueError):
-    """A JSON patch ``test`` op found another value."""
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return patch
-    if not isinstance(target, dict):
-        target = {}
-    for k, v in patch.items():
-        if v is None:
-            target.pop(k, None)
-        else:
-            target[k] = merge_patch(target.get(k), v)
-    return target
-
-
-def _pointer(path: str) -> list[str]:
-    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
-
-
-def json_patch(doc: Any, ops: list[Obj]) -> Any:
-    """RFC 6902: add, remove, replace, test (what the adapters send)."""
-    for op in ops:
-        *parents, last = _pointer(op["path"])
-        node = doc
-        for p in parents:
-            node = node[int(p)] if isinstance(node, list) else node[p]
-        kind = op["op"]
-        if kind == "test":
-            have = node[int(last)] if isinstance(node, list) else node.get(last)
-            if have != op["value"]:
-                raise PatchTestFailed(f"testing value {op['path']} failed: have {have!r}, want {op['value']!r}")
-        elif kind in ("add", "replace"):
-            if isinstance(node, list):
-                i = len(node) if last == "-" else int(last)
-                node[i : i + (kind == "replace")] = [op["value"]]
-            else:
-                if kind == "replace" and last not in node:
-                    raise KeyError(f"replace {op['path']}: missing")
-                node[last] = op["value"]
-        elif kind == "remove":
-            del node[int(last) if isinstance(node, list) else last]
-        else:
-            raise ValueError(f"unsupported op {kind}")
-    return doc
 
 
 def write_kubeconfig(path: Path, servers: dict[str, str], current: str = "") -> Path:

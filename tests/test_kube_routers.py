@@ -1,13 +1,14 @@
 """The gateway-api and smi routers against the fake Kubernetes API server (real sockets, kubernetes-asyncio).
 
-When ``TMCD_TEST_KUBECONFIG`` is set, the scenarios marked ``real`` also run against that cluster
-(its current context, namespace ``default``); otherwise they are skipped -- the one skip this suite
-allows, since a real cluster cannot be assumed on a developer's machine or in CI.
+The scenarios that take ``target`` also run against a real cluster when ``TMCD_TEST_KUBECONFIG`` is
+set (tests/kubetarget.py: its current context, a namespace of their own); otherwise their ``real``
+case is skipped -- the one skip this suite allows, since a real cluster cannot be assumed on a
+developer's machine or in CI.  The tests that check the exact requests run on the fake only.
 """
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 import pytest
 
 from tests.fakekube import HTTPROUTE, TRAFFICSPLIT, FakeKube, Kind, serve, write_kubeconfig
+from tests.kubetarget import ROUTE_CRDS, TARGETS, Target, open_target
 from tmcd.config import KubeConfig
 from tmcd.contracts.traffic import RouteRef, TrafficError
-from tmcd.kube.client import Clients, Conflict
+from tmcd.kube.client import Clients, Conflict, Kube, Resource
 from tmcd.kube.routers import CONTEXT_ANNOTATION, GENERATION_ANNOTATION, GatewayApiRouter, KubeRouter, SmiRouter
 
 GW = RouteRef("default", "web", "web", router="gateway-api", stable_service="web-stable", canary_service="web-canary")
@@ -150,17 +152,6 @@ async def test_a_409_on_the_test_op_is_retried_too(tmp_path: Path) -> None:
             await router.close()
 
 
-async def test_endless_conflicts_end_in_a_clear_error(fleet: Fleet) -> None:
-    fleet.east.put(HTTPROUTE, httproute())
-    fleet.east.conflicts = 100
-    router = fleet.router(GatewayApiRouter)
-    try:
-        with pytest.raises(TrafficError, match="HTTPRoute default/web on cluster east: still changing after 5"):
-            await router.set_weights(GW, 10, ["east"], generation=1)
-    finally:
-        await router.close()
-
-
 async def test_a_missing_route_is_a_clear_error_on_a_canary_cluster(fleet: Fleet) -> None:
     fleet.west.put(HTTPROUTE, httproute())
     router = fleet.router(GatewayApiRouter)
@@ -224,18 +215,6 @@ async def test_smi_patches_the_trafficsplit_backends(fleet: Fleet) -> None:
         await router.close()
 
 
-async def test_a_route_without_both_services_is_a_clear_error(fleet: Fleet) -> None:
-    obj = httproute()
-    obj["spec"]["rules"][0]["backendRefs"].pop()
-    fleet.east.put(HTTPROUTE, obj)
-    router = fleet.router(GatewayApiRouter)
-    try:
-        with pytest.raises(TrafficError, match="does not route to both web-stable and web-canary"):
-            await router.set_weights(GW, 10, ["east"], generation=1)
-    finally:
-        await router.close()
-
-
 async def test_clients_are_cached_per_context_bounded_and_closed(fleet: Fleet) -> None:
     clients = Clients(fleet.settings, limit=1)
     try:
@@ -249,56 +228,132 @@ async def test_clients_are_cached_per_context_bounded_and_closed(fleet: Fleet) -
     assert Conflict.__mro__[1].__name__ == "KubeError"
 
 
-# -- the same scenarios on a real cluster ------------------------------------------------------------
-
-REAL = os.environ.get("TMCD_TEST_KUBECONFIG", "")
+# -- the same scenarios on the fake and on a real cluster --------------------------------------------
 
 
-@pytest.mark.skipif(not REAL, reason="TMCD_TEST_KUBECONFIG is not set (no real cluster to run against)")
-async def test_gateway_api_on_a_real_cluster() -> None:
-    from tmcd.kube.client import Clients, NotFound
+@pytest.fixture(params=TARGETS)
+async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
+    async with open_target(request.param, tmp_path, crds=ROUTE_CRDS) as t:
+        yield t
 
-    settings = KubeConfig(kubeconfig=REAL)
-    clients = Clients(settings)
-    kube = await clients.get("")
+
+def ref_in(target: Target, router: str = "gateway-api", route: str = "web") -> RouteRef:
+    return RouteRef(
+        target.namespace, route, route, router=router, stable_service="web-stable", canary_service="web-canary"
+    )
+
+
+def router_on(target: Target, cls: type[KubeRouter], clients: Clients | None = None) -> KubeRouter:
+    settings = target.settings(contexts={"east": target.context})
+    return cls(settings, clients=clients or Clients(settings))
+
+
+def target_weights(obj: dict[str, Any] | None) -> tuple[list[int], str]:
+    """(the weights, the generation annotation) of an HTTPRoute's first rule or a TrafficSplit."""
+    assert obj is not None
+    spec = obj["spec"]
+    refs = spec["rules"][0]["backendRefs"] if "rules" in spec else spec["backends"]
+    return [b["weight"] for b in refs], (obj["metadata"].get("annotations") or {}).get(GENERATION_ANNOTATION, "")
+
+
+@pytest.mark.parametrize(
+    ("cls", "kind", "make"),
+    [(GatewayApiRouter, HTTPROUTE, httproute), (SmiRouter, TRAFFICSPLIT, trafficsplit)],
+    ids=["gateway-api", "smi"],
+)
+async def test_a_router_sets_weights_and_reads_them_back(
+    target: Target, cls: type[KubeRouter], kind: Kind, make: Any
+) -> None:
+    await target.put(kind, make())
+    router = router_on(target, cls)
+    ref = ref_in(target, cls.name)
     try:
-        try:
-            await kube.get(HTTPROUTE_RES, "default", "tmcd-test-web")
-        except NotFound:
-            await kube.create(
-                HTTPROUTE_RES,
-                "default",
-                {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", **httproute("tmcd-test-web")},
-            )
-        ctx = kube.context or _current_context(REAL)
-        router = GatewayApiRouter(KubeConfig(kubeconfig=REAL, contexts={"real": ctx}))
-        ref = RouteRef(
-            "default", "tmcd-test-web", router="gateway-api", stable_service="web-stable", canary_service="web-canary"
-        )
-        try:
-            gen = int(await _generation(kube)) + 1
-            await router.set_weights(ref, 20, ["real"], gen)
-            router._routes.clear()
-            applied = await router.applied(ref)
-            assert applied is not None and applied.canary == {"real": 20} and applied.generation == gen
-        finally:
-            await router.close()
+        await router.set_weights(ref, 20, ["east"], generation=3)
+        obj = await target.get(kind, "web")
+        assert target_weights(obj) == ([80, 20], "3")
+        rv = obj["metadata"]["resourceVersion"] if obj else ""
+        router._routes.clear()  # read the object again now
+        applied = await router.applied(ref)
+        assert applied is not None and (applied.generation, applied.canary) == (3, {"east": 20})
+        # the same generation again, then an older one: the object is not written
+        await router.set_weights(ref, 20, ["east"], generation=3)
+        await router.set_weights(ref, 50, ["east"], generation=2)
+        after = await target.get(kind, "web")
+        assert after is not None and after["metadata"]["resourceVersion"] == rv
+        await router.set_weights(ref, 0, [], generation=4)  # a reversal: all on stable
+        assert target_weights(await target.get(kind, "web")) == ([100, 0], "4")
     finally:
-        await clients.close()
+        await router.close()
 
 
-HTTPROUTE_RES = GatewayApiRouter.resource
+@dataclass
+class Meddler(Kube):
+    """A client after whose reads of an object someone else writes it (while ``owner.times`` > 0)."""
+
+    owner: MeddlingClients | None = None
+
+    async def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
+        obj = await super().get(res, namespace, name)
+        if self.owner is not None and self.owner.times > 0:
+            self.owner.times -= 1
+            touch = {"metadata": {"annotations": {"example.com/touched": str(self.owner.times)}}}
+            await self.merge_patch(res, namespace, name, touch)
+        return obj
 
 
-def _current_context(path: str) -> str:
-    import yaml
+@dataclass
+class MeddlingClients(Clients):
+    """Clients whose objects another writer changes after each of the next ``times`` reads."""
 
-    return str(yaml.safe_load(Path(path).read_text())["current-context"])
+    times: int = 0
+
+    async def get(self, context: str = "") -> Kube:
+        kube = await super().get(context)
+        return Meddler(kube.api, kube.context, owner=self)
 
 
-async def _generation(kube: Any) -> str:
-    obj = await kube.get(HTTPROUTE_RES, "default", "tmcd-test-web")
-    return str((obj["metadata"].get("annotations") or {}).get(GENERATION_ANNOTATION, "0"))
+async def test_a_concurrent_writer_makes_the_router_read_again(target: Target) -> None:
+    """The patch's ``test`` op on the resourceVersion fails on any API server when someone else
+    wrote in between; the router reads again and patches on top of the other write."""
+    await target.put(HTTPROUTE, httproute())
+    settings = target.settings(contexts={"east": target.context})
+    clients = MeddlingClients(settings, times=2)
+    router = router_on(target, GatewayApiRouter, clients)
+    try:
+        await router.set_weights(ref_in(target), 10, ["east"], generation=1)
+        obj = await target.get(HTTPROUTE, "web")
+        assert target_weights(obj) == ([90, 10], "1") and clients.times == 0
+        assert obj is not None and obj["metadata"]["annotations"]["example.com/touched"] == "0"  # theirs kept
+        clients.times = 100  # a writer that never stops: a clear error after five tries
+        with pytest.raises(
+            TrafficError, match=f"HTTPRoute {target.namespace}/web on cluster east: still changing after 5"
+        ):
+            await router.set_weights(ref_in(target), 30, ["east"], generation=2)
+        assert target_weights(await target.get(HTTPROUTE, "web"))[0] == [90, 10]
+    finally:
+        await router.close()
+
+
+async def test_a_missing_or_unusable_route_is_a_clear_error(target: Target) -> None:
+    router = router_on(target, GatewayApiRouter)
+    ns = target.namespace
+    try:
+        missing = rf"HTTPRoute {ns}/web on cluster east not found \(context {re.escape(target.context)}\)"
+        with pytest.raises(TrafficError, match=missing):
+            await router.set_weights(ref_in(target), 10, ["east"], generation=1)
+        router._routes.clear()
+        applied = await router.applied(ref_in(target))
+        assert applied is None  # nothing read anywhere
+        obj = httproute()
+        obj["spec"]["rules"][0]["backendRefs"].pop()
+        await target.put(HTTPROUTE, obj)
+        with pytest.raises(
+            TrafficError, match=f"HTTPRoute {ns}/web on cluster east does not route to both web-stable and web-canary"
+        ):
+            await router.set_weights(ref_in(target), 10, ["east"], generation=1)
+        assert target_weights(await target.get(HTTPROUTE, "web")) == ([100], "")  # untouched
+    finally:
+        await router.close()
 
 
 def test_the_shipped_role_grants_exactly_what_the_routers_and_the_image_setter_use() -> None:

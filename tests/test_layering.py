@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     # plumbing
     "bus": {"config", "contracts"},
     "telemetry": {"bus", "config"},
-    "kube": {"config", "contracts", "resources", "bus", "runtime", "api", "canary"},
+    "kube": {"config", "contracts", "resources", "bus", "runtime", "api", "canary", "metrics"},
     # capabilities: a pure model and an agent each
     "metrics": {"bus", "config", "contracts", "resources", "runtime", "telemetry"},
     "health": {"bus", "config", "contracts", "resources", "runtime", "telemetry", "metrics"},
@@ -218,6 +218,8 @@ def _is_pure(mod: Module) -> bool:
             "tmcd.health.conditions",
             "tmcd.health.window",
             "tmcd.metrics.catalog",
+            "tmcd.metrics.catalog_kube",
+            "tmcd.metrics.spec",
             "tmcd.metrics.labels",
             "tmcd.metrics.workload",
             "tmcd.sim.fleet",

@@ -379,3 +379,19 @@ async def test_daemon_start_leads_at_once_on_a_free_lease(nats_server: EmbeddedN
         assert d.elector is not None and d.elector.leads() == ["canary", "health", "placement", "rollback"]
     finally:
         await d.stop()
+
+
+class Checked(Recorder):
+    def checks(self) -> list[tuple[str, object, tuple[str, ...]]]:
+        return [("kube", lambda: "not listed yet", ("readyz",))]
+
+
+async def test_an_agents_own_checks_pass_on_followers(bus: Bus) -> None:
+    clock = Clock()
+    a, b = await electors(bus, clock, "a", "b", prefix="t8")
+    await a.round()
+    await b.round()
+    leader, follower = LeaderOnly(Checked(), a), LeaderOnly(Checked(), b)
+    [(name, check, probes)] = follower.checks()
+    assert (name, probes, check()) == ("kube", ("readyz",), None)
+    assert leader.checks()[0][1]() == "not listed yet"

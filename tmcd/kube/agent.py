@@ -5,17 +5,21 @@ resourceVersion with bookmarks, resume from the last seen resourceVersion when t
 list again on 410 Gone.  Each CR is mirrored into tmcd's store (:class:`tmcd.api.store.ResourceStore`,
 the buckets the API writes), so the canary agent runs it like any rollout; the decisions are
 :mod:`tmcd.kube.mirror`'s.  The stored rollouts' status goes back to the CRs through the status
-subresource, with a core/v1 Event for each phase change.  A CR deleted in the cluster is deleted
-from the store; a rollout still running is aborted first (its traffic returns to stable) and
-deleted once the rollback has ended.
+subresource (:mod:`tmcd.kube.status`), with a core/v1 Event for each phase change.  A CR deleted
+in the cluster is deleted from the store; a rollout still running is aborted first (its traffic
+returns to stable) and deleted once the rollback has ended.
+
+An API server that cannot be reached (at start or later) is retried with capped exponential
+backoff, never by crashing the agent; :mod:`tmcd.kube.health` logs one line per change and backs
+the ``kube`` (readyz) and ``kube-api`` (healthz) checks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -25,19 +29,21 @@ from tmcd.api.store import ResourceStore
 from tmcd.bus import KvStore
 from tmcd.canary.control import control
 from tmcd.canary.model import ACTIVE
-from tmcd.kube.client import Conflict, Gone, Kube, KubeError, NotFound, Resource, connect
-from tmcd.kube.mirror import decide, mirrored, phase_event, refusal_event, status_patch, store_body
+from tmcd.kube.client import Dropped, Gone, Kube, KubeError, Resource, connect
+from tmcd.kube.health import BACKOFF_MAX, BACKOFF_MIN, ApiHealth, Backoff, Sleep, interruptible_sleep
+from tmcd.kube.metrics import KubeMetrics
+from tmcd.kube.mirror import decide, mirrored, refusal_event, store_body
+from tmcd.kube.status import CANARY_ROLLOUTS, EVENTS, STATUS_ATTEMPTS, StatusWriter
 from tmcd.resources.canary import CanaryRollout
 from tmcd.resources.kinds import ANALYSIS_TEMPLATE, CANARY_ROLLOUT, Kind, kv_key
 from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.probes import CheckFn
 
 __all__ = ["CANARY_ROLLOUTS", "EVENTS", "KubeAgent"]
 
 log = logging.getLogger("tmcd.kube.watch")
 
-CANARY_ROLLOUTS = Resource("tmc.kcp.io", "v1alpha1", "canaryrollouts")
 ANALYSIS_TEMPLATES = Resource("tmc.kcp.io", "v1alpha1", "analysistemplates")
-EVENTS = Resource("", "v1", "events")
 WATCHED: tuple[tuple[Kind, Resource], ...] = (
     (CANARY_ROLLOUT, CANARY_ROLLOUTS),
     (ANALYSIS_TEMPLATE, ANALYSIS_TEMPLATES),
@@ -46,10 +52,6 @@ PAGE = 500
 """Objects per list page."""
 WATCH_TIMEOUT = 300
 """Seconds a watch request asks the server to keep the stream open (then it is resumed)."""
-STATUS_ATTEMPTS = 5
-"""Status writes tried (each after a fresh read) when the CR keeps changing under them."""
-BACKOFF_MIN, BACKOFF_MAX = 1.0, 30.0
-"""Seconds between attempts while the API server is unreachable or refuses (doubling)."""
 
 Obj = dict[str, Any]
 
@@ -58,32 +60,29 @@ def _rv(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
-def _newer(a: Obj, b: Obj | None) -> bool:
-    """True when ``a`` is not older than ``b`` (resourceVersions compared as numbers where they are)."""
-    if b is None:
-        return True
-    ra, rb = _rv(a), _rv(b)
-    return not (ra.isdigit() and rb.isdigit()) or int(ra) >= int(rb)
-
-
 class KubeAgent:
     """Mirrors a cluster's CanaryRollouts and AnalysisTemplates into tmcd and their status back."""
 
     name = "kube"
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, sleep: Sleep = interruptible_sleep, backoff_min: float = BACKOFF_MIN, backoff_max: float = BACKOFF_MAX
+    ) -> None:
         self.resume: dict[tuple[str, str], str] = {}
         """(plural, namespace) -> the resourceVersion a dropped watch resumes from."""
-        self.cluster: dict[str, Obj] = {}
-        """Rollout KV key -> the CR as last seen (its resourceVersion and status)."""
         self.deleting: set[str] = set()
         """Rollouts deleted in the cluster, aborted and waiting for their rollback to end."""
         self.recreated: dict[str, Obj] = {}
         """Key -> a CR created again while its predecessor rolls back (mirrored once that one is deleted)."""
         self.refused: dict[str, str] = {}
         """``<Kind>/<key>`` -> the CR resourceVersion already refused (one warning and Event per version)."""
-        self.status_writes = 0
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._sleep = sleep
+        self._backoff = (backoff_min, backoff_max)
+        self._clock: Callable[[], float] = time.time
+        self.health = ApiHealth(lambda: self._clock())
+        """Reachability and first lists (kept across restarts: ready once stays ready)."""
+        self.metrics: KubeMetrics | None = None
+        self.writer: StatusWriter | None = None
         self._kube: Kube | None = None
         self._store: ResourceStore | None = None
         self._origin = ""
@@ -98,28 +97,60 @@ class KubeAgent:
         assert self._store is not None
         return self._store
 
+    @property
+    def _writer(self) -> StatusWriter:
+        assert self.writer is not None
+        return self.writer
+
+    @property
+    def cluster(self) -> dict[str, Obj]:
+        """Rollout KV key -> the CR as last seen."""
+        return self.writer.crs if self.writer is not None else {}
+
+    def checks(self) -> list[tuple[str, CheckFn, tuple[str, ...]]]:
+        """``kube`` (readyz, healthz): every watch has listed once; ``kube-api`` (healthz): the API
+        server answers and no watch keeps failing.  The daemon registers them."""
+        return [("kube", self.health.ready, ("readyz", "healthz")), ("kube-api", self.health.serving, ("healthz",))]
+
     async def run(self, ctx: AgentContext) -> None:
         """Watch every configured namespace and follow the stored rollouts until stopped."""
         settings = ctx.config.kube
-        self._kube = await connect(settings)
+        self._clock = ctx.clock
+        if self.metrics is None or self.metrics.registry is not ctx.metrics.registry:
+            self.metrics = KubeMetrics(ctx.metrics.registry)  # once per registry: restarts reuse it
+        self.health.gauge = self.metrics.api_up
         self._store = ResourceStore(ctx.bus, clock=ctx.clock)
         self._origin = settings.context or ("in-cluster" if settings.in_cluster else "default")
-        kv = await ctx.bus.kv(CANARY_ROLLOUT.bucket, CanaryRollout)
-        _, after = await kv.snapshot()
-        loops: list[Coroutine[Any, Any, None]] = [
-            self._mirror(ctx, kind, res, ns) for ns in (settings.namespaces or [""]) for kind, res in WATCHED
-        ]
-        tasks = [asyncio.create_task(c) for c in [*loops, self._follow(ctx, kv, after)]]
-        stopper = asyncio.create_task(ctx.stop.wait())
-        log.info("watch mode: %s in %s", self.kube.where, ", ".join(settings.namespaces) or "all namespaces")
-        ctx.started.set()
+        namespaces = settings.namespaces or [""]
+        where = f"context {settings.context}" if settings.context else "the kubeconfig's current context"
+        if settings.in_cluster and not settings.context:
+            where = "the in-cluster service account"
+        self.health.expect(where, [_loop(res, ns) for ns in namespaces for _, res in WATCHED])
+        ctx.started.set()  # readiness is the kube check's: every kind listed once
+        kube = await self._connect(ctx)
+        if kube is None:
+            return
+        self._kube = kube
+        writer = StatusWriter(self.health, self.metrics, ctx.clock, sleep=self._sleep, backoff=Backoff(*self._backoff))
+        self.writer = writer
+        writer.kube = kube
+        tasks: list[asyncio.Task[Any]] = []
         try:
-            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            kv = await ctx.bus.kv(CANARY_ROLLOUT.bucket, CanaryRollout)
+            _, after = await kv.snapshot()
+            loops: list[Coroutine[Any, Any, None]] = [
+                self._mirror(ctx, kind, res, ns) for ns in namespaces for kind, res in WATCHED
+            ]
+            tasks = [asyncio.create_task(c) for c in [*loops, self._follow(ctx, kv, after), writer.run()]]
+            stopper = asyncio.create_task(ctx.stop.wait())
+            tasks.append(stopper)
+            log.info("watch mode: %s in %s", kube.where, ", ".join(settings.namespaces) or "all namespaces")
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not stopper:
                     t.result()  # a loop that failed: the supervisor restarts the agent
         finally:
-            pending: set[asyncio.Task[Any]] = {*tasks, stopper}
+            pending: set[asyncio.Task[Any]] = set(tasks)
             while pending:  # cancelled again until they end: a library may swallow one cancellation
                 for t in pending:
                     t.cancel()
@@ -127,34 +158,56 @@ class KubeAgent:
                 for t in done:
                     if not t.cancelled():
                         t.exception()  # retrieved (a failure was raised above already)
-            await self.kube.close()
+            await kube.close()
+
+    async def _connect(self, ctx: AgentContext) -> Kube | None:
+        """The API client; a kubeconfig that cannot be loaded (yet) is tried again with backoff."""
+        backoff = Backoff(*self._backoff)
+        while not ctx.stop.is_set():
+            try:
+                return await connect(ctx.config.kube)
+            except KubeError as exc:
+                self.health.failed("kubeconfig", exc)
+                await self._sleep(backoff.next(), ctx.stop)
+        return None
 
     # -- cluster -> store ---------------------------------------------------------------------------
 
     async def _mirror(self, ctx: AgentContext, kind: Kind, res: Resource, ns: str) -> None:
-        where = f"{res} in {ns or 'all namespaces'}"
-        rv, backoff = "", BACKOFF_MIN
+        loop, metrics = _loop(res, ns), self.metrics
+        assert metrics is not None
+        rv, reason, backoff = "", "start", Backoff(*self._backoff)
         while not ctx.stop.is_set():
+            events = 0
             try:
                 if not rv:
                     rv = await self._relist(ctx, kind, res, ns)
                     self.resume[(res.plural, ns)] = rv
+                    metrics.relist(kind.kind, reason)
+                    self.health.done_listing(loop)
                 async for ev in self.kube.watch(res, ns, rv, timeout=WATCH_TIMEOUT):
+                    events += 1
+                    self.health.answered(loop)
+                    metrics.watch_event(kind.kind, ev.type)
                     if ev.type in ("ADDED", "MODIFIED"):
                         await self._on_cr(ctx, kind, ev.object)
                     elif ev.type == "DELETED":
                         await self._on_cr_deleted(ctx, kind, ev.object)
                     rv = ev.resource_version or rv  # bookmarks included: the resume point moves on
                     self.resume[(res.plural, ns)] = rv
-                backoff = BACKOFF_MIN  # the server ended the stream: resume from rv
+                backoff.reset()  # the server ended the stream: resume from rv
             except Gone:
-                log.info("watch %s: resourceVersion %s expired; listing again", where, rv)
-                rv = ""
+                log.info("watch %s: resourceVersion %s expired; listing again", loop, rv)
+                rv, reason = "", "expired"
+            except Dropped as exc:  # the stream broke: resume at once if it was delivering, else back off
+                log.debug("watch %s: %s", loop, exc)
+                if events:
+                    backoff.reset()
+                else:
+                    await self._sleep(backoff.next(), ctx.stop)
             except KubeError as exc:
-                log.warning("watch %s: %s; trying again in %.0f s", where, exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ctx.stop.wait(), backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self.health.failed(loop, exc)
+                await self._sleep(backoff.next(), ctx.stop)
 
     async def _relist(self, ctx: AgentContext, kind: Kind, res: Resource, ns: str) -> str:
         """List every page; mirror each CR and forget stored mirrors the cluster no longer has."""
@@ -196,7 +249,7 @@ class KubeAgent:
             return
         self.refused.pop(f"{kind.kind}/{key}", None)
         if kind is CANARY_ROLLOUT:
-            self._seen(key, cr)
+            self._writer.seen(key, cr)
         try:
             if decision.action == "create":
                 stored = await self.store.create(kind, obj, ns)
@@ -208,7 +261,7 @@ class KubeAgent:
             log.warning("mirror %s %s: %s", kind.kind, key, exc)
             return
         if kind is CANARY_ROLLOUT and stored is not None:
-            await self._write_status(ctx, key, stored)  # a CR whose status is behind (restarts, relists)
+            self._writer.submit(key, stored)  # a CR whose status is behind (restarts, relists)
 
     async def _refuse(self, ctx: AgentContext, key: str, cr: Obj, reason: str) -> None:
         seen = f"{cr.get('kind', '')}/{key}"
@@ -216,7 +269,7 @@ class KubeAgent:
             return
         self.refused[seen] = _rv(cr)
         log.warning("not mirroring %s %s from the cluster: %s", cr.get("kind", ""), key, reason)
-        await self._event(refusal_event(cr, reason, ctx.clock()))
+        await self._writer.event(refusal_event(cr, reason, ctx.clock()))
 
     async def _stored(self, kind: Kind, ns: str, name: str) -> Any:
         try:
@@ -235,7 +288,7 @@ class KubeAgent:
         key = kv_key(kind, ns, name)
         self.refused.pop(f"{kind.kind}/{key}", None)
         if kind is CANARY_ROLLOUT:
-            self.cluster.pop(key, None)
+            self._writer.forget(key)
             self.recreated.pop(key, None)
         stored = await self._stored(kind, ns, name)
         if stored is None or not mirrored(msgspec.to_builtins(stored)):
@@ -269,7 +322,6 @@ class KubeAgent:
     async def _delete(self, ctx: AgentContext, kind: Kind, ns: str, name: str) -> None:
         key = kv_key(kind, ns, name)
         self.deleting.discard(key)
-        self._locks.pop(key, None)
         try:
             await self.store.delete(kind, ns, name)
             log.info("deleted %s %s: deleted in the cluster", kind.kind, key)
@@ -293,59 +345,9 @@ class KubeAgent:
                 else:
                     await self._abort(ctx, change.key, r.metadata.namespace, r.metadata.name)  # deferred before
                 continue
-            if change.key in self.cluster:  # mirrored from the cluster, and still there
-                await self._write_status(ctx, change.key, r)
+            self._writer.submit(change.key, r)  # when mirrored from the cluster, and still there
 
-    def _seen(self, key: str, cr: Obj) -> None:
-        """Remember the CR as the newest seen (a late watch event of an older version is ignored)."""
-        if _newer(cr, self.cluster.get(key)):
-            self.cluster[key] = cr
 
-    def _lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
-    async def _write_status(self, ctx: AgentContext, key: str, r: CanaryRollout) -> None:
-        """Patch the CR's status to the stored one (nothing when equal); 409: read again, retry."""
-        want = msgspec.to_builtins(r.status)
-        ns, name = r.metadata.namespace, r.metadata.name
-        async with self._lock(key):
-            for _ in range(STATUS_ATTEMPTS):
-                cr = self.cluster.get(key)
-                if cr is None:
-                    return
-                patch = status_patch(want, cr)
-                if patch is None:
-                    return
-                patch["metadata"] = {"resourceVersion": _rv(cr)}  # conditional: 409 when the CR moved on
-                try:
-                    new = await self.kube.merge_patch(CANARY_ROLLOUTS, ns, name, patch, status=True)
-                except Conflict:
-                    try:
-                        self._seen(key, await self.kube.get(CANARY_ROLLOUTS, ns, name))
-                    except NotFound:
-                        self.cluster.pop(key, None)
-                    continue
-                except NotFound:
-                    self.cluster.pop(key, None)
-                    return
-                except KubeError as exc:
-                    log.warning("canary %s: status not written to the cluster: %s", key, exc)
-                    return
-                self.status_writes += 1
-                self._seen(key, new)
-                ev = phase_event(new, cr.get("status") or {}, want, ctx.clock())
-                if ev is not None:
-                    await self._event(ev)
-                return
-            log.warning("canary %s: status not written after %d conflicting writes", key, STATUS_ATTEMPTS)
-
-    async def _event(self, ev: Obj) -> None:
-        """Create a core/v1 Event (best effort: an Event that cannot be written is logged)."""
-        ns = str(ev["metadata"]["namespace"])
-        try:
-            await self.kube.create(EVENTS, ns, ev)
-        except KubeError as exc:
-            log.warning("event %s on %s: %s", ev["reason"], ev["involvedObject"]["name"], exc)
+def _loop(res: Resource, ns: str) -> str:
+    """A watch in words: ``canaryrollouts.tmc.kcp.io in shop``."""
+    return f"{res} in {ns or 'all namespaces'}"

@@ -28,6 +28,7 @@ from tmcd.config import KubeConfig
 __all__ = [
     "Clients",
     "Conflict",
+    "Dropped",
     "Gone",
     "Invalid",
     "Kube",
@@ -81,22 +82,29 @@ class Unreachable(KubeError):
     """No answer: no such context, a connection refused, a timeout."""
 
 
+class Dropped(Unreachable):
+    """A watch's connection broke after the server had started streaming (resume it)."""
+
+
 _BY_STATUS: dict[int, type[KubeError]] = {404: NotFound, 409: Conflict, 410: Gone, 422: Invalid}
 
 
 @dataclass(frozen=True)
 class Resource:
-    """A resource type: its API group (empty for core), version and plural name."""
+    """A resource type: its API group (empty for core), version and plural name; ``namespaced``
+    False for cluster-scoped kinds (Namespaces, CustomResourceDefinitions), whose ``namespace`` is ''."""
 
     group: str
     version: str
     plural: str
+    namespaced: bool = True
 
     def path(self, namespace: str, name: str = "", subresource: str = "") -> str:
         """The namespaced URL path of the collection, an object, or its subresource; an empty
         ``namespace`` (no name): the collection across all namespaces (to list and watch)."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        out = f"{base}/namespaces/{namespace}/{self.plural}" if namespace or name else f"{base}/{self.plural}"
+        scoped = self.namespaced and (namespace or name)
+        out = f"{base}/namespaces/{namespace}/{self.plural}" if scoped else f"{base}/{self.plural}"
         if name:
             out += f"/{name}"
             if subresource:
@@ -209,6 +217,10 @@ class Kube:
         name = obj.get("metadata", {}).get("name", "")
         return await self._json("POST", res.path(namespace), f"create {res} {namespace}/{name}", body=obj)
 
+    async def delete(self, res: Resource, namespace: str, name: str) -> Obj:
+        """Delete the object (the answer: the object or a Status); raises NotFound."""
+        return await self._json("DELETE", res.path(namespace, name), f"delete {res} {namespace}/{name}")
+
     async def merge_patch(self, res: Resource, namespace: str, name: str, patch: Obj, *, status: bool = False) -> Obj:
         """RFC 7386 merge patch of the object (or of its status subresource); a ``metadata.resourceVersion``
         in the patch makes it conditional (Conflict when stale)."""
@@ -263,7 +275,7 @@ class Kube:
                     raise _error(code or 500, json.dumps(obj), what)
                 yield WatchEvent(str(ev.get("type", "")), obj)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"{what} ({self.where}): {exc or type(exc).__name__}") from exc
+            raise Dropped(f"{what} ({self.where}): {exc or type(exc).__name__}") from exc
         finally:
             resp.release()
 

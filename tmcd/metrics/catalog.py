@@ -3,13 +3,27 @@ the registry, ``docs/metrics.md``, the dashboards test and the alert rules test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
-Kind = Literal["counter", "gauge", "histogram", "info"]
+from tmcd.metrics.catalog_kube import KUBE_SPECS
+from tmcd.metrics.spec import Kind, MetricSpec
+
+__all__ = [
+    "BY_NAME",
+    "DECISION_DURATION_BUCKETS",
+    "EVENT_LAG_BUCKETS",
+    "HEARTBEAT_INTERVAL_BUCKETS",
+    "SPECS",
+    "SYNC_DURATION_BUCKETS",
+    "WORKLOAD_DURATION_BUCKETS",
+    "WORKLOAD_LABELS",
+    "Kind",
+    "MetricSpec",
+    "create",
+    "exported_series_names",
+    "spec",
+]
 
 
 def _leader(agent: str, selector: str) -> str:
@@ -40,37 +54,6 @@ WORKLOAD_DURATION_BUCKETS = (
     10.0,
 )  # fmt: skip
 WORKLOAD_LABELS = ("cluster", "namespace", "workload", "track")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One exported metric family."""
-
-    name: str
-    """Full name as scraped (counters end in ``_total``)."""
-    kind: Kind
-    help: str
-    labels: tuple[str, ...] = ()
-    buckets: tuple[float, ...] = ()
-    example: str = ""
-    """A PromQL query a user would start from (docs/metrics.md)."""
-    group: str = "tmcd"
-
-    @property
-    def base(self) -> str:
-        """The name given to prometheus-client (without ``_total`` / ``_info``)."""
-        if self.kind == "counter":
-            return self.name.removesuffix("_total")
-        if self.kind == "info":
-            return self.name.removesuffix("_info")
-        return self.name
-
-    @property
-    def series_names(self) -> tuple[str, ...]:
-        """Sample names that appear in the exposition."""
-        if self.kind == "histogram":
-            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
-        return (self.name,)
 
 
 SPECS: tuple[MetricSpec, ...] = (
@@ -459,6 +442,7 @@ SPECS: tuple[MetricSpec, ...] = (
         'histogram_quantile(0.99, sum by (le) (rate(tmc_rollback_duration_seconds_bucket{stage="traffic"}[1d])))',
         group="canary",
     ),
+    *KUBE_SPECS,
     MetricSpec(
         "tmc_build_info",
         "info",

@@ -20,6 +20,12 @@ GROUPS = (
     ),
     ("health", "Health", "From the health agent's evaluation of every cluster (see docs/health.md)."),
     ("canary", "Canary", "From the canary agent: each rollout's phase, step, weights, analysis (docs/canary.md)."),
+    (
+        "kube",
+        "Kubernetes watch mode",
+        "From the kube agent, with `[kube] enabled` (docs/kubernetes.md#watch-mode): the API server's "
+        "reachability, the watches, the status and Event writes to the CRs.",
+    ),
     ("tmcd", "tmcd itself", "The daemon's own health and throughput."),
 )
 

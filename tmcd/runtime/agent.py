@@ -11,7 +11,11 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from tmcd.bus import Bus
 from tmcd.config import Config
+from tmcd.runtime.probes import CheckFn
 from tmcd.runtime.selfmetrics import SelfMetrics
+
+AgentCheck = tuple[str, CheckFn, tuple[str, ...]]
+"""A component check an agent declares: its name, the check, the probes it belongs to."""
 
 
 @dataclass
@@ -37,3 +41,10 @@ class Agent(Protocol):
     async def run(self, ctx: AgentContext) -> None:
         """Do the agent's work; raising an exception makes the supervisor restart it."""
         ...
+
+
+def agent_checks(agent: Agent) -> list[AgentCheck]:
+    """The component checks an agent declares with a ``checks()`` method (the kube agent's ``kube``
+    and ``kube-api``); the daemon registers them.  Most agents declare none."""
+    declared = getattr(agent, "checks", None)
+    return list(declared()) if callable(declared) else []

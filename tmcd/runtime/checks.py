@@ -14,6 +14,11 @@ check                 probes                 fails when
                                              (registered by the daemon)
 ``agent-<name>``      readyz healthz         the agent is not running and started, is in
                                              crash backoff, or crash-loops
+``kube``              readyz healthz         watch mode (``kube.enabled``) has not yet listed
+                                             every watched kind once (declared by the kube
+                                             agent, registered by the daemon)
+``kube-api``          healthz                watch mode's API server cannot be reached, or a
+                                             watch or the status writes keep failing
 ====================  =====================  ==============================================
 
 Checks are plain functions over cached state; the only I/O (the JetStream probe) runs in

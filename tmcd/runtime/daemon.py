@@ -20,7 +20,7 @@ from tmcd.api.server import API_KEY, HttpServer, build_app
 from tmcd.bus import Bus
 from tmcd.config import Config, server_context
 from tmcd.runtime import gctune
-from tmcd.runtime.agent import AgentContext
+from tmcd.runtime.agent import AgentContext, agent_checks
 from tmcd.runtime.aio import cancel_and_wait
 from tmcd.runtime.checks import DaemonChecks, agent_check
 from tmcd.runtime.embedded import EmbeddedNats, find_binary, start_embedded
@@ -122,8 +122,12 @@ class Daemon:
         if self.cfg.leader.enabled:
             self.elector, self._elector_task = await start_elector(bus, self.cfg, self.metrics, self._elector_stop)
         api_ctx.lease_prefix, api_ctx.election = self.cfg.consumer.durable_prefix, self.cfg.leader.enabled
+        agents = build_agents(self.cfg.agents, self.cfg, self.elector)
+        for agent in agents:  # e.g. the kube agent's: readyz waits for watch mode's first lists
+            for name, check, probes in agent_checks(agent):
+                self.checks.register(name, check, probes)
         self.supervisor = Supervisor(
-            build_agents(self.cfg.agents, self.cfg, self.elector),
+            agents,
             make_context,
             self.metrics,
             self.stop_event,

@@ -29,7 +29,8 @@ from tmcd import __version__
 from tmcd.bus import Bus, BusError, CasConflictError, KvStore
 from tmcd.config import Config
 from tmcd.contracts.lease import Lease, ReplicaInfo, lease_key, replica_key, replica_prefix
-from tmcd.runtime.agent import Agent, AgentContext
+from tmcd.runtime.agent import Agent, AgentCheck, AgentContext, agent_checks
+from tmcd.runtime.probes import CheckFn
 from tmcd.runtime.lease import LeaseState, next_lease, plan
 from tmcd.runtime.selfmetrics import SelfMetrics
 
@@ -281,6 +282,17 @@ class LeaderOnly:
         self._grace = grace if grace is not None else elector.renew / 2
         self.terms = 0
         """How many times this replica started leading the agent."""
+
+    def checks(self) -> list[AgentCheck]:
+        """The agent's own checks (the kube agent's), passing while this replica follows: a
+        follower's agent does not run, and the replica is ready to serve."""
+        return [(name, self._while_leading(check), probes) for name, check, probes in agent_checks(self.inner)]
+
+    def _while_leading(self, check: CheckFn) -> CheckFn:
+        def gated() -> str | None:
+            return check() if self._elector.leading(self.name) else None
+
+        return gated
 
     async def run(self, ctx: AgentContext) -> None:
         """Follow, lead, follow ... until ``ctx.stop``."""
