@@ -30,8 +30,8 @@ from tmcd.bus import Bus, BusError, CasConflictError, KvStore
 from tmcd.config import Config
 from tmcd.contracts.lease import Lease, ReplicaInfo, lease_key, replica_key, replica_prefix
 from tmcd.runtime.agent import Agent, AgentCheck, AgentContext, agent_checks
-from tmcd.runtime.probes import CheckFn
 from tmcd.runtime.lease import LeaseState, next_lease, plan
+from tmcd.runtime.probes import CheckFn
 from tmcd.runtime.selfmetrics import SelfMetrics
 
 log = logging.getLogger("tmcd.leader")
