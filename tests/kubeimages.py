@@ -12,8 +12,8 @@ from typing import Any
 
 from tests.fakekube import DEPLOYMENT, FakeKube, serve, write_kubeconfig
 from tests.helpers import wait_for
+from tests.kubetarget import current_context
 from tests.test_canary_agent import Stack
-from tests.test_kube_routers import _current_context
 from tmcd.canary.agent import CanaryAgent
 from tmcd.config import KubeConfig
 from tmcd.contracts import subjects
@@ -186,7 +186,7 @@ async def _real_context() -> str:
             await kube.get(DEPLOYMENT_RES, "default", "web")
         except NotFound:
             await kube.create(DEPLOYMENT_RES, "default", deployment())
-        return kube.context or _current_context(REAL)
+        return kube.context or current_context(REAL)
     finally:
         await clients.close()
 

@@ -22,7 +22,10 @@ KUBE_SPECS: tuple[MetricSpec, ...] = (
         "gauge",
         "1 while the watch mode's Kubernetes API server answers, 0 while it cannot be reached (no connection, "
         "a timeout, or 502/503/504 from it or a proxy in front); exported only with kube.enabled.",
-        example="min_over_time(tmc_kube_api_up[5m]) == 0",
+        example=(
+            "max without (instance, pod) (min_over_time(tmc_kube_api_up[5m])"
+            ' unless on (instance) tmc_leader{agent="kube"} == 0) == 0'
+        ),
         group="kube",
     ),
     MetricSpec(
@@ -40,7 +43,7 @@ KUBE_SPECS: tuple[MetricSpec, ...] = (
         "Full lists of a kind completed, by kind and reason: start (the first list of a watch) or expired "
         "(410 Gone: the resourceVersion to resume from was too old).",
         ("kind", "reason"),
-        example='increase(tmc_kube_relists_total{reason="expired"}[1h])',
+        example='sum without (instance, pod) (increase(tmc_kube_relists_total{reason="expired"}[1h]))',
         group="kube",
     ),
     MetricSpec(
@@ -57,7 +60,10 @@ KUBE_SPECS: tuple[MetricSpec, ...] = (
         "tmc_kube_status_writes_pending",
         "gauge",
         "CanaryRollout CRs whose newest status is waiting to be written (at most one write per CR).",
-        example="max_over_time(tmc_kube_status_writes_pending[10m]) > 0",
+        example=(
+            "max without (instance, pod) (max_over_time(tmc_kube_status_writes_pending[10m])"
+            ' unless on (instance) tmc_leader{agent="kube"} == 0) > 0'
+        ),
         group="kube",
     ),
     MetricSpec(
@@ -66,7 +72,7 @@ KUBE_SPECS: tuple[MetricSpec, ...] = (
         "core/v1 Events created on the CRs (phase changes, NotMirrored), by result: created or failed "
         "(best effort: a failed Event is logged and dropped).",
         ("result",),
-        example='increase(tmc_kube_event_writes_total{result="failed"}[1h]) > 0',
+        example='sum without (instance, pod) (increase(tmc_kube_event_writes_total{result="failed"}[1h])) > 0',
         group="kube",
     ),
 )

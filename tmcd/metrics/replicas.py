@@ -26,7 +26,7 @@ SPLIT_SELF: frozenset[str] = frozenset(
     {"tmc_events_processed_total", "tmc_events_invalid_total", "tmc_event_lag_seconds"}
 )
 """tmcd's own metrics of the events it consumed: split like the events."""
-LEADERS = {"health": "health", "canary": "canary"}
+LEADERS = {"health": "health", "canary": "canary", "kube": "kube"}
 """Catalog group -> the leader-only agent exporting it."""
 ROLLBACK: frozenset[str] = frozenset({"tmc_rollbacks_total", "tmc_rollback_duration_seconds"})
 
