@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client
 
-from tests.helpers import daemon_config, nats_connect, running_daemon, sample
+from tests.helpers import daemon_config, nats_connect, running_daemon, sample, scrape
 from tmcd.runtime.daemon import Daemon
 from tmcd.runtime.embedded import EmbeddedNats
 
@@ -41,8 +41,12 @@ class LiveTmcd:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
-    def metrics(self) -> str:
-        """GET /metrics."""
+    async def metrics(self) -> str:
+        """GET /metrics, on the daemon's loop (a blocking read there would stall the daemon)."""
+        return await scrape(self.http_url)
+
+    def metrics_now(self) -> str:
+        """GET /metrics from the test's thread."""
         with urllib.request.urlopen(f"{self.http_url}/metrics", timeout=10) as r:
             text: str = r.read().decode()
             return text
@@ -58,13 +62,13 @@ class LiveTmcd:
                     out += float(value)
         return out
 
-    def restarts(self) -> float:
+    def restarts(self, text: str) -> float:
         """tmc_agent_restarts_total over every agent."""
-        return self.total(self.metrics(), "tmc_agent_restarts_total")
+        return self.total(text, "tmc_agent_restarts_total")
 
-    def connected(self) -> bool:
+    def connected(self, text: str) -> bool:
         """tmc_nats_connected."""
-        return sample(self.metrics(), "tmc_nats_connected") == 1.0
+        return sample(text, "tmc_nats_connected") == 1.0
 
 
 @contextlib.contextmanager
