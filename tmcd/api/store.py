@@ -21,7 +21,7 @@ import msgspec
 from tmcd.api import errors, jsonbody, patches
 from tmcd.bus import Bus, CasConflictError, KvStore
 from tmcd.config import ApiConfig
-from tmcd.contracts.names import is_valid_name
+from tmcd.contracts.names import InvalidNameError, is_valid_name, validate_name
 from tmcd.resources import writes
 from tmcd.resources.kinds import Kind, kv_key
 from tmcd.resources.validate import validate
@@ -87,7 +87,7 @@ class ResourceStore:
             else:
                 obj = msgspec.convert(body, kind.type)
         except msgspec.ValidationError as exc:
-            raise errors.from_validation(kind.kind, name, exc) from None
+            raise _invalid(kind, name, exc, body) from None
         except msgspec.DecodeError as exc:
             raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
         except RecursionError:
@@ -282,6 +282,35 @@ class ResourceStore:
         except CasConflictError:
             raise errors.conflict(kind.plural, name) from None
         return current
+
+
+_NAME_FIELDS = {"metadata.name": ("name", "resource"), "metadata.namespace": ("namespace", "namespace")}
+
+
+class _Meta(msgspec.Struct):
+    metadata: dict[str, Any] = {}
+
+
+def _invalid(kind: Kind, name: str, exc: msgspec.ValidationError, body: bytes | Mapping[str, Any]) -> errors.ApiError:
+    """422 for a body msgspec refused; a bad name or namespace says what is wrong with it (msgspec's
+    own message only quotes the DNS-1123 regular expression, and the object's name is not known yet)."""
+    err = errors.from_validation(kind.kind, name, exc)
+    field = err.causes[0].field if len(err.causes) == 1 else ""
+    if field not in _NAME_FIELDS:
+        return err
+    key, what = _NAME_FIELDS[field]
+    try:
+        if isinstance(body, bytes | bytearray):
+            value = msgspec.json.decode(body, type=_Meta).metadata[key]
+        else:
+            value = body["metadata"][key]
+        validate_name(value, what)
+    except InvalidNameError as bad:
+        cause = errors.StatusCause(field=field, message=str(bad))
+        return errors.invalid(kind.kind, name or (value if key == "name" else ""), [cause])
+    except (msgspec.DecodeError, RecursionError, LookupError, TypeError):
+        pass
+    return err
 
 
 def _pinned_version(patch_type: str, patch: Any) -> str:
