@@ -294,6 +294,17 @@ def test_every_channel_valid_then_broken_in_every_way(live: LiveTmcd) -> None:
     live.run(exercise(live, cases))
 
 
+def test_a_timestamp_past_year_9999_is_invalid_not_a_crash(live: LiveTmcd) -> None:
+    """A heartbeat from the year 33658 was accepted, and the health agent crashed writing it down as
+    the SyncTarget's lastSyncerHeartbeatTime (and again after each restart, for every such heartbeat)."""
+    cases = []
+    for ch in (s.SYNCER_HEARTBEAT, s.SYNCER_CONN, s.SYNCER_SYNC):
+        cases += [make(Plan(ch, Mutation("set", 0, ("timestamp", ts)), None, None)) for ts in (1e12, 1e308)]
+        cases.append(make(Plan(ch, Mutation("none"), None, None)))
+    assert all(c.invalid is not None and c.invalid.reason == "invalid_fields" for c in cases if not c.plan.valid)
+    live.run(exercise(live, cases))
+
+
 def test_a_status_header_is_not_taken_for_a_status(live: LiveTmcd) -> None:
     """An empty payload with a ``Status`` header looks like JetStream's own status messages (404, 408,
     ...), which carry no reply subject: a stored one does, and is invalid like any empty payload."""

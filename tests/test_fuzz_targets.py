@@ -17,6 +17,7 @@ from tests.fuzz.targets import (
     codec_seeds,
     codec_target,
 )
+from tmcd.contracts.codec import InvalidMessage, decode
 
 _TOKENS = (b"[", b"{", b"}", b"]", b'"', b"\\u0000", b"\\ud800", b"\xff", b"-1", b"1e400", b"null", b",", b":")
 
@@ -81,6 +82,20 @@ REGRESSIONS_API = [
     api_input(0, 2, b'{"status": {"analysisRuns": [{"metrics": [{"name": "x", "evidence": {"a": '
               + b"[" * 900 + b"]" * 900 + b"}}]}]}}"),
 ]  # fmt: skip
+
+
+REGRESSIONS_CODEC = [
+    # a heartbeat from after the year 9999 decoded, and the health agent crashed writing its time down
+    codec_input(0, b'{"cluster": "sim-001", "timestamp": 1e12}'),
+    codec_input(0, b'{"cluster": "sim-001", "timestamp": 1e308}'),
+]
+
+
+@pytest.mark.parametrize("data", REGRESSIONS_CODEC, ids=lambda d: f"codec-{d[0]}-{len(d)}")
+def test_codec_regressions(data: bytes) -> None:
+    codec_target(data)
+    with pytest.raises(InvalidMessage, match="invalid_fields"):
+        decode("tmc.syncer.sim-001.heartbeat", data[2:])
 
 
 @pytest.mark.parametrize("data", REGRESSIONS_API, ids=lambda d: f"api-{d[0]}-{d[1]}-{len(d)}")

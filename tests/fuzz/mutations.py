@@ -21,7 +21,7 @@ from tmcd.contracts.messages import ALL_MESSAGES
 _PLACEHOLDER = "\x00fuzz-placeholder\x00"
 _RAW = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-0", b"1" * 5000, b'"\xff\xfe"', b'"\xed\xa0\x80"', b"tru"]
 """What JSON (or UTF-8) does not allow, or msgspec cannot represent, written where a value goes."""
-NUMBERS = [-1, -1.5, 0, 2**63, 2**64 + 1, 10**30, -(10**30), 1e308, -1e308, 5e-324, 0.1]
+NUMBERS = [-1, -1.5, 0, 2**63, 2**64 + 1, 10**30, -(10**30), 1e12, 1e308, -1e308, 5e-324, 0.1]
 """Huge, negative and odd numbers."""
 
 json_values = st.recursive(
@@ -131,6 +131,7 @@ _APPLY: dict[str, Callable[[Mutation, dict[str, Any]], bytes]] = {
     "unicode": lambda m, d: _with(m, d, m.arg),
     "oversize": lambda m, d: _with(m, d, "x" * m.arg),
     "schema": lambda m, d: msgspec.json.encode({**d, "schema": m.arg}),
+    "set": lambda m, d: msgspec.json.encode({**d, m.arg[0]: m.arg[1]}),
     "truncate": _truncate,
     "bytes": lambda m, d: m.arg,
     "othertype": lambda m, d: encode(EXAMPLES[ALL_MESSAGES[m.arg]]),
@@ -147,6 +148,7 @@ mutations: st.SearchStrategy[Mutation] = st.one_of(
     st.builds(Mutation, st.just("unicode"), _field, st.text(min_size=1, max_size=30)),
     st.builds(Mutation, st.just("oversize"), _field, st.sampled_from([70_000, 600_000])),
     st.builds(Mutation, st.just("schema"), st.just(0), st.sampled_from([0, 2, 99, "1", -1, 1.5, None])),
+    st.builds(Mutation, st.just("set"), st.just(0), st.tuples(st.just("timestamp"), st.sampled_from(NUMBERS))),
     st.builds(Mutation, st.just("truncate"), st.just(0), st.floats(0, 0.99)),
     st.builds(Mutation, st.just("bytes"), st.just(0), st.binary(max_size=64)),
     st.builds(Mutation, st.just("othertype"), st.just(0), st.integers(0, len(ALL_MESSAGES) - 1)),
