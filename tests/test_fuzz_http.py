@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
+import re
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +25,8 @@ from hypothesis import strategies as st
 
 from tests.fuzz.live import LiveTmcd, live_tmcd
 from tests.fuzz.mutations import Mutation, json_values, mutations
-from tests.helpers import new_object, wait_for
+from tests.helpers import new_object
 from tmcd.api.control import ACTIONS
-from tmcd.api.server import API_KEY
 from tmcd.resources.kinds import KINDS
 
 MAX_BYTES = 64 * 1024
@@ -219,6 +218,8 @@ def requests(draw: st.DrawFn) -> Request:
     query = draw(
         st.dictionaries(st.sampled_from(QUERY_KEYS), st.sampled_from(QUERY_VALUES) | st.text(max_size=20), max_size=3)
     )
+    if query.get("watch") in ("1", "true"):
+        query["timeoutSeconds"] = "1"  # a watch streams for up to 30 minutes otherwise
     headers = dict(draw(extra_headers)) if draw(st.integers(0, 4)) == 0 else {}
     body = None
     if method in ("POST", "PUT", "PATCH"):
@@ -255,13 +256,8 @@ def check(live: LiveTmcd, req: Request) -> tuple[int, dict[str, Any] | None]:
 
 @pytest.fixture(scope="module")
 def live(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveTmcd]:
-    with live_tmcd(nats_server_bin, tmp_path_factory.mktemp("fuzz-http"), **{"api.max_object_bytes": MAX_BYTES}) as t:
-
-        async def ready() -> None:
-            t.daemon.http.app[API_KEY].watch_timeout = 0.2  # a watch streams that long at most
-            await wait_for(lambda: _leading(t), timeout=30, what="the daemon to lead every agent")
-
-        t.run(ready())
+    tmp = tmp_path_factory.mktemp("fuzz-http")
+    with live_tmcd(nats_server_bin, tmp, **{"api.max_object_bytes": str(MAX_BYTES)}) as t:
         for k in KINDS:  # the examples exist: requests on their names reach replace, patch and delete
             coll = f"/api/v1/namespaces/shop/{k.plural}" if k.namespaced else f"/api/v1/{k.plural}"
             body = msgspec.json.encode(new_object(k.kind))
@@ -269,18 +265,13 @@ def live(nats_server_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield t
 
 
-async def _leading(live: LiveTmcd) -> bool:
-    text = await live.metrics()
-    return all(live.total(text, "tmc_leader", agent=a) == 1 for a in ("health", "canary", "rollback"))
-
-
 @pytest.fixture
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The daemon logs no traceback (and no RecursionError) while the test runs."""
-    caplog.set_level(logging.DEBUG, logger="tmcd")
+def no_tracebacks(live: LiveTmcd) -> Iterator[None]:
+    """tmcd logs no error and no traceback (a RecursionError above all) while the test runs."""
+    start = live.log_size()
     yield
-    bad = [r for r in caplog.records if r.exc_info or "RecursionError" in r.getMessage() or r.levelno >= logging.ERROR]
-    assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad[:5]]
+    bad = [line for line in live.log_since(start).splitlines() if re.search(r"Traceback|RecursionError| ERROR ", line)]
+    assert not bad, bad[:5]
 
 
 @pytest.mark.timeout(300)
