@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.tmcd-installed
 
 LOCK   := constraints.txt
 
-.PHONY: demo test tools lint pytest schema docs krew lock clean
+.PHONY: demo test tools lint pytest schema docs krew fuzz lock clean
 
 # PIP_CONSTRAINT (not -c) so the pins also reach the isolated build environment (hatchling)
 $(STAMP): pyproject.toml hatch_build.py tmcd/metrics/_fastagg.c tmcd/metrics/_fastagg_fields.h $(LOCK)
@@ -43,6 +43,13 @@ pytest: $(STAMP)
 # `make krew KREW_ARGS=--write-config` also refreshes config/krew/tmc.yaml
 krew: $(STAMP)
 	$(BIN)/python config/krew/build.py $(KREW_ARGS)
+
+# the atheris harnesses of tests/fuzz/, FUZZ_SECONDS each (corpus, dictionary and crashes in build/fuzz/)
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,fuzz]'
+	$(BIN)/python tests/fuzz/fuzz_codec.py -max_total_time=$(FUZZ_SECONDS)
+	$(BIN)/python tests/fuzz/fuzz_api.py -max_total_time=$(FUZZ_SECONDS)
 
 # constraints.txt: the newest releases that satisfy pyproject.toml (dev and fuzz extras included),
 # resolved in a fresh venv; commit the result with the change that needed it
