@@ -429,6 +429,21 @@ def test_channel_lookup_and_wildcards() -> None:
     assert len({ch.template for ch in s.CHANNELS}) == len(s.CHANNELS)
 
 
+def test_a_subject_too_long_to_copy_whole_gets_a_short_dead_letter_subject() -> None:
+    # a publisher's subject may be up to ~4 KiB; `tmc.dead.` in front of it must not overflow tmcd's own
+    # publish line (the server would close tmcd's connection)
+    long = "tmc.syncer." + "\u00e9" * 2040 + ".sync"
+    dead = s.dead_letter_subject(long)
+    assert dead == "tmc.dead.tmc.syncer._toolong." + dead.rsplit(".", 1)[1]
+    assert dead != s.dead_letter_subject(long + "x")
+    many = "tmc.syncer." + "a." * 1000 + "sync"
+    assert len(s.dead_letter_subject(many).encode()) <= s.MAX_DEAD_SUBJECT_BYTES
+    assert s.dead_letter_subject(many).startswith("tmc.dead.tmc.syncer.a.a.")
+    edge = "tmc.syncer." + "a" * (s.MAX_DEAD_SUBJECT_BYTES - 25) + ".sync"  # tmc.dead.<edge>: exactly the limit
+    assert s.dead_letter_subject(edge) == f"tmc.dead.{edge}"
+    assert "_toolong" in s.dead_letter_subject(edge + "x")
+
+
 @pytest.mark.parametrize("ch", s.CHANNELS, ids=CHANNEL_IDS)
 def test_channel_is_consistent_with_its_message(ch: s.Channel) -> None:
     info = msgspec.inspect.type_info(ch.message)

@@ -38,6 +38,8 @@ def decode_request(body: bytes) -> ControlRequest:
         return msgspec.json.decode(body, type=ControlRequest)
     except msgspec.DecodeError as exc:
         raise errors.bad_request(f'the body must be {{"full": bool, "reason": str}}: {exc}') from None
+    except RecursionError:  # unknown fields are refused, but only once the decoder got there
+        raise errors.bad_request('the body must be {"full": bool, "reason": str}: nested too deeply') from None
 
 
 async def send(

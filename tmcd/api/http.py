@@ -159,12 +159,7 @@ def _kind_routes(ctx: ApiContext, kind: Kind) -> list[Route]:
 async def _patch_body(request: web.Request) -> tuple[str, Any]:
     """The patch type (from the media type: 415 for another) and the decoded patch document."""
     media = check_content_type(request, PATCH_TYPES)
-    raw = await request.read()
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
-    return patches.MEDIA_TYPES[media], body
+    return patches.MEDIA_TYPES[media], patches.decode(await request.read())
 
 
 def _control_routes(ctx: ApiContext) -> list[Route]:

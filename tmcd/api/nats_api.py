@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from tmcd import __version__
-from tmcd.api import errors, patches, placement
+from tmcd.api import errors, jsonbody, patches, placement
 from tmcd.api.auth import authorize
 from tmcd.api.context import ApiContext
 from tmcd.api.nats_watch import NatsWatches
@@ -118,13 +118,8 @@ def _handler(ctx: ApiContext, verb: str, kind: Kind) -> Any:
             authorize(ctx.cfg, headers.get("Authorization"), write=verb in WRITES, remote=None)
         except errors.ApiError as err:
             return _error(err)
-        if len(data) > ctx.cfg.max_object_bytes:
-            return _error(errors.too_large(f"the request is {len(data)} bytes, more than api.max_object_bytes"))
         try:
-            req = msgspec.json.decode(data or b"{}", type=ApiRequest)
-        except msgspec.DecodeError as exc:
-            return _error(errors.bad_request(f"request is not a valid {verb} request: {exc}"))
-        try:
+            req = decode_request(verb, data, ctx.cfg.max_object_bytes)
             if verb in ("list", "get"):
                 return Reply(_encoder.encode(await _read(ctx.reads(), verb, kind, req)))
             return Reply(_encoder.encode(await _run(ctx.store(), verb, kind, req)))
@@ -132,6 +127,22 @@ def _handler(ctx: ApiContext, verb: str, kind: Kind) -> Any:
             return _error(err)
 
     return handle
+
+
+def decode_request(verb: str, data: bytes, max_bytes: int) -> ApiRequest:
+    """The body of a ``tmc.api.<verb>.*`` request: 413 beyond ``max_bytes``, 400 when it is not one
+    (or is nested too deeply)."""
+    if len(data) > max_bytes:
+        raise errors.too_large(f"the request is {len(data)} bytes, more than api.max_object_bytes")
+    try:
+        req = msgspec.json.decode(data or b"{}", type=ApiRequest)
+    except msgspec.DecodeError as exc:
+        raise errors.bad_request(f"request is not a valid {verb} request: {exc}") from None
+    except RecursionError:
+        raise jsonbody.too_deep("the request") from None
+    jsonbody.check_depth(req.object, "the request's object")
+    jsonbody.check_depth(req.patch, "the request's patch")
+    return req
 
 
 async def _read(reads: Reads, verb: str, kind: Kind, req: ApiRequest) -> Any:

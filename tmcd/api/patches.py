@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tmcd.api import errors
+from tmcd.api import errors, jsonbody
 
 MERGE = "merge"
 JSON = "json"
@@ -17,6 +17,11 @@ PATCH_TYPES = (MERGE, JSON)
 MEDIA_TYPES = {"application/merge-patch+json": MERGE, "application/json-patch+json": JSON, "application/json": MERGE}
 """PATCH body media types; plain ``application/json`` is a merge patch (as tmcd always took it)."""
 _OPS = frozenset(("add", "remove", "replace", "move", "copy", "test"))
+
+
+def decode(raw: bytes) -> Any:
+    """A patch document from a request body: 400 when it is not JSON or is nested too deeply."""
+    return jsonbody.decode(raw, "the patch")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -33,7 +38,8 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def check(patch_type: str, patch: Any) -> None:
-    """400 for a patch document of the wrong shape."""
+    """400 for a patch document of the wrong shape (or nested too deeply)."""
+    jsonbody.check_depth(patch, "the patch")
     if patch_type == MERGE:
         if not isinstance(patch, dict):
             raise errors.bad_request("a merge patch must be a JSON object")

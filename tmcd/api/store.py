@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from tmcd.api import errors, patches
+from tmcd.api import errors, jsonbody, patches
 from tmcd.bus import Bus, CasConflictError, KvStore
 from tmcd.config import ApiConfig
-from tmcd.contracts.names import is_valid_name
+from tmcd.contracts.names import InvalidNameError, is_valid_name, validate_name
 from tmcd.resources import writes
 from tmcd.resources.kinds import Kind, kv_key
 from tmcd.resources.validate import validate
@@ -87,9 +87,13 @@ class ResourceStore:
             else:
                 obj = msgspec.convert(body, kind.type)
         except msgspec.ValidationError as exc:
-            raise errors.from_validation(kind.kind, name, exc) from None
+            raise _invalid(kind, name, exc, body) from None
         except msgspec.DecodeError as exc:
             raise errors.bad_request(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise jsonbody.too_deep() from None
+        # only the free-form fields (a metric's evidence) can nest: deep ones would fail when copied or read back
+        jsonbody.check_depth(msgspec.to_builtins(obj))
         if name and obj.metadata.name != name:
             raise name_mismatch(obj.metadata.name, name)
         if namespace is not None:
@@ -210,17 +214,22 @@ class ResourceStore:
         pinned = _pinned_version(patch_type, patch)
 
         def apply(current: Any) -> Any:
-            stored = msgspec.to_builtins(current)
-            data = patches.apply(patch_type, stored, patch)
-            if not isinstance(data, dict):
-                raise errors.bad_request("the patched object is not a JSON object")
-            if writes.has_status(kind.type):
-                # only the part the write changes counts: a patched status (or, on /status, spec and
-                # metadata) is ignored before anything is checked
-                data = {**stored, "status": data.get("status")} if status else {**data, "status": stored["status"]}
-            return self.decode(kind, data, name=name)  # a patch that renames the object: 400
+            return self.patched(kind, current, patch, patch_type, status=status)
 
         return await self._retried(kind, namespace, name, pinned, apply, status=status)
+
+    def patched(self, kind: Kind, current: Any, patch: Any, patch_type: str, *, status: bool = False) -> Any:
+        """``current`` with the patch applied and checked as a write of metadata and spec (or, with
+        ``status``, of the status); raises 400/422 ApiErrors.  Pure: the fuzz tests call it too."""
+        stored = msgspec.to_builtins(current)
+        data = patches.apply(patch_type, stored, patch)
+        if not isinstance(data, dict):
+            raise errors.bad_request("the patched object is not a JSON object")
+        if writes.has_status(kind.type):
+            # only the part the write changes counts: a patched status (or, on /status, spec and
+            # metadata) is ignored before anything is checked
+            data = {**stored, "status": data.get("status")} if status else {**data, "status": stored["status"]}
+        return self.decode(kind, data, name=current.metadata.name)  # a patch that renames the object: 400
 
     async def _retried(
         self,
@@ -273,6 +282,35 @@ class ResourceStore:
         except CasConflictError:
             raise errors.conflict(kind.plural, name) from None
         return current
+
+
+_NAME_FIELDS = {"metadata.name": ("name", "resource"), "metadata.namespace": ("namespace", "namespace")}
+
+
+class _Meta(msgspec.Struct):
+    metadata: dict[str, Any] = {}
+
+
+def _invalid(kind: Kind, name: str, exc: msgspec.ValidationError, body: bytes | Mapping[str, Any]) -> errors.ApiError:
+    """422 for a body msgspec refused; a bad name or namespace says what is wrong with it (msgspec's
+    own message only quotes the DNS-1123 regular expression, and the object's name is not known yet)."""
+    err = errors.from_validation(kind.kind, name, exc)
+    field = err.causes[0].field if len(err.causes) == 1 else ""
+    if field not in _NAME_FIELDS:
+        return err
+    key, what = _NAME_FIELDS[field]
+    try:
+        if isinstance(body, bytes | bytearray):
+            value = msgspec.json.decode(body, type=_Meta).metadata[key]
+        else:
+            value = body["metadata"][key]
+        validate_name(value, what)
+    except InvalidNameError as bad:
+        cause = errors.StatusCause(field=field, message=str(bad))
+        return errors.invalid(kind.kind, name or (value if key == "name" else ""), [cause])
+    except (msgspec.DecodeError, RecursionError, LookupError, TypeError):
+        pass
+    return err
 
 
 def _pinned_version(patch_type: str, patch: Any) -> str:

@@ -107,7 +107,9 @@ class PullConsumer:
                 await self._bus.js.add_consumer(self.stream, config)
 
     async def _on_msg(self, msg: Msg) -> None:
-        if not msg.data and msg.headers and _STATUS in msg.headers:
+        # JetStream's own status messages (404, 408, 409, 100) have no reply subject; a stored message
+        # always has one (its ack subject), so an empty one a publisher gave a Status header is not a status
+        if not msg.reply and not msg.data and msg.headers and _STATUS in msg.headers:
             status = msg.headers[_STATUS]
             if status in _DONE_STATUSES:
                 self._done.set()

@@ -373,7 +373,7 @@ class Bus:
                 self._dead_letter_soon(msg.subject, msg.data, err)
                 bad = ControlReply(ok=False, code=400, message=f"{err.reason}: {err.detail}", timestamp=self._clock())
                 if msg.reply:
-                    await msg.respond(encode(bad))
+                    await self._reply(msg, encode(bad))
                 return
             try:
                 reply = await handler(Delivery(msg.subject, decoded, msg.headers))
@@ -382,11 +382,15 @@ class Bus:
                 reply = ControlReply(ok=False, code=500, message=repr(exc), timestamp=self._clock())
             self._metrics.events_processed.labels("core").inc()
             if msg.reply:
-                await msg.respond(encode(reply))
+                await self._reply(msg, encode(reply))
 
         sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
         await self.nc.flush()  # the server knows the interest once this returns
         return sub
+
+    async def _reply(self, msg: Msg, data: bytes) -> None:
+        # not msg.respond(): it copies the request's headers (a `Status: 503` reads as "no responders")
+        await self.nc.publish(msg.reply, data)
 
     # -- JetStream ---------------------------------------------------------
 

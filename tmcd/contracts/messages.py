@@ -20,14 +20,15 @@ Schema = Annotated[
     int,
     Meta(ge=1, description="Message schema version; receivers reject versions they do not know."),
 ]
-Timestamp = Annotated[float, Meta(ge=0, description="Unix time in seconds when this was observed.")]
+# 9999-12-31T23:59:59Z, the last instant RFC 3339 (and datetime) can write: tmcd writes timestamps down
+MAX_TIMESTAMP = 253402300799.0
+Timestamp = Annotated[float, Meta(ge=0, le=MAX_TIMESTAMP, description="Unix time in seconds when this was observed.")]
 # No regex here (it would run for every event of a batch): a cluster name is checked as
 # a DNS-1123 label where it matters, as the subject token the payload must equal.
 Cluster = Annotated[
     str,
     Meta(min_length=1, max_length=63, description="Cluster (SyncTarget) name, a DNS-1123 label."),
 ]
-Seconds = Annotated[float, Meta(ge=0)]
 
 
 class Message(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=False):

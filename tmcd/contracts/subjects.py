@@ -8,6 +8,7 @@ channel and parameters.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -308,9 +309,29 @@ def channel(channel_id: str) -> Channel:
     raise KeyError(channel_id)
 
 
+MAX_DEAD_SUBJECT_BYTES = 1024
+"""The longest dead-letter subject tmcd publishes.  Its publish line (``HPUB <subject> <sizes>``) must
+fit the server's control line (4 KiB by default) or the server closes tmcd's connection; a publisher
+can send a subject only a little shorter than that, so ``tmc.dead.`` in front may not fit."""
+
+
 def dead_letter_subject(subject: str) -> str:
-    """Where a malformed message received on ``subject`` is copied."""
-    return f"{DEAD_PREFIX}.{subject}"
+    """Where a malformed message received on ``subject`` is copied: ``tmc.dead.<subject>``.
+
+    A subject too long for that keeps the tokens that fit within :data:`MAX_DEAD_SUBJECT_BYTES`
+    and ends in ``_toolong.<hash of the subject>`` (the dead letter's ``Tmc-Subject`` header has it whole).
+    """
+    dead = f"{DEAD_PREFIX}.{subject}"
+    if len(dead.encode("utf-8", "surrogateescape")) <= MAX_DEAD_SUBJECT_BYTES:
+        return dead
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    kept, room = [DEAD_PREFIX], MAX_DEAD_SUBJECT_BYTES - len(DEAD_PREFIX) - len("._toolong.") - len(digest)
+    for token in subject.split("."):
+        room -= len(token.encode("utf-8", "surrogateescape")) + 1
+        if room < 0:
+            break
+        kept.append(token)
+    return ".".join([*kept, "_toolong", digest])
 
 
 # Builders for the common subjects (each validates its names).
