@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from msgspec import inspect as mi
 from openapi_schema_validator import OAS30Validator
 
 from tests import tools
+from tests.kubediscovery import discovery_kubeconfig
 from tmcd.cli.main import cli
 from tmcd.kubectl import columns as kubectl_columns
 from tmcd.kubectl.kinds import by_kind as cli_kind
@@ -439,48 +438,10 @@ _DISCOVERY = {
 }
 
 
-class _Discovery(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        doc = _DISCOVERY.get(self.path.partition("?")[0])
-        code = 200 if doc is not None else 404
-        if doc is None:
-            doc = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def kubeconfig(tmp_path: Path) -> Iterator[Path]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discovery)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    path = tmp_path / "kubeconfig"
-    cluster = {"name": "t", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
-                "users": [{"name": "u", "user": {}}],
-                "current-context": "t",
-            }
-        )
-    )
-    try:
+    with discovery_kubeconfig(tmp_path / "kubeconfig", lambda: _DISCOVERY) as path:
         yield path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_kubectl_applies_every_crd_in_a_dry_run(kubeconfig: Path, tmp_path: Path) -> None:

@@ -8,11 +8,8 @@ the Deployment's Pods."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import yaml
 
 from tests import tools
 from tests.dockerfile import image
+from tests.kubediscovery import discovery_kubeconfig
 from tmcd import __version__
 from tmcd.cli.main import cli as tmcd_cli
 from tmcd.config import env_warnings, load_config, parse_listen
@@ -221,39 +219,10 @@ def _discovery() -> dict[str, Any]:
     return out
 
 
-class _Discovery(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        doc = _discovery().get(self.path.partition("?")[0])
-        code = 200 if doc is not None else 404
-        if doc is None:
-            doc = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def kubeconfig(tmp_path: Path) -> Iterator[Path]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Discovery)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    path = tmp_path / "kubeconfig"
-    cluster = {"name": "t", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}
-    context = {"name": "t", "context": {"cluster": "t", "user": "u", "namespace": "tmc-system"}}
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [cluster], "contexts": [context],
-                                "users": [{"name": "u", "user": {}}], "current-context": "t"}))  # fmt: skip
-    try:
+    with discovery_kubeconfig(tmp_path / "kubeconfig", _discovery, namespace="tmc-system") as path:
         yield path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def test_kubectl_accepts_every_manifest_in_a_dry_run(kubeconfig: Path, tmp_path: Path) -> None:
