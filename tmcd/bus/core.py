@@ -453,7 +453,7 @@ class Bus:
         primary: bool = True,
         start_time: float | None = None,
     ) -> None:
-        """Run a durable pull consumer (ack-all per batch) until ``stop`` is set.
+        """Run a durable pull consumer (the batch acknowledged message by message once processed) until ``stop`` is set.
 
         ``handler`` may be a plain function (the hot path: called inline, no task per
         message) or a coroutine function.  Malformed messages are dead-lettered and acked
