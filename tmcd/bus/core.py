@@ -25,7 +25,15 @@ from tmcd.bus.errors import BusError, NotConnectedError, reason_of
 from tmcd.bus.kv import KvStore
 from tmcd.bus.metrics import BusMetrics
 from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, classify, connect_failure, describe
-from tmcd.bus.options import backoff_delay, credential_options, display_url, server_text, servers, tls_context
+from tmcd.bus.options import (
+    backoff_delay,
+    credential_options,
+    display_url,
+    next_server,
+    server_text,
+    servers,
+    tls_context,
+)
 from tmcd.bus.provision import KV_BUCKETS, provision
 from tmcd.bus.service import Endpoint, Service, StreamEndpoint, start_service
 from tmcd.config import Config, NatsConfig
@@ -115,8 +123,7 @@ class Bus:
         cfg = self._cfg
 
         def reconnect_to(servers_: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
-            attempt = max((s.reconnects for s in servers_), default=0)
-            return None, backoff_delay(attempt, cfg.reconnect_wait_min, cfg.reconnect_wait_max)
+            return next_server(servers_, cfg.reconnect_wait_min, cfg.reconnect_wait_max)
 
         async def on_disconnect() -> None:
             if self._closing:
