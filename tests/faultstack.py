@@ -95,8 +95,10 @@ class Replica:
         assert code == 201, body
 
     async def status(self, name: str) -> dict[str, Any]:
-        """A CanaryRollout's status."""
+        """A CanaryRollout's status; ``{}`` while the API answers 503/504 (NATS failing over)."""
         code, body = await self.get(f"{BASE}/canaryrollouts/{name}")
+        if code in (503, 504):
+            return {}
         assert code == 200, body
         return dict(body.get("status") or {})
 
@@ -125,14 +127,14 @@ class Replica:
         raise AssertionError("no VmRSS")
 
 
-def template(name: str, interval: float = 1.0, count: int = 3) -> dict[str, Any]:
+def template(name: str, interval: float = 1.0, count: int = 3, inconclusive: int = 2) -> dict[str, Any]:
     """An AnalysisTemplate comparing the canary's error ratio with stable's."""
     condition = {"comparison": {"test": "proportion", "maxIncrease": 1.0, "maxDifference": 0.005, "confidence": 0.95}}
     metric = {
         "name": "error-ratio",
         "interval": interval,
         "count": count,
-        "inconclusiveLimit": 2,
+        "inconclusiveLimit": inconclusive,
         "provider": {"nats": {"metric": "error_ratio"}},
         "condition": condition,
     }
@@ -214,6 +216,13 @@ class Stack:
         """The last lines of every log (for a failure message: a CI run keeps no files)."""
         return "\n".join(self.tail(p, lines) for p in sorted(self.tmp.glob("*.log")))
 
+    @staticmethod
+    async def stop(proc: Any, timeout: float = 20.0) -> None:
+        """SIGTERM a process and wait for it."""
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), timeout)
+
     async def close(self) -> None:
         """Kill whatever still runs."""
         for p in self.procs:
@@ -274,6 +283,36 @@ async def consumer_state(urls: list[str], stream: str, durable: str) -> Any:
         return await nc.jetstream().consumer_info(stream, durable)
     finally:
         await nc.close()
+
+
+async def jetstream_report(urls: list[str]) -> str:
+    """Every stream and consumer: leader, replicas, state (for a failure message)."""
+    try:
+        nc = await nats_connect(urls)
+    except Exception as exc:
+        return f"(no JetStream report: {exc!r})"
+    out = []
+    try:
+        js = nc.jetstream()
+        for st in await js.streams_info():
+            c = st.cluster
+            peers = (
+                " ".join(f"{p.name}:{'current' if p.current else f'lag={p.lag}'}" for p in (c.replicas or []))
+                if c
+                else ""
+            )
+            state = f"msgs={st.state.messages} last={st.state.last_seq}"
+            out.append(f"{st.config.name} leader={c.leader if c else None} [{peers}] {state}")
+            for ci in await js.consumers_info(st.config.name):
+                out.append(
+                    f"  {ci.name} leader={ci.cluster.leader if ci.cluster else None} pending={ci.num_pending} "
+                    f"ack_pending={ci.num_ack_pending} floor={ci.ack_floor.stream_seq} waiting={ci.num_waiting}"
+                )
+    except Exception as exc:
+        out.append(f"(report cut short: {exc!r})")
+    finally:
+        await nc.close()
+    return "\n".join(out)
 
 
 async def last_seq(urls: list[str], stream: str) -> int:
