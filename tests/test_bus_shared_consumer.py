@@ -102,3 +102,52 @@ async def test_an_ack_all_consumer_of_an_older_tmcd_goes_on_from_its_ack_floor(
     finally:
         await bus.close()
         await nc.close()
+
+
+async def test_a_message_delivered_again_after_it_was_handled_is_not_handled_twice(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """What a nats-server restart can do (it forgets deliveries whose acks it had not stored yet),
+    played by deleting the durable consumer under the running one: everything comes again."""
+    from nats.js import api
+
+    nc = await nats_connect(nats_server.url)
+    bus = await _bus(nats_server.url, tmp_path)
+    try:
+        js = nc.jetstream()
+        for i in range(1, 11):
+            await js.publish(subjects.syncer_heartbeat(f"c{i:03d}"), heartbeat(i))
+        seen: list[str] = []
+
+        async def counts(d: Delivery[Any]) -> None:
+            seen.append(d.msg.cluster)
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(bus.consume(STREAM, "again", counts, stop, batch=4, fetch_timeout=0.2))
+        await wait_for(lambda: len(seen) >= 10, what="the first ten handled")
+        await js.delete_consumer(STREAM, "again")
+        await js.add_consumer(STREAM, api.ConsumerConfig(durable_name="again", ack_policy=api.AckPolicy.EXPLICIT))
+        for i in range(11, 16):
+            await js.publish(subjects.syncer_heartbeat(f"c{i:03d}"), heartbeat(i))
+        await wait_for(lambda: len(seen) >= 15, what="the new ones handled")
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(STREAM, "again")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await wait_for(all_acked, what="everything acknowledged, the old ones again")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert seen == [f"c{i:03d}" for i in range(1, 16)]
+    finally:
+        await bus.close()
+        await nc.close()
+
+
+def test_seen_is_a_bounded_window() -> None:
+    from tmcd.bus.consumer import Seen
+
+    seen = Seen(3)
+    assert [seen.first_time(s) for s in (1, 2, 3, 2, 4)] == [True, True, True, False, True]
+    assert seen.first_time(1)  # out of the window: handled again (the server keeps fewer outstanding)
+    assert not seen.first_time(4) and seen.first_time(7) and seen.first_time(5)

@@ -8,6 +8,11 @@ request and the acks, written into the client's buffer in one go.
 Every message is acknowledged on its own (ack policy explicit): replicas share the durable
 consumer, and a cumulative ack (ack-all) from one replica would also acknowledge the messages
 another replica has been handed but not processed yet — lost if that replica dies.
+
+A message delivered again that this consumer has already handled (its ack was lost, or the
+server restarted and forgot the delivery) is acknowledged again and not handled twice: the
+consumer remembers the stream sequences of its last ``max_ack_pending`` messages, as many as the
+server can have outstanding.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import datetime as dt
 import inspect
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,6 +41,27 @@ SyncHandler = Callable[[Any], None]
 AsyncHandler = Callable[[Any], Awaitable[None]]
 _STATUS = "Status"
 _DONE_STATUSES = frozenset({"404", "408", "409"})
+
+
+class Seen:
+    """The stream sequences of the last ``size`` messages handled (a bounded window)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._order: deque[int] = deque()
+        self._set: set[int] = set()
+        self._high = 0
+
+    def first_time(self, seq: int) -> bool:
+        """Record ``seq``; False when it was handled already (within the window)."""
+        if seq <= self._high and seq in self._set:
+            return False
+        self._set.add(seq)
+        self._order.append(seq)
+        if len(self._order) > self._size:
+            self._set.discard(self._order.popleft())
+        self._high = max(self._high, seq)
+        return True
 
 
 class PullConsumer:
@@ -80,7 +107,10 @@ class PullConsumer:
         self._last: Msg | None = None
         self._acks: list[str] = []
         """Ack subjects of the processed messages of the current batch."""
+        self._seen = Seen(self._max_ack_pending)
         self.processed = 0
+        self.duplicates = 0
+        """Messages delivered again after this consumer handled them (acknowledged, not handled)."""
 
     async def _ensure_consumer(self) -> None:
         config = api.ConsumerConfig(
@@ -126,7 +156,10 @@ class PullConsumer:
             elif status != "100":  # 100 = idle heartbeat / flow control
                 log.debug("%s/%s: status %s %s", self.stream, self.durable, status, msg.headers.get("Description"))
             return
-        if self._is_async:
+        if msg.reply and not self._seen.first_time(msg.metadata.sequence.stream):
+            self.duplicates += 1
+            log.debug("%s/%s: %s delivered again; handled already", self.stream, self.durable, msg.reply)
+        elif self._is_async:
             await self._bus.handle_delivery(msg, cast(AsyncHandler, self._handler), self._label)
         else:
             self._bus.handle_delivery_sync(msg, cast(SyncHandler, self._handler), self._label)
