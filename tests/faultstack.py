@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
+from nats.js import api
 
 from tests.helpers import free_port, nats_connect, wait_for, wait_ready
 from tmcd.contracts.codec import decode, decode_as
@@ -254,22 +255,25 @@ async def sync_events_by_seq(urls: list[str], stream: str = "TMC_SYNCER") -> dic
     out: dict[int, int] = {}
     try:
         js = nc.jetstream()
-        last = (await js.stream_info(stream)).state.last_seq
-        if last == 0:
+        info = (await js.stream_info(stream)).state
+        if info.messages == 0:
             return out
-        sub = await js.pull_subscribe("tmc.syncer.>", stream=stream)  # ephemeral
+        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0)
+        sub = await js.pull_subscribe("tmc.syncer.>", stream=stream, config=config)  # ephemeral, no acks
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
         try:
-            while True:
-                for msg in await sub.fetch(1000, timeout=10):
+            while len(out) < info.messages:
+                assert loop.time() < deadline, f"read {len(out)} of {info.messages} messages of {stream}"
+                try:
+                    msgs = await sub.fetch(200, timeout=5)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
                     decoded = decode(msg.subject, msg.data)
-                    seq = msg.metadata.sequence.stream
-                    out[seq] = (
-                        len(decoded.events)
-                        if isinstance(decoded, SyncEventBatch)
-                        else int(isinstance(decoded, SyncEvent))
-                    )
-                    if seq >= last:
-                        return out
+                    n = len(decoded.events) if isinstance(decoded, SyncEventBatch) else isinstance(decoded, SyncEvent)
+                    out[msg.metadata.sequence.stream] = int(n)
+            return out
         finally:
             await sub.unsubscribe()
     finally:
