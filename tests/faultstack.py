@@ -26,7 +26,7 @@ CLUSTERS = 6
 BASE = "/api/v1/namespaces/shop"
 FAST = {
     "TMCD_CONSUMER_FETCH_TIMEOUT": "0.2",
-    "TMCD_CONSUMER_ACK_WAIT": "2",  # a killed replica's unacknowledged messages go to another in 2 s
+    "TMCD_CONSUMER_ACK_WAIT": "5",  # a killed replica's unacknowledged messages go to another in 5 s
     "TMCD_HEALTH_INTERVAL": "0.2",
     "TMCD_HEALTH_STARTUP_GRACE": "0",
     "TMCD_HEALTH_SUCCESS_THRESHOLD": "0",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.helpers import wait_for
 from tmcd.bus import Bus
-from tmcd.bus.options import next_server
+from tmcd.bus.options import next_try
 from tmcd.config import NatsConfig
 from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.selfmetrics import SelfMetrics
@@ -27,11 +27,11 @@ class S:
 def test_next_server_moves_on_from_the_one_that_failed() -> None:
     rng = random.Random(1)
     dead, other, third = S("dead", 1), S("other"), S("third")
-    picked, delay = next_server([dead, other, third], 0.5, 30.0, rng)
+    picked, delay = next_try([dead, other, third], 0.5, 30.0, rng)
     assert picked is other and 0.25 <= delay <= 0.5  # an untried server after the short delay
-    picked, delay = next_server([S("a", 3), S("b", 2)], 0.5, 30.0, rng)
+    picked, delay = next_try([S("a", 3), S("b", 2)], 0.5, 30.0, rng)
     assert picked is not None and picked.name == "b" and 0.25 * 4 <= delay <= 0.5 * 4  # all failed: back off
-    assert next_server([], 0.5, 30.0, rng) == (None, 0.5)
+    assert next_try([], 0.5, 30.0, rng) == (None, 0.5)
 
 
 async def test_a_bus_on_two_servers_reconnects_to_the_live_one(nats_server_bin: str, tmp_path: Path) -> None:

@@ -25,15 +25,7 @@ from tmcd.bus.errors import BusError, NotConnectedError, reason_of
 from tmcd.bus.kv import KvStore
 from tmcd.bus.metrics import BusMetrics
 from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, classify, connect_failure, describe
-from tmcd.bus.options import (
-    backoff_delay,
-    credential_options,
-    display_url,
-    next_server,
-    server_text,
-    servers,
-    tls_context,
-)
+from tmcd.bus.options import backoff_delay, credential_options, display_url, next_try, server_text, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
 from tmcd.bus.service import Endpoint, Service, StreamEndpoint, start_service
 from tmcd.config import Config, NatsConfig
@@ -122,9 +114,6 @@ class Bus:
     def _options(self) -> dict[str, Any]:
         cfg = self._cfg
 
-        def reconnect_to(servers_: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
-            return next_server(servers_, cfg.reconnect_wait_min, cfg.reconnect_wait_max)
-
         async def on_disconnect() -> None:
             if self._closing:
                 log.debug("disconnected from NATS (closing)")
@@ -164,7 +153,9 @@ class Bus:
             # switched to -1 (forever) as soon as the first connection is up.
             "max_reconnect_attempts": 1,
             "reconnect_time_wait": cfg.reconnect_wait_min,
-            "reconnect_to_server_handler": reconnect_to,
+            "reconnect_to_server_handler": lambda pool, _info: next_try(
+                pool, cfg.reconnect_wait_min, cfg.reconnect_wait_max
+            ),
             "disconnected_cb": on_disconnect,
             "reconnected_cb": on_reconnect,
             "error_cb": on_error,

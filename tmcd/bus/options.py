@@ -20,7 +20,7 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random | No
 
 
 class PoolServer(Protocol):
-    """What :func:`next_server` reads of a server in nats-py's reconnect pool."""
+    """What :func:`next_try` reads of a server in nats-py's reconnect pool."""
 
     reconnects: int
 
@@ -28,7 +28,7 @@ class PoolServer(Protocol):
 S = TypeVar("S", bound=PoolServer)
 
 
-def next_server(pool: Sequence[S], low: float, high: float, rng: random.Random | None = None) -> tuple[S | None, float]:
+def next_try(pool: Sequence[S], low: float, high: float, rng: random.Random | None = None) -> tuple[S | None, float]:
     """The server to reconnect to and the delay before trying it: the one tried least since the
     last connection (the pool's first among equals: nats-py shuffles it), after a backoff by its
     own failed attempts.  Moving on matters on a cluster: nats-py, given no server, takes the
