@@ -13,6 +13,7 @@ import pytest
 
 from tests import tools
 from tests.helpers import NatsWithConfig, nats_connect
+from tests.natscluster import NatsCluster
 from tmcd.runtime.embedded import EmbeddedNats, find_binary
 
 
@@ -82,6 +83,18 @@ def serve(nats_server_bin: str, tmp_path: Path) -> Iterator[NatsWithConfig]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+async def nats_cluster(nats_server_bin: str, tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    """A per-test three-node nats-server cluster with JetStream (a meta leader elected), on
+    loopback ports; nodes can be killed and restarted (see :mod:`tests.natscluster`)."""
+    cluster = NatsCluster(nats_server_bin, tmp_path / "cluster")
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
 
 
 @pytest.fixture(autouse=True)

@@ -84,9 +84,10 @@ async def wait_for(
         await asyncio.sleep(step)
 
 
-async def nats_connect(url: str) -> Client:
+async def nats_connect(url: str | list[str]) -> Client:
     """A plain NATS connection for a test, as the bus's client class: its flush() returns once the
-    server has seen every SUB and PUB made before it (nats-py's own may return earlier)."""
+    server has seen every SUB and PUB made before it (nats-py's own may return earlier).  A list
+    names the nodes of a cluster."""
     nc = ReportingClient()
     await nc.connect(url)
     return nc

@@ -1,9 +1,18 @@
 """A fast durable pull consumer: hand-written pull requests into a callback subscription,
-one cumulative ack (ack-all) per batch.
+the batch's acks sent together once it is processed.
 
 nats-py's stock ``fetch()`` costs ~50 µs a message (a task and a ``wait_for`` each); here
-messages are handled inline in the subscription callback, and the only per-batch I/O is
-one pull request and one ack.
+messages are handled inline in the subscription callback, and the per-batch I/O is one pull
+request and the acks, written into the client's buffer in one go.
+
+Every message is acknowledged on its own (ack policy explicit): replicas share the durable
+consumer, and a cumulative ack (ack-all) from one replica would also acknowledge the messages
+another replica has been handed but not processed yet — lost if that replica dies.
+
+A message delivered again that this consumer has already handled (its ack was lost, or the
+server restarted and forgot the delivery) is acknowledged again and not handled twice: the
+consumer remembers the stream sequences of its last ``max_ack_pending`` messages, as many as the
+server can have outstanding.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import datetime as dt
 import inspect
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,6 +41,27 @@ SyncHandler = Callable[[Any], None]
 AsyncHandler = Callable[[Any], Awaitable[None]]
 _STATUS = "Status"
 _DONE_STATUSES = frozenset({"404", "408", "409"})
+
+
+class Seen:
+    """The stream sequences of the last ``size`` messages handled (a bounded window)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._order: deque[int] = deque()
+        self._set: set[int] = set()
+        self._high = 0
+
+    def first_time(self, seq: int) -> bool:
+        """Record ``seq``; False when it was handled already (within the window)."""
+        if seq <= self._high and seq in self._set:
+            return False
+        self._set.add(seq)
+        self._order.append(seq)
+        if len(self._order) > self._size:
+            self._set.discard(self._order.popleft())
+        self._high = max(self._high, seq)
+        return True
 
 
 class PullConsumer:
@@ -74,12 +105,17 @@ class PullConsumer:
         self._done = asyncio.Event()
         self._received = 0
         self._last: Msg | None = None
+        self._acks: list[str] = []
+        """Ack subjects of the processed messages of the current batch."""
+        self._seen = Seen(self._max_ack_pending)
         self.processed = 0
+        self.duplicates = 0
+        """Messages delivered again after this consumer handled them (acknowledged, not handled)."""
 
     async def _ensure_consumer(self) -> None:
         config = api.ConsumerConfig(
             durable_name=self.durable,
-            ack_policy=api.AckPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=self._ack_wait,
             max_ack_pending=self._max_ack_pending,
             deliver_policy=api.DeliverPolicy.ALL,
@@ -94,15 +130,21 @@ class PullConsumer:
                 await self._bus.js.delete_consumer(self.stream, self.durable)
         try:
             await self._bus.js.add_consumer(self.stream, config)
-        except js_errors.BadRequestError:
+        except js_errors.APIError:  # exists with another config (a changed ack policy is a 500: 10012)
             info = await self._bus.js.consumer_info(self.stream, self.durable)
-            if info.config.ack_policy != api.AckPolicy.ALL:
+            if info.config.ack_policy != api.AckPolicy.EXPLICIT:
+                # made by an older tmcd (ack-all): the ack policy cannot change in place; go on
+                # from the first message it has not acknowledged
+                start = info.ack_floor.stream_seq + 1
                 log.warning(
-                    "consumer %s/%s has ack policy %s; recreating it with ack-all",
+                    "consumer %s/%s has ack policy %s; recreating it with explicit acks from stream sequence %d",
                     self.stream,
                     self.durable,
                     info.config.ack_policy,
+                    start,
                 )
+                config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = start
                 await self._bus.js.delete_consumer(self.stream, self.durable)
                 await self._bus.js.add_consumer(self.stream, config)
 
@@ -116,11 +158,15 @@ class PullConsumer:
             elif status != "100":  # 100 = idle heartbeat / flow control
                 log.debug("%s/%s: status %s %s", self.stream, self.durable, status, msg.headers.get("Description"))
             return
-        if self._is_async:
+        if msg.reply and not self._seen.first_time(msg.metadata.sequence.stream):
+            self.duplicates += 1
+            log.debug("%s/%s: %s delivered again; handled already", self.stream, self.durable, msg.reply)
+        elif self._is_async:
             await self._bus.handle_delivery(msg, cast(AsyncHandler, self._handler), self._label)
         else:
             self._bus.handle_delivery_sync(msg, cast(SyncHandler, self._handler), self._label)
         self._last = msg
+        self._acks.append(msg.reply)
         self._received += 1
         if self._received >= self._batch:
             self._done.set()
@@ -132,11 +178,14 @@ class PullConsumer:
         await self._bus.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}", body, reply=self._inbox)
 
     async def _finish_batch(self) -> int | None:
-        """Ack everything up to the last processed message; returns its stream sequence."""
+        """Ack every processed message of the batch; returns the last one's stream sequence."""
         last, self._last = self._last, None
+        acks, self._acks = self._acks, []
         if last is None:
             return None
-        await last.ack()
+        publish = self._bus.nc.publish
+        for subject in acks:
+            await publish(subject, b"")
         meta = last.metadata
         if self._on_pending is not None:
             self._on_pending(meta.num_pending)

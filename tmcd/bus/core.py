@@ -25,7 +25,7 @@ from tmcd.bus.errors import BusError, NotConnectedError, reason_of
 from tmcd.bus.kv import KvStore
 from tmcd.bus.metrics import BusMetrics
 from tmcd.bus.natserrors import NatsErrorLog, ReportingClient, classify, connect_failure, describe
-from tmcd.bus.options import backoff_delay, credential_options, display_url, server_text, servers, tls_context
+from tmcd.bus.options import backoff_delay, credential_options, display_url, next_try, server_text, servers, tls_context
 from tmcd.bus.provision import KV_BUCKETS, provision
 from tmcd.bus.service import Endpoint, Service, StreamEndpoint, start_service
 from tmcd.config import Config, NatsConfig
@@ -114,10 +114,6 @@ class Bus:
     def _options(self) -> dict[str, Any]:
         cfg = self._cfg
 
-        def reconnect_to(servers_: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
-            attempt = max((s.reconnects for s in servers_), default=0)
-            return None, backoff_delay(attempt, cfg.reconnect_wait_min, cfg.reconnect_wait_max)
-
         async def on_disconnect() -> None:
             if self._closing:
                 log.debug("disconnected from NATS (closing)")
@@ -157,7 +153,9 @@ class Bus:
             # switched to -1 (forever) as soon as the first connection is up.
             "max_reconnect_attempts": 1,
             "reconnect_time_wait": cfg.reconnect_wait_min,
-            "reconnect_to_server_handler": reconnect_to,
+            "reconnect_to_server_handler": lambda pool, _info: next_try(
+                pool, cfg.reconnect_wait_min, cfg.reconnect_wait_max
+            ),
             "disconnected_cb": on_disconnect,
             "reconnected_cb": on_reconnect,
             "error_cb": on_error,
@@ -457,7 +455,7 @@ class Bus:
         primary: bool = True,
         start_time: float | None = None,
     ) -> None:
-        """Run a durable pull consumer (ack-all per batch) until ``stop`` is set.
+        """Run a durable pull consumer (the batch acknowledged message by message once processed) until ``stop`` is set.
 
         ``handler`` may be a plain function (the hot path: called inline, no task per
         message) or a coroutine function.  Malformed messages are dead-lettered and acked

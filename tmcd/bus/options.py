@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from tmcd.config import NatsConfig
@@ -16,6 +17,26 @@ def backoff_delay(attempt: int, low: float, high: float, rng: random.Random | No
     base = min(high, low * 2.0 ** min(attempt, 32))
     r = (rng or random).random()
     return float(max(low / 2, base * (0.5 + r / 2)))
+
+
+class PoolServer(Protocol):
+    """What :func:`next_try` reads of a server in nats-py's reconnect pool."""
+
+    reconnects: int
+
+
+S = TypeVar("S", bound=PoolServer)
+
+
+def next_try(pool: Sequence[S], low: float, high: float, rng: random.Random | None = None) -> tuple[S | None, float]:
+    """The server to reconnect to and the delay before trying it: the one tried least since the
+    last connection (the pool's first among equals: nats-py shuffles it), after a backoff by its
+    own failed attempts.  Moving on matters on a cluster: nats-py, given no server, takes the
+    pool's first every time, and that may be the node that died."""
+    if not pool:
+        return None, low
+    server = min(pool, key=lambda s: s.reconnects)
+    return server, backoff_delay(server.reconnects, low, high, rng)
 
 
 def tls_context(cfg: NatsConfig) -> ssl.SSLContext | None:

@@ -93,8 +93,11 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = -1,
         config_file: Path | None = None,
+        name: str = "",
     ) -> None:
         self.binary = binary
+        self.name = name or f"tmcd-{os.getpid()}"
+        """The server name (``-n``): each node of a cluster needs its own."""
         self.config_file = config_file
         self.store_dir = store_dir
         self.host = host
@@ -123,7 +126,7 @@ class EmbeddedNats:
             "-sd",
             str(self.store_dir),
             "-n",
-            f"tmcd-{os.getpid()}",
+            self.name,
         ]
         if self.config_file is not None:
             cmd += ["-c", str(self.config_file)]
