@@ -336,3 +336,33 @@ async def test_a_restart_with_an_action_recorded_but_not_applied_applies_it_once
 
     await wait_for(next_step, what="the step after the re-applied one")
     assert [c[0] for c in stack.router.calls[calls:]] == [50]  # applied once more, nothing else
+
+
+async def test_a_step_whose_event_cannot_be_stored_stays_applying_until_it_is(stack: Stack) -> None:
+    """The event log is the record of applied steps: a step is Applied only once its event is in
+    TMC_EVENTS (a NATS node lost mid-step made the publish fail and the step's event vanish)."""
+    await stack.start_agent()
+    await stack.rollout("told")
+    await wait_for(lambda: _applied(stack, "told", 20), what="weight 20 applied")
+    js = stack.bus.nc.jetstream()
+    info = await js.stream_info("TMC_EVENTS")
+    subjects_before = list(info.config.subjects or [])
+    info.config.subjects = [s for s in subjects_before if s != "tmc.canary.>"]
+    await js.update_stream(info.config)  # canary events have no stream now: their publish fails
+    try:
+        for _ in range(60):  # the analysis passes; weight 50 is applied, but cannot be told
+            if sum(1 for c in stack.router.calls if c[0] == 50) >= 2:
+                break  # applied again: the first time did not count
+            await stack.window("told")
+        assert sum(1 for c in stack.router.calls if c[0] == 50) >= 2, stack.router.calls
+        r = await stack.get("told")
+        assert r.status.action is not None and r.status.action.weight == 50
+        assert r.status.action.state == "Applying"
+    finally:
+        info.config.subjects = subjects_before
+        await js.update_stream(info.config)
+    stack.agent.wake()  # type: ignore[union-attr]
+    await wait_for(lambda: _applied(stack, "told", 50), timeout=15, what="weight 50 applied once told")
+    steps = [e for e in await stack.events("told") if e.type == "step" and "generation" in e.evidence]
+    gens = [e.evidence["generation"] for e in steps]
+    assert len(gens) == len(set(gens)) and [e.evidence.get("weight") for e in steps][-1:] == [50], steps

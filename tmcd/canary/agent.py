@@ -435,8 +435,10 @@ class CanaryAgent:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         try:
             await ctx.bus.js_publish(subjects.canary_event(ns, name), event, headers=headers)
-        except BusError as exc:  # the status is written; only the event is lost
-            log.warning("canary %s/%s: event not published: %s", ns, name, exc)
+        except BusError as exc:
+            if msg_id:  # a step's event: the action stays Applying and is applied (and told) again
+                raise
+            log.warning("canary %s/%s: event not published: %s", ns, name, exc)  # the status is written
 
     # -- control ------------------------------------------------------------------------------------
 

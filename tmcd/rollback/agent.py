@@ -240,8 +240,8 @@ class RollbackAgent:
         else:
             await self.plane.remove_placement(r)
         status, ev = stage_applied(r, ctx.clock(), images)
-        if ev is not None:
-            await self._event(ctx, r, status, ev)
+        if ev is not None:  # in the stream before the stage is Applied: a lost event means applied again
+            await self._event(ctx, r, status, ev, strict=True)
         await self._write(entry.key, entry, status)
 
     async def _stage_failed(self, entry: KvEntry[CanaryRollout], message: str) -> None:
@@ -265,7 +265,10 @@ class RollbackAgent:
         self.rollouts[key] = KvEntry(key, updated, revision)
         return True
 
-    async def _event(self, ctx: AgentContext, r: CanaryRollout, st: CanaryRolloutStatus, ev: Event) -> None:
+    async def _event(
+        self, ctx: AgentContext, r: CanaryRollout, st: CanaryRolloutStatus, ev: Event, *, strict: bool = False
+    ) -> None:
+        """Publish a RollbackEvent (deduplicated by its Nats-Msg-Id); ``strict``: a failure raises."""
         rb = st.rollback
         assert rb is not None
         ns, name = r.metadata.namespace, r.metadata.name
@@ -286,6 +289,8 @@ class RollbackAgent:
         try:
             await ctx.bus.js_publish(subjects.rollback_event(ns, name), msg, headers=headers)
         except BusError as exc:
+            if strict:
+                raise
             log.warning("rollback %s/%s: event not published: %s", ns, name, exc)
 
     # -- starting rollbacks -------------------------------------------------------------------------
