@@ -173,3 +173,27 @@ async def _sample(r: Replica, out: list[int]) -> None:
     while True:
         out.append(r.rss_kb())
         await asyncio.sleep(0.05 + random.random() * 0.01)
+
+
+async def test_a_backlog_of_large_messages_does_not_cut_tmcd_off(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    """A backlog of 1,000-event batches (~160 KB each): a pull of 256 of them would be ~40 MB in
+    flight to tmcd at once; pull requests are bounded in bytes (``PULL_MAX_BYTES``), tmcd stays
+    connected and counts every event."""
+    stack = Stack(tmp_path, nats_server.url)
+    try:
+        tmcd = await stack.replica("tmcd-a", "--agents", "metrics")
+        big = _burst(48_000, 1000)  # 48 messages of 1,000 events
+        nc = await nats_connect(nats_server.url)
+        try:
+            for _ in range(21):  # 1,008 messages, ~160 MB, published faster than tmcd takes them
+                for subject, data in big:
+                    await nc.publish(subject, data)
+                await nc.flush()
+        finally:
+            await nc.close()
+        await wait_for(lambda: _counted(tmcd, 21 * 48_000), timeout=120, step=0.2, what="the backlog counted")
+        text = await tmcd.metrics()
+        assert total(text, "tmc_nats_connected") == 1
+        assert "disconnected from NATS" not in stack.tails(), stack.tails()
+    finally:
+        await stack.close()

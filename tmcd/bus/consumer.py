@@ -41,6 +41,11 @@ SyncHandler = Callable[[Any], None]
 AsyncHandler = Callable[[Any], Awaitable[None]]
 _STATUS = "Status"
 _DONE_STATUSES = frozenset({"404", "408", "409"})
+PULL_MAX_BYTES = 8 * 1024 * 1024
+"""Bytes one pull request asks for at most (with ``batch`` messages at most): a backlog of large
+messages must not put tens of megabytes in flight to tmcd at once (what a client holds unread
+counts against the server's slow-consumer limits).  Raised to twice the server's largest message
+when that is bigger, so any single message still fits."""
 
 
 class Seen:
@@ -174,7 +179,8 @@ class PullConsumer:
     async def _request(self, batch: int) -> None:
         self._done.clear()
         self._received = 0
-        body = json.dumps({"batch": batch, "expires": int(self._expires * 1e9)}).encode()
+        max_bytes = max(PULL_MAX_BYTES, 2 * int(self._bus.nc.max_payload or 0))
+        body = json.dumps({"batch": batch, "expires": int(self._expires * 1e9), "max_bytes": max_bytes}).encode()
         await self._bus.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}", body, reply=self._inbox)
 
     async def _finish_batch(self) -> int | None:
