@@ -53,7 +53,7 @@ async def test_a_bus_on_two_servers_reconnects_to_the_live_one(nats_server_bin: 
             def moved(other: int = ports[1 - i]) -> bool:
                 return bus.connected and bus.nc.connected_url.port == other
 
-            await wait_for(moved, timeout=5, what="reconnected to the other server")
+            await wait_for(moved, timeout=15, what="reconnected to the other server")  # backoff up to 5 s
             servers[i].port = ports[i]
             await asyncio.to_thread(servers[i].start)  # back, for the next round
     finally:
