@@ -3,7 +3,6 @@ rollback agents setting images through the workloads factory (tests/test_kube_wo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakekube import DEPLOYMENT, FakeKube, serve, write_kubeconfig
-from tests.helpers import wait_for
 from tests.kubetarget import current_context
 from tests.test_canary_agent import Stack
 from tmcd.canary.agent import CanaryAgent
@@ -35,7 +33,6 @@ from tmcd.resources.canary import (
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import LabelSelector
 from tmcd.rollback.agent import RollbackAgent
-from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.registry import build_agents
 from tmcd.runtime.selfmetrics import SelfMetrics
 
@@ -91,21 +88,15 @@ class ImageStack(Stack):
     fakes: dict[str, FakeKube]
 
     async def start_agent(self) -> CanaryAgent:
-        self.agent = CanaryAgent(router=self.router, workloads_factory=self.factory)
-        self.rollback = RollbackAgent(router=self.router, workloads_factory=self.factory)
+        agent = CanaryAgent(router=self.router, workloads_factory=self.factory)
+        rollback = RollbackAgent(router=self.router, workloads_factory=self.factory)
         if self.runtime:
             self.cfg.kube = self.settings
             agents = build_agents(["canary", "rollback"], self.cfg)
             assert isinstance(agents[0], CanaryAgent) and isinstance(agents[1], RollbackAgent)
-            self.agent, self.rollback = agents[0], agents[1]
+            agent, rollback = agents[0], agents[1]
         self.metrics = SelfMetrics()
-        self._stop = asyncio.Event()
-        ctx = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)
-        ctx2 = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)
-        self._task = asyncio.create_task(self.agent.run(ctx))
-        self._task2 = asyncio.create_task(self.rollback.run(ctx2))
-        await wait_for(lambda: ctx.started.is_set() and ctx2.started.is_set(), what="agents started")
-        return self.agent
+        return await self.run_agents(agent, rollback)
 
     async def put_rollout(self, steps: list[CanaryStep], name: str = "web", router: str = "nats") -> None:
         spec = CanaryRolloutSpec(

@@ -104,9 +104,12 @@ class Stack:
 
     async def start_agent(self) -> CanaryAgent:
         """The canary agent and the rollback engine, as one tmcd runs them."""
-        self.agent = CanaryAgent(router=self.router)
-        self.rollback = RollbackAgent(router=self.router)
         self.metrics = SelfMetrics()
+        return await self.run_agents(CanaryAgent(router=self.router), RollbackAgent(router=self.router))
+
+    async def run_agents(self, agent: CanaryAgent, rollback: RollbackAgent) -> CanaryAgent:
+        """Run ``agent`` and ``rollback`` (on this stack's bus, config, metrics and clock) until stopped."""
+        self.agent, self.rollback = agent, rollback
         self._stop = asyncio.Event()
         ctx = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)
         ctx2 = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)

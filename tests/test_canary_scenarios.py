@@ -18,6 +18,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from tests.faultstack import applied
+from tests.faultstack import rollout as nats_rollout
 from tests.helpers import free_port, kill, nats_connect, wait_for, wait_ready
 from tmcd.contracts.codec import decode_as
 from tmcd.contracts.messages import CanaryEvent, RollbackEvent
@@ -244,21 +246,7 @@ def rollout(name: str, steps: list[dict[str, Any]] | None = None, **spec: Any) -
         {"setWeight": 50},
         {"analysis": {"templates": ["errors"], "intervals": 2}},
     ]
-    return {
-        "apiVersion": "tmc.kcp.io/v1alpha1",
-        "kind": "CanaryRollout",
-        "metadata": {"name": name, "namespace": "shop"},
-        "spec": {
-            "workloadRef": {"name": name},
-            "stableVersion": "v1",
-            "canaryVersion": "v2",
-            "clusterSelector": {"matchLabels": {}},
-            "trafficRouting": {"router": "nats", "route": name},
-            "steps": default_steps if steps is None else steps,
-            "progressDeadlineSeconds": 60,
-            **spec,
-        },
-    }
+    return nats_rollout(name, default_steps if steps is None else steps, **spec)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -282,10 +270,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     finally:
         for p in (s.mesh, s.sim, s.tmcd):
             await kill(p)
-
-
-def applied(events: list[CanaryEvent]) -> list[dict[str, Any]]:
-    return [e.evidence for e in events if e.type == "step" and "generation" in e.evidence]
 
 
 async def test_twenty_healthy_canaries_all_succeed(stack: Stack) -> None:

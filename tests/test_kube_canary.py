@@ -4,7 +4,6 @@ factory comes from the runtime as ``tmcd run`` wires it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from tmcd.resources.canary import CanaryRollout, CanaryRolloutSpec, TrafficRouti
 from tmcd.resources.meta import ObjectMeta
 from tmcd.resources.placement import LabelSelector
 from tmcd.rollback.agent import RollbackAgent
-from tmcd.runtime.agent import AgentContext
 from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.runtime.registry import build_agents
 
@@ -37,14 +35,7 @@ class KubeStack(Stack):
     async def start_agent(self) -> CanaryAgent:
         agents = build_agents(["canary", "rollback"], self.cfg)
         assert isinstance(agents[0], CanaryAgent) and isinstance(agents[1], RollbackAgent)
-        self.agent, self.rollback = agents[0], agents[1]
-        self._stop = asyncio.Event()
-        ctx = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)
-        ctx2 = AgentContext(bus=self.bus, config=self.cfg, metrics=self.metrics, stop=self._stop, clock=self.clock)
-        self._task = asyncio.create_task(self.agent.run(ctx))
-        self._task2 = asyncio.create_task(self.rollback.run(ctx2))
-        await wait_for(lambda: ctx.started.is_set() and ctx2.started.is_set(), what="agents started")
-        return self.agent
+        return await self.run_agents(agents[0], agents[1])
 
     async def gateway_rollout(self, name: str, steps: Any = STEPS) -> None:
         s = CanaryRolloutSpec(

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import daemon_config, kubectl_tmc_async, running_daemon, wait_for
+from tmcd.api.replicas import replica_report
 from tmcd.bus import Bus
 from tmcd.config import load_config
 from tmcd.contracts.lease import Lease, ReplicaInfo, kv_token, lease_key
@@ -47,9 +48,9 @@ def test_plan_creates_renews_waits_and_takes_over() -> None:
 
 
 def test_lease_state_steps_down_before_a_follower_may_take_over() -> None:
-    s = LeaseState().won(100.0, 3, lease("a", 100.0))
+    s = LeaseState().won(100.0, 3)
     assert s.leading and s.acquired == 100.0
-    assert s.won(105.0, 4, lease("a", 105.0)).acquired == 100.0  # a renewal keeps the acquire time
+    assert s.won(105.0, 4).acquired == 100.0  # a renewal keeps the acquire time
     assert s.failed(109.9, TTL, RENEW).leading  # within ttl - renew of the last success
     assert not s.failed(110.0, TTL, RENEW).leading  # gone before anyone may take it (at 115)
     assert not s.conflict().leading
@@ -161,8 +162,11 @@ async def test_release_hands_over_at_once_and_replicas_are_listed(bus: Bus) -> N
     a, b = await electors(bus, clock, "a", "b", prefix="t2")
     await a.round()
     await b.round()
-    assert [r.identity for r in await b.replicas()] == ["a", "b"]
-    assert {r.identity: r.leads for r in await b.replicas()} == {"a": ["canary", "health"], "b": []}
+    assert [r.identity for r in (await replica_report(bus, "t2", clock.t)).replicas] == ["a", "b"]
+    assert {r.identity: r.leads for r in (await replica_report(bus, "t2", clock.t)).replicas} == {
+        "a": ["canary", "health"],
+        "b": [],
+    }
     await a.release()
     assert a.leads() == []
     await b.round()  # too early: b looks at the leases again one renew interval after its last look
@@ -170,7 +174,7 @@ async def test_release_hands_over_at_once_and_replicas_are_listed(bus: Bus) -> N
     clock.t += RENEW  # ... and then need not wait for a TTL
     await b.round()
     assert b.leads() == ["canary", "health"]
-    assert [r.identity for r in await b.replicas()] == ["b"]
+    assert [r.identity for r in (await replica_report(bus, "t2", clock.t)).replicas] == ["b"]
 
 
 async def test_a_restarted_replica_takes_its_own_lease_back_at_once(bus: Bus) -> None:

@@ -28,7 +28,7 @@ from prometheus_client import Gauge
 from tmcd import __version__
 from tmcd.bus import Bus, BusError, CasConflictError, KvStore
 from tmcd.config import Config
-from tmcd.contracts.lease import Lease, ReplicaInfo, lease_key, replica_key, replica_prefix
+from tmcd.contracts.lease import Lease, ReplicaInfo, lease_key, replica_key
 from tmcd.runtime.agent import Agent, AgentCheck, AgentContext, agent_checks
 from tmcd.runtime.lease import LeaseState, next_lease, plan
 from tmcd.runtime.probes import CheckFn
@@ -115,8 +115,6 @@ class Elector:
         self._leading = {a: asyncio.Event() for a in agents}
         self._following = {a: asyncio.Event() for a in agents}
         self._wakes: dict[str, float] = dict.fromkeys(agents, 0.0)
-        self.rounds = 0
-        self._round_done = asyncio.Event()
         for a in agents:
             self._following[a].set()
             if gauge is not None:
@@ -140,18 +138,6 @@ class Elector:
         """Return once this replica does not hold ``agent``'s lease."""
         await self._following[agent].wait()
 
-    async def wait_round(self) -> None:
-        """Return after the next complete election round (tests and start-up)."""
-        self._round_done.clear()
-        await self._round_done.wait()
-
-    async def replicas(self) -> list[ReplicaInfo]:
-        """The deployment's live replicas (those renewed within a TTL), by identity."""
-        entries, _rev = await self._replicas.snapshot(replica_prefix(self._prefix) + ">")
-        now = self._clock()
-        live = [e.value for e in entries if now - e.value.renew_time < (e.value.ttl or self.ttl)]
-        return sorted(live, key=lambda r: r.identity)
-
     # -- the loop ------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -168,8 +154,6 @@ class Elector:
             if self.states[agent].leading or now >= self._wakes[agent]:
                 self._wakes[agent] = now + await self._step(agent)
         await self._present()
-        self.rounds += 1
-        self._round_done.set()
         now = self._clock()
         return max(0.0, min([self.renew, *(w - now for w in self._wakes.values())]))
 
@@ -216,7 +200,7 @@ class Elector:
                 current and current[0].holder,
                 self.ttl,
             )
-        self._set(agent, state.won(now, rev, lease))
+        self._set(agent, state.won(now, rev))
         return self.renew
 
     def _set(self, agent: str, state: LeaseState, *, reason: str = "") -> None:

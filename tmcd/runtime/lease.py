@@ -55,14 +55,11 @@ class LeaseState:
     """The lease's revision after that write."""
     acquired: float = 0.0
     """Unix time this replica last acquired the lease."""
-    transitions: int = 0
 
-    def won(self, now: float, revision: int, lease: Lease) -> LeaseState:
+    def won(self, now: float, revision: int) -> LeaseState:
         """A create or update succeeded."""
         acquired = self.acquired if self.leading else now
-        return replace(
-            self, leading=True, last_ok=now, revision=revision, acquired=acquired, transitions=lease.transitions
-        )
+        return replace(self, leading=True, last_ok=now, revision=revision, acquired=acquired)
 
     def conflict(self) -> LeaseState:
         """A create or update found the key changed: someone else holds the lease now."""
