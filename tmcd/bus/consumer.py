@@ -70,7 +70,7 @@ class Seen:
 
 
 class PullConsumer:
-    """One durable consumer (ack policy ALL) on one stream, driven until stop."""
+    """One durable consumer (explicit acks, sent per batch) on one stream, driven until stop."""
 
     def __init__(
         self,
