@@ -323,6 +323,7 @@ def _service() -> list[str]:
     lines += [f"| `tmc.api.{v}.<plural>` | {req} | {rep} |" for v, (req, rep) in _SERVICE_REQUESTS.items()]
     lines += [
         "| `tmc.api.simulate.placements` | `{object}` (a Placement) | the decision, nothing saved |",
+        "| `tmc.api.get.replicas` | `{}` | a `ReplicaReport`: the live replicas and each agent's leader |",
         "",
         "### Watches",
         "",
