@@ -173,8 +173,10 @@ async def test_weights_a_mesh_cannot_apply_are_dead_lettered_and_it_goes_on(nats
 
         dsub = await nc.subscribe("tmc.dead.tmc.traffic.>", cb=on_dead)
         router = NatsRouter(bus)
+        # stored before the mesh starts: it is applied from the mesh's first read of the stream,
+        # so that read is over before the bad weights are stored (it would dead-letter them too)
+        await router.set_weights(REF, 5, ["sim-001"], generation=1)
         async with Mesh(nats_server.url, opts(clusters=1)):
-            await router.set_weights(REF, 5, ["sim-001"], generation=1)
             await wait_for(lambda: router.applied(REF), what="the mesh listening")
             bad = b'{"namespace":"shop","route":"web","timestamp":1,"weights":{"stable":50,"canary":40}}'
             await bus.publish_raw(subjects.traffic_weights("shop", "web"), bad)

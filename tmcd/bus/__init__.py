@@ -8,6 +8,7 @@ from tmcd.bus.core import Bus, Delivery
 from tmcd.bus.errors import BusError, CorruptValueError, NotConnectedError
 from tmcd.bus.kv import CasConflictError, KvEntry, KvStore
 from tmcd.bus.lastvalue import last_message, last_per_subject
+from tmcd.bus.resync import Resync
 
 __all__ = [
     "Bus",
@@ -18,6 +19,7 @@ __all__ = [
     "KvEntry",
     "KvStore",
     "NotConnectedError",
+    "Resync",
     "last_message",
     "last_per_subject",
 ]

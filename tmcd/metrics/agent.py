@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tmcd.bus import BusError, Delivery
+from tmcd.bus import BusError, Delivery, Resync
 from tmcd.bus.lastvalue import last_per_subject
 from tmcd.bus.ratelog import Throttle, more
 from tmcd.bus.reader import observe
@@ -135,27 +135,30 @@ class MetricsAgent:
 
         health_sub = await ctx.bus.subscribe(health_changes("cluster"), on_health, channel=HEALTH_CHANGE)
         subs = [health_sub]
-        resync = asyncio.Event()
 
-        def on_bus_state(up: bool) -> None:
-            if up:
-                resync.set()  # observed messages of the outage are gone: read the last ones again
+        async def again() -> None:
+            log.info("NATS is back: read %d last heartbeats, connection events and decisions", await self.prime(ctx))
 
-        ctx.bus.state_listeners.append(on_bus_state)
+        # observed messages of an outage are gone: read the last ones again, until that works
+        resync = Resync(again, "the last heartbeats, connection events and decisions")
+        resync.attach(ctx.bus)
         tasks: list[asyncio.Task[None]] = []
         try:
             for ch in OBSERVED:
                 subs.append(await observe(ctx.bus, ch.wildcard, self._apply, max_pending=OBSERVE_PENDING))
-            await self.prime(ctx)
+            try:
+                await self.prime(ctx)
+            except BusError as exc:
+                log.warning("could not read the last heartbeats, connection events and decisions: %s", exc)
+                resync.request()
             tasks.append(asyncio.create_task(self._sweep(ctx, fm, wm), name="metrics-sweep"))
-            tasks.append(asyncio.create_task(self._resync(ctx, resync), name="metrics-resync"))
             await consume_streams(
                 ctx,
                 self.name,
                 {STREAM_SYNCER: on_syncer, STREAM_PLACEMENT: on_placement, STREAM_WORKLOAD: on_workload},
             )
         finally:
-            ctx.bus.state_listeners.remove(on_bus_state)
+            await resync.close()
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -179,15 +182,11 @@ class MetricsAgent:
     async def prime(self, ctx: AgentContext) -> int:
         """Apply the last stored message of every observed subject, oldest first (the model leaves
         out what is older than what it has), except those older than ``metrics.forget_after``.
-        Returns how many were applied; a NATS failure is logged (the live messages still come)."""
+        Returns how many were applied; raises BusError (nothing applied) when NATS cannot answer."""
         stored: list[Delivery[Any]] = []
-        try:
-            for ch in OBSERVED:
-                assert ch.stream is not None
-                stored += await last_per_subject(ctx.bus, ch.stream, ch.wildcard, ch, account=False)
-        except BusError as exc:
-            log.warning("could not read the last heartbeats, connection events and decisions: %s", exc)
-            return 0
+        for ch in OBSERVED:
+            assert ch.stream is not None
+            stored += await last_per_subject(ctx.bus, ch.stream, ch.wildcard, ch, account=False)
         now = ctx.clock()
         oldest = now - ctx.config.metrics.forget_after
         recent = sorted((d for d in stored if d.msg.timestamp >= oldest), key=lambda d: float(d.msg.timestamp))
@@ -195,12 +194,6 @@ class MetricsAgent:
             # a stored message is as old as its timestamp: a silent cluster is still forgotten in time
             self._apply(d, min(now, float(d.msg.timestamp)))
         return len(recent)
-
-    async def _resync(self, ctx: AgentContext, resync: asyncio.Event) -> None:
-        while not ctx.stop.is_set():
-            await resync.wait()
-            resync.clear()
-            log.info("NATS is back: read %d last heartbeats, connection events and decisions", await self.prime(ctx))
 
     async def _sweep(self, ctx: AgentContext, fm: FleetMetrics, wm: WorkloadMetrics) -> None:
         cfg = ctx.config.metrics

@@ -2,7 +2,8 @@
 
 At start it reads the current weights of every route from TMC_TRAFFIC (the last message per
 subject) after subscribing to changes, so nothing published in between is missed (an older
-generation that arrives late is dropped by the model).  After each applied TrafficWeights it
+generation that arrives late is dropped by the model); it reads them again after every
+reconnection, retrying a failed read (:class:`~tmcd.bus.resync.Resync`).  After each applied TrafficWeights it
 publishes a TrafficApplied; every ``window`` seconds it publishes the window's WorkloadStats
 (to TMC_WORKLOAD) for every route, cluster and track that had traffic share in the window,
 after a TrafficApplied again for every route whose count of unrouted requests grew in it.
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tmcd.bus import Bus, BusError, Delivery, last_per_subject
+from tmcd.bus import Bus, BusError, Delivery, Resync, last_per_subject
 from tmcd.contracts import subjects
 from tmcd.contracts.messages import TrafficWeights
 from tmcd.sim.mesh import MeshModel, MeshOptions
@@ -90,26 +91,25 @@ async def run_mesh(
     sub = await bus.subscribe(
         subjects.TRAFFIC_WEIGHTS.wildcard, on_weights, channel=subjects.TRAFFIC_WEIGHTS, max_pending=MAX_PENDING_WEIGHTS
     )
-    catch_ups: set[asyncio.Task[None]] = set()
 
     async def catch_up() -> None:
         for d in await _current(bus):
             await on_weights(d)
 
-    def on_state(up: bool) -> None:
-        # back from a disconnect (a restarted NATS): weights published meanwhile never reached the
-        # core subscription, and the controller waits for their reports; the stream has them
-        if up and not catch_ups:
-            task = asyncio.get_running_loop().create_task(catch_up())
-            catch_ups.add(task)
-            task.add_done_callback(catch_ups.discard)
-
-    bus.state_listeners.append(on_state)
+    # back from a disconnect (a restarted NATS, a lost node): weights published meanwhile never
+    # reached the core subscription, and the controller waits for their reports; the stream has
+    # them, and the read is retried until it works (a stream may be electing its leader)
+    resync = Resync(catch_up, f"the current weights from {subjects.STREAM_TRAFFIC}")
+    resync.attach(bus)
     try:
         # the routes TMC_TRAFFIC holds are served from the start: a restart with the same seed
         # draws the same requests for them
-        for d in await _current(bus):
-            await on_weights(d, start)
+        try:
+            for d in await _current(bus):
+                await on_weights(d, start)
+        except BusError as exc:
+            log.warning("cannot read the current weights (%s); serving routes as their weights arrive", exc)
+            resync.request()
         log.info(
             "mesh: %d clusters, %g requests/s per cluster and route, %gs windows (seed %d), %d routes, on %s",
             opts.clusters,
@@ -128,24 +128,17 @@ async def run_mesh(
         result.routes = model.routes
         result.unrouted = model.unrouted_total
         result.elapsed = max(0.0, min(clock(), end if end is not None else clock()) - start)
-        bus.state_listeners.remove(on_state)
-        for task in catch_ups:
-            task.cancel()
-        await asyncio.gather(*catch_ups, return_exceptions=True)
+        await resync.close()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
     return result
 
 
 async def _current(bus: Bus) -> list[Delivery[Any]]:
-    """The last TrafficWeights of every route that TMC_TRAFFIC holds."""
-    try:
-        return await last_per_subject(
-            bus, subjects.STREAM_TRAFFIC, subjects.TRAFFIC_WEIGHTS.wildcard, subjects.TRAFFIC_WEIGHTS
-        )
-    except BusError as exc:
-        log.warning("cannot read the current weights (%s); serving routes as their weights arrive", exc)
-        return []
+    """The last TrafficWeights of every route that TMC_TRAFFIC holds (raises BusError)."""
+    return await last_per_subject(
+        bus, subjects.STREAM_TRAFFIC, subjects.TRAFFIC_WEIGHTS.wildcard, subjects.TRAFFIC_WEIGHTS
+    )
 
 
 async def _windows(
