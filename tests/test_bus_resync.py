@@ -1,4 +1,4 @@
-"""Resync: a stored-state read retried until it works, again after each reconnection (no timers: the pause is injected)."""
+"""Resync: a read of stored state retried until it works, and again after each reconnection."""
 
 from __future__ import annotations
 
@@ -51,7 +51,10 @@ async def test_a_failed_read_is_retried_with_a_growing_capped_pause(caplog: pyte
     assert read.calls == 8 and read.done == 1 and resync.failures == 7
     assert pauses.waits == [RETRY_MIN, 1.0, 2.0, 4.0, RETRY_MAX, RETRY_MAX, RETRY_MAX]
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["cannot read the weights (nats: timeout); trying again", "read the weights after 7 failed attempts"]
+    assert lines == [
+        "cannot read the weights (nats: timeout); trying again",
+        "read the weights after 7 failed attempts",
+    ]
     await resync.close()
 
 

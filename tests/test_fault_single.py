@@ -1,18 +1,21 @@
 """One tmcd on one nats-server with a file store: the server restarts under load and nothing is
 lost or counted twice (published by the simulator = stored in the stream = counted by tmcd); a
-burst far faster than tmcd can process waits in JetStream, not in tmcd's memory."""
+burst of 10x the rate tmcd sustains waits in JetStream, not in tmcd's memory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.faultstack import CLUSTERS, Replica, Stack, drained, last_seq, stop_sim, sync_events_by_seq, total
 from tests.helpers import nats_connect, wait_for
+from tests.rawpub import pub_file
 from tmcd.contracts import subjects
 from tmcd.contracts.codec import encode
 from tmcd.contracts.messages import SyncEvent, SyncEventBatch
@@ -20,6 +23,8 @@ from tmcd.runtime.embedded import EmbeddedNats
 from tmcd.sim.model import FleetModel, SimOptions
 
 pytestmark = [pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
 
 DURABLE = "tmcd-metrics-syncer"
 SYNCED = "tmc_syncer_resources_synced_total"
@@ -96,39 +101,64 @@ def _burst(events: int, per_message: int) -> list[tuple[str, bytes]]:
 
 
 async def test_a_burst_waits_in_jetstream_and_drains(nats_server: EmbeddedNats, tmp_path: Path) -> None:
-    """The burst is published as fast as one client can: 3-5x the rate tmcd drains it at on the
-    2-core machine this was written on (the publisher is bound by bytes, ~170 MB/s of JSON; tmcd
-    by events, ~200k/s; 10x is out of reach of one Python publisher there), ~1 M events in all.
-    The backlog shows in ``tmc_consumer_pending_messages`` and fails ``/healthz``'s consumer-lag check;
-    tmcd's memory stays bounded (it pulls 256 messages at a time: no in-process queue grows with
-    the backlog), and everything is counted once the backlog drained."""
+    """A burst of at least 10x the rate tmcd sustains, ~2 M events: JetStream holds the backlog,
+    ``tmc_consumer_pending_messages`` shows it, ``/healthz``'s consumer-lag check fails and
+    recovers, tmcd's memory stays bounded (it pulls at most 256 messages at a time: no
+    in-process queue grows with the backlog), and everything is counted once it drained.
+
+    tmcd runs with the CPU the Deployment manifest requests (250m: ``tests/cpulimit.py`` lets it
+    run a quarter of every 20 ms), as on a node where it gets no more than its request; its
+    sustainable rate is measured under the same limit in the same run (the drain after the
+    burst).  The burst comes from two processes of their own (``tests/rawpub.py``), as syncers
+    publish from their own machines, with JetStream publishes and at most 128 unacknowledged
+    each: core-NATS publishes that fast are dropped by nats-server once the stream's ingest queue
+    is full.  Without the limit, on two cores that the publishers, nats-server and tmcd share, a
+    burst reaches 3-6x tmcd's full rate."""
     url = nats_server.url
     stack = Stack(tmp_path, url, {"TMCD_HEALTH_MAX_CONSUMER_PENDING": "1000", "TMCD_HEALTH_CHECK_CACHE": "0"})
     rss: list[int] = []
+    procs: list[asyncio.subprocess.Process] = []
     try:
         tmcd = await stack.replica("tmcd-a", "--agents", "metrics,health")
-        await asyncio.sleep(0)
-        payloads = _burst(ROUND, 250)  # 200 messages of 250 events, published over and over
+        payloads = _burst(ROUND, 250)  # 198 messages of 250 events, published over and over
         nc = await nats_connect(url)
         try:  # warm up: a first round, so the idle RSS includes the series the burst creates
             for subject, data in payloads:
                 await nc.publish(subject, data)
             await nc.flush()
-            await wait_for(lambda: _counted(tmcd, ROUND), timeout=60, step=0.2, what="the warm-up counted")
-            idle = tmcd.rss_kb()
-            sampler = asyncio.create_task(_sample(tmcd, rss))
-            rounds = 20  # 1,000,000 events
-            t0 = asyncio.get_running_loop().time()
-            for _ in range(rounds):
-                for i, (subject, data) in enumerate(payloads):
-                    await nc.publish(subject, data)
-                    if i % 200 == 0:
-                        await nc.flush()
-            await nc.flush()
-            published_in = asyncio.get_running_loop().time() - t0
-            at_end = total(await tmcd.metrics(), SYNCED)
         finally:
             await nc.close()
+        await wait_for(lambda: _counted(tmcd, ROUND), timeout=60, step=0.2, what="the warm-up counted")
+        idle = tmcd.rss_kb()
+        rounds = 40  # 1,980,000 events: half a second or more, so a hiccup of the machine does not decide
+        commands = tmp_path / "burst.pub"
+        commands.write_bytes(pub_file(payloads))
+        host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
+        publishers = [
+            await _helper(procs, "rawpub.py", host, port, str(commands), str(rounds // PUBLISHERS))
+            for _ in range(PUBLISHERS)
+        ]
+        for publisher in publishers:
+            assert publisher.stdout is not None
+            assert await publisher.stdout.readline() == b"ready\n"
+        want = await last_seq([url], "TMC_SYNCER") + rounds * len(payloads)
+        await _helper(procs, "cpulimit.py", str(tmcd.pid), str(CPU_SHARE))  # from here on
+        sampler = asyncio.create_task(_sample(tmcd, rss))
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for publisher in publishers:
+            assert publisher.stdin is not None
+            publisher.stdin.write(b"go\n")
+            await publisher.stdin.drain()
+        resent = 0
+        for publisher in publishers:  # each prints its time until the last ack, then what it sent again
+            assert publisher.stdout is not None
+            await asyncio.wait_for(publisher.stdout.readline(), 60)
+            resent += int(await publisher.stdout.readline())
+        published_in = loop.time() - t0  # JetStream stored and acknowledged every message
+        assert await last_seq([url], "TMC_SYNCER") == want
+        at_end = total(await tmcd.metrics(), SYNCED)
+        published_at = t0 + published_in
 
         async def lagging() -> str | None:
             code, body = await tmcd.get("/healthz?verbose")
@@ -138,8 +168,8 @@ async def test_a_burst_waits_in_jetstream_and_drains(nats_server: EmbeddedNats, 
         assert "TMC_SYNCER has" in lag and "pending messages (max 1000)" in lag, lag
         peak_pending = total(await tmcd.metrics(), "tmc_consumer_pending_messages", stream="TMC_SYNCER")
         assert peak_pending > 1000
-        await wait_for(lambda: _counted(tmcd, ROUND * (rounds + 1)), timeout=120, step=0.2, what="the burst counted")
-        drained_in = asyncio.get_running_loop().time() - t0
+        await wait_for(lambda: _counted(tmcd, ROUND * (rounds + 1)), timeout=80, step=0.1, what="the burst counted")
+        drained_in = loop.time() - published_at
         await drained([url], "TMC_SYNCER", DURABLE)
 
         async def healthy() -> bool:
@@ -153,16 +183,46 @@ async def test_a_burst_waits_in_jetstream_and_drains(nats_server: EmbeddedNats, 
         assert total(await tmcd.metrics(), "tmc_consumer_pending_messages", stream="TMC_SYNCER") == 0
         grew_mb = (max(rss) - idle) / 1024
         burst_rate = ROUND * rounds / published_in
-        drain_rate = (ROUND * (rounds + 1) - at_end) / (drained_in - published_in)
+        drain_rate = (ROUND * (rounds + 1) - at_end) / drained_in
         ratio = burst_rate / drain_rate
-        print(f"burst: {burst_rate:.0f} events/s for {published_in:.2f}s, drained at {drain_rate:.0f}/s; "
-              f"idle RSS {idle / 1024:.0f} MB, peak +{grew_mb:.0f} MB, peak pending {peak_pending:.0f}")  # fmt: skip
+        print(f"burst: {burst_rate:.0f} events/s for {published_in:.2f}s, drained at {drain_rate:.0f}/s "
+              f"with {CPU_SHARE:g} CPU ({ratio:.1f}x); idle RSS {idle / 1024:.0f} MB, peak +{grew_mb:.0f} MB, "
+              f"peak pending {peak_pending:.0f}, {resent} sent again")  # fmt: skip
         assert grew_mb < 150, f"RSS grew {grew_mb:.0f} MB over idle during the burst"
-        assert ratio > 3, f"the burst was not much faster than tmcd drains ({ratio:.1f}x)"
+        assert ratio >= 10, f"the burst was not 10x the rate tmcd sustains ({ratio:.1f}x)"
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack.tails()}") from None
     finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            await proc.wait()
         await stack.close()
+
+
+async def _helper(procs: list[asyncio.subprocess.Process], script: str, *args: str) -> asyncio.subprocess.Process:
+    """Start ``tests/<script>``; it prints one line once it is at work."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / script), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    procs.append(proc)
+    if script == "cpulimit.py":
+        assert proc.stdout is not None
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"limiting\n"
+    return proc
+
+
+def _cpu_request() -> float:
+    """The CPU the Deployment manifest requests for tmcd, in cores."""
+    docs = yaml.safe_load_all((HERE.parent / "config" / "kubernetes" / "tmcd-deployment.yaml").read_text())
+    (deploy,) = [d for d in docs if d and d.get("kind") == "Deployment"]
+    (c,) = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "tmcd"]
+    cpu = str(c["resources"]["requests"]["cpu"])
+    return int(cpu.removesuffix("m")) / 1000 if cpu.endswith("m") else float(cpu)
+
+
+CPU_SHARE = _cpu_request()
+PUBLISHERS = 2
 
 
 async def _counted(r: Replica, n: int) -> bool:
