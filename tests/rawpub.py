@@ -49,7 +49,8 @@ class Acks:
         self.sock, self.buf = sock, b""
         self.pongs = 0
 
-    def _line(self) -> bytes:
+    def line(self) -> bytes:
+        """The next protocol line, without its CRLF."""
         while b"\r\n" not in self.buf:
             chunk = self.sock.recv(1 << 20)
             if not chunk:
@@ -70,7 +71,7 @@ class Acks:
     def next(self) -> tuple[int, bool] | None:
         """The next ack: (message number, stored?); None for a PONG."""
         while True:
-            line = self._line()
+            line = self.line()
             if line.startswith(b"MSG "):
                 parts = line.split()
                 number = int(parts[1].rsplit(b".", 1)[1])
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
     messages = _read_file(path)
     with socket.create_connection((host, port), timeout=60) as sock:
         acks = Acks(sock)
-        if not acks._line().startswith(b"INFO"):
+        if not acks.line().startswith(b"INFO"):
             raise SystemExit("rawpub: not a NATS server")
         sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB %s.* 1\r\nPING\r\n' % INBOX.encode())
         while acks.next() is not None:

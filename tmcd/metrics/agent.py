@@ -137,7 +137,7 @@ class MetricsAgent:
         subs = [health_sub]
 
         async def again() -> None:
-            log.info("NATS is back: read %d last heartbeats, connection events and decisions", await self.prime(ctx))
+            log.info("read %d last heartbeats, connection events and decisions", await self.prime(ctx))
 
         # observed messages of an outage are gone: read the last ones again, until that works
         resync = Resync(again, "the last heartbeats, connection events and decisions")
