@@ -4,7 +4,8 @@ way the ``cpulimit`` tool works, for machines without a cgroup to write to).
 
     python tests/cpulimit.py PID SHARE [PERIOD_MS]
 
-Runs until the process exits or this one is terminated; the process is always left running.
+Prints ``ready`` once it limits the process, then runs until the process exits or this one is
+terminated; the process is always left running.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
         print("cpulimit: SHARE must be between 0 and 1", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop)
-    print("limiting", flush=True)
+    print("ready", flush=True)
     limit(pid, share, period)
     return 0
 

@@ -319,13 +319,18 @@ async def jetstream_report(urls: list[str]) -> str:
     return "\n".join(out)
 
 
-async def last_seq(urls: list[str], stream: str) -> int:
-    """The stream's last sequence number."""
+async def stream_info(urls: list[str], stream: str) -> Any:
+    """The stream's info (config and state), read on a connection of its own."""
     nc = await nats_connect(urls)
     try:
-        return int((await nc.jetstream().stream_info(stream)).state.last_seq)
+        return await nc.jetstream().stream_info(stream)
     finally:
         await nc.close()
+
+
+async def last_seq(urls: list[str], stream: str) -> int:
+    """The stream's last sequence number."""
+    return int((await stream_info(urls, stream)).state.last_seq)
 
 
 async def drained(urls: list[str], stream: str, durable: str, timeout: float = 60.0) -> Any:

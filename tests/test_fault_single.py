@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.faultstack import CLUSTERS, Replica, Stack, drained, last_seq, stop_sim, sync_events_by_seq, total
+from tests.faultstack import (
+    CLUSTERS,
+    Replica,
+    Stack,
+    drained,
+    last_seq,
+    stop_sim,
+    stream_info,
+    sync_events_by_seq,
+    total,
+)
 from tests.helpers import nats_connect, wait_for
 from tests.rawpub import pub_file
 from tmcd.contracts import subjects
@@ -142,9 +152,6 @@ async def test_a_burst_waits_in_jetstream_and_drains(nats_server: EmbeddedNats, 
             await _helper(procs, "rawpub.py", host, port, str(commands), str(rounds // PUBLISHERS))
             for _ in range(PUBLISHERS)
         ]
-        for publisher in publishers:
-            assert publisher.stdout is not None
-            assert await publisher.stdout.readline() == b"ready\n"
         want = await last_seq([url], "TMC_SYNCER") + rounds * len(payloads)
         await _helper(procs, "cpulimit.py", str(tmcd.pid), str(CPU_SHARE))  # from here on
         sampler = asyncio.create_task(_sample(tmcd, rss))
@@ -160,8 +167,8 @@ async def test_a_burst_waits_in_jetstream_and_drains(nats_server: EmbeddedNats, 
             await asyncio.wait_for(publisher.stdout.readline(), 60)
             resent += int(await publisher.stdout.readline())
         published_in = loop.time() - t0  # JetStream stored and acknowledged every message
-        assert await last_seq([url], "TMC_SYNCER") == want
-        assert await _storage([url], "TMC_SYNCER") == "memory"
+        info = await stream_info([url], "TMC_SYNCER")
+        assert (info.state.last_seq, str(info.config.storage)) == (want, "memory")
         at_end = total(await tmcd.metrics(), SYNCED)
         published_at = t0 + published_in
 
@@ -206,14 +213,13 @@ async def test_a_burst_waits_in_jetstream_and_drains(nats_server: EmbeddedNats, 
 
 
 async def _helper(procs: list[asyncio.subprocess.Process], script: str, *args: str) -> asyncio.subprocess.Process:
-    """Start ``tests/<script>``; it prints one line once it is at work."""
+    """Start ``tests/<script>`` and wait for its ``ready`` line."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(HERE / script), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
     procs.append(proc)
-    if script == "cpulimit.py":
-        assert proc.stdout is not None
-        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"limiting\n"
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
     return proc
 
 
@@ -228,14 +234,6 @@ def _cpu_request() -> float:
 
 CPU_SHARE = _cpu_request()
 PUBLISHERS = 2
-
-
-async def _storage(urls: list[str], stream: str) -> str:
-    nc = await nats_connect(urls)
-    try:
-        return str((await nc.jetstream().stream_info(stream)).config.storage)
-    finally:
-        await nc.close()
 
 
 async def _counted(r: Replica, n: int) -> bool:

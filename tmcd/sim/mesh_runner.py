@@ -3,10 +3,11 @@
 At start it reads the current weights of every route from TMC_TRAFFIC (the last message per
 subject) after subscribing to changes, so nothing published in between is missed (an older
 generation that arrives late is dropped by the model); it reads them again after every
-reconnection, retrying a failed read (:class:`~tmcd.bus.resync.Resync`).  After each applied TrafficWeights it
-publishes a TrafficApplied; every ``window`` seconds it publishes the window's WorkloadStats
-(to TMC_WORKLOAD) for every route, cluster and track that had traffic share in the window,
-after a TrafficApplied again for every route whose count of unrouted requests grew in it.
+reconnection, retrying a failed read (:class:`~tmcd.bus.resync.Resync`).  After each applied
+TrafficWeights it publishes a TrafficApplied; every ``window`` seconds it publishes the
+window's WorkloadStats (to TMC_WORKLOAD) for every route, cluster and track that had traffic
+share in the window, after a TrafficApplied again for every route whose count of unrouted
+requests grew in it.
 """
 
 from __future__ import annotations
